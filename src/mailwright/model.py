@@ -1,0 +1,80 @@
+"""Frozen values shared by every stage of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox ``local_part@domain`` as it appeared in a path (RFC 5321 4.1.2).
+
+    The local part keeps its case and any quoting was already removed; the
+    domain keeps its case for display, and ``domain_key`` is the form to compare.
+    The null reverse-path ``<>`` is not an Address: it is ``None`` wherever a
+    sender is expected.
+    """
+
+    local_part: str
+    domain: str
+
+    def __str__(self) -> str:
+        local = self.local_part
+        if not _is_dot_string(local):
+            local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{local}@{self.domain}"
+
+    @property
+    def domain_key(self) -> str:
+        """The domain in the form used for comparisons (lower case, no trailing dot)."""
+        return self.domain.lower().rstrip(".")
+
+    @property
+    def key(self) -> str:
+        """The whole address in the form used for lookups in configuration."""
+        return f"{self.local_part.lower()}@{self.domain_key}"
+
+    @classmethod
+    def from_text(cls, text: str) -> Address:
+        """Split a plain ``local@domain`` (as written in configuration files)."""
+        local, sep, domain = text.rpartition("@")
+        if not sep or not local or not domain:
+            raise ValueError(f"not an address (expected local@domain): {text!r}")
+        return cls(local, domain)
+
+
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+def _is_dot_string(local: str) -> bool:
+    if not local or local.startswith(".") or local.endswith(".") or ".." in local:
+        return False
+    return all(c in _ATEXT or c == "." or ord(c) > 127 for c in local)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the SMTP transaction said about a message, apart from its content.
+
+    ``sender`` is None for the null reverse-path ``<>`` (bounces).
+    ``mail_params`` keeps the ESMTP parameters of MAIL FROM (e.g. BODY, SMTPUTF8).
+    """
+
+    sender: Address | None
+    recipients: tuple[Address, ...]
+    mail_params: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Who is on the other end of a connection; used for policy and Received: headers."""
+
+    peer_host: str
+    peer_port: int
+    helo_name: str | None = None
+    esmtp: bool = False
+    tls: bool = False
+    authenticated_user: str | None = None
+    local_host: str = ""
+    local_port: int = 0
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

@@ -1,0 +1,60 @@
+"""The standard replies of the server, by name, so a situation always gets the same words.
+
+Texts that tell the client what went wrong also tell it what to send instead:
+that is the point of mailwright's replies.
+"""
+
+from __future__ import annotations
+
+from mailwright.protocol.reply import Reply
+
+# 2xx
+OK = Reply(250, "2.0.0", "Ok")
+SENDER_OK = Reply(250, "2.1.0", "Ok")
+RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
+RESET_OK = Reply(250, "2.0.0", "Ok: transaction cleared")
+NOOP_OK = Reply(250, "2.0.0", "Ok")
+BYE = Reply(221, "2.0.0", "Bye")
+VRFY_CANNOT = Reply(
+    252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
+)
+START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+# 4xx
+SHUTTING_DOWN = Reply(421, "4.3.2", "Server shutting down; try again later")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded; closing connection")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again later")
+TOO_MANY_CONNECTIONS_FROM_IP = Reply(
+    421, "4.7.0", "Too many connections from your address; try again later"
+)
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in a new transaction")
+STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing; try again later")
+
+# 5xx: syntax
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Syntax error: command unrecognized")
+LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
+BARE_LINE_ENDING = Reply(
+    500, "5.5.2", "Syntax error: bare CR or LF in command; end every line with CRLF"
+)
+BAD_ENCODING = Reply(500, "5.5.2", "Syntax error: command is not valid UTF-8")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+
+# 5xx: sequence (RFC 5321 4.1.4); each text says what to send instead.
+NEED_HELO = Reply(503, "5.5.1", "Bad sequence of commands: send EHLO or HELO first")
+NEED_MAIL = Reply(503, "5.5.1", "Bad sequence of commands: send MAIL FROM first")
+NEED_RCPT = Reply(503, "5.5.1", "Bad sequence of commands: send RCPT TO first")
+NESTED_MAIL = Reply(
+    503, "5.5.1", "Bad sequence of commands: nested MAIL command; send RSET to start over"
+)
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+
+# 5xx: message content
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+BARE_LINE_ENDING_IN_DATA = Reply(
+    554,
+    "5.6.0",
+    "Message refused: bare CR or LF in message content; end every line with CRLF",
+)
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many Received: headers; mail loop detected")
