@@ -15,9 +15,7 @@ RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
 RESET_OK = Reply(250, "2.0.0", "Ok: transaction cleared")
 NOOP_OK = Reply(250, "2.0.0", "Ok")
 BYE = Reply(221, "2.0.0", "Bye")
-VRFY_CANNOT = Reply(
-    252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
-)
+VRFY_CANNOT = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # 4xx

@@ -102,7 +102,7 @@ class Reply:
             stripped = []
             for t in texts:
                 mm = _ENHANCED_PREFIX.match(t)
-                stripped.append(t[mm.end():] if mm and mm.group(1) == enhanced else t)
+                stripped.append(t[mm.end() :] if mm and mm.group(1) == enhanced else t)
             texts = stripped
         return cls(code, enhanced, texts)
 

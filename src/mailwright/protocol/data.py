@@ -1,0 +1,136 @@
+"""DATA framing both ways (RFC 5321 4.1.1.4, 4.5.2): end of data, dot-stuffing, size limit.
+
+The body is handled in large pieces: ``bytes.find`` for the end marker, one
+``replace`` to undo dot-stuffing, ``count`` to find bare CR or LF.  Never line by
+line: that is what makes a reader slow on big messages.
+
+End of data is CRLF "." CRLF and nothing else.  A bare LF or bare CR anywhere
+in the body marks the message as refused, but reading goes on to the real
+CRLF.CRLF: so ``\\n.\\n`` or ``\\r.\\r`` can never end the data early, and
+whatever a client smuggled after them stays inside a body that is thrown away
+(SMTP smuggling, CVE-2023-51764).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+_END = b"\r\n.\r\n"
+_KEEP = len(_END) - 1  # bytes held back: they may be the start of the end marker
+
+
+class BodyProblem(enum.Enum):
+    TOO_BIG = "too-big"
+    BARE_LINE_ENDING = "bare-line-ending"
+
+
+@dataclass(frozen=True, slots=True)
+class DataResult:
+    """What one step of the reader produced."""
+
+    chunk: bytes  # unstuffed body bytes (empty when nothing new or when discarding)
+    finished: bool  # the end marker was found
+    leftover: bytes  # bytes after the end marker (pipelined commands)
+
+
+class DataReader:
+    """Reads one message body.  Feed bytes, take unstuffed chunks, stop at CRLF.CRLF."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.size = 0
+        self.problem: BodyProblem | None = None
+        self._buf = bytearray()
+        # The CRLF that ended the DATA command counts as the start of the first line.
+        self._at_line_start = True
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def step(self) -> DataResult:
+        buf = self._buf
+        if not buf:
+            return DataResult(b"", False, b"")
+        if self._at_line_start and buf[:1] == b".":
+            if buf[:3] == b".\r\n":
+                leftover = bytes(buf[3:])
+                buf.clear()
+                return DataResult(b"", True, leftover)
+            if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
+                return DataResult(b"", False, b"")  # might be the end marker: wait
+            del buf[:1]  # a stuffed dot at the start of the first line
+        self._at_line_start = False
+        end = buf.find(_END)
+        if end != -1:
+            piece = bytes(buf[: end + 2])
+            leftover = bytes(buf[end + len(_END) :])
+            buf.clear()
+            return DataResult(self._accept(piece), True, leftover)
+        cut = len(buf) - _KEEP
+        if cut <= 0:
+            return DataResult(b"", False, b"")
+        # Never end a piece inside "\r\n." so dot-stuffing is undone across pieces.
+        if buf[cut - 1] == 13:
+            cut -= 1
+        elif buf[cut - 2 : cut] == b"\r\n":
+            cut -= 2
+        if cut <= 0:
+            return DataResult(b"", False, b"")
+        piece = bytes(buf[:cut])
+        del buf[:cut]
+        return DataResult(self._accept(piece), False, b"")
+
+    def _accept(self, piece: bytes) -> bytes:
+        """Check and unstuff a piece that does not end inside a CRLF or a CRLF-dot."""
+        crlf = piece.count(b"\r\n")
+        if self.problem is None and (piece.count(b"\n") != crlf or piece.count(b"\r") != crlf):
+            self.problem = BodyProblem.BARE_LINE_ENDING
+        if self.problem is not None:
+            return b""
+        data = piece.replace(b"\r\n.", b"\r\n")
+        self.size += len(data)
+        if self.size > self.max_size:
+            self.problem = BodyProblem.TOO_BIG
+            return b""
+        return data
+
+
+class DotStuffer:
+    """The sending side: normalise line endings to CRLF, stuff dots, add the end marker.
+
+    Used by the client role; a message read from a file may have bare LF line
+    endings, which must never go on the wire (RFC 5321 2.3.8).
+    """
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._pending_cr = False
+
+    def stuff(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        if self._pending_cr:
+            data = b"\r" + data
+            self._pending_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._pending_cr = True
+        # Normalise every line ending (CRLF, bare LF, bare CR) to CRLF.
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        if self._at_line_start and data.startswith(b"."):
+            data = b"." + data
+        data = data.replace(b"\r\n.", b"\r\n..")
+        if data:
+            self._at_line_start = data.endswith(b"\r\n")
+        return data
+
+    def finish(self) -> bytes:
+        tail = b""
+        if self._pending_cr:
+            tail = b"\r\n"
+            self._pending_cr = False
+            self._at_line_start = True
+        if not self._at_line_start:
+            tail += b"\r\n"
+        return tail + b".\r\n"

@@ -1,0 +1,130 @@
+"""Events the server core reports: small frozen values the caller dispatches on by type.
+
+A command event asks the caller for exactly one reply (``conn.send(reply)``).
+``BodyChunk`` needs none.  ``ProtocolViolation`` carries the reply the core has
+already chosen (syntax or sequence errors, limits); the caller only sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from mailwright.model import Address
+from mailwright.protocol.reply import Reply
+
+
+class _NeedData:
+    """Sentinel: the core needs more bytes before it can report anything."""
+
+    _instance: _NeedData | None = None
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base class of every event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command(Event):
+    """An event that must be answered with exactly one reply."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ehlo(Command):
+    """EHLO (``extended=True``) or HELO: the client's greeting.  Clears any transaction."""
+
+    hostname: str
+    extended: bool
+
+
+def _frozen(params: Mapping[str, str | None] | None = None) -> Mapping[str, str | None]:
+    return MappingProxyType(dict(params or {}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mail(Command):
+    """MAIL FROM; ``sender`` None is the null reverse-path ``<>`` (RFC 5321 4.5.5)."""
+
+    sender: Address | None
+    size: int | None = None
+    body_type: str | None = None  # "7BIT" or "8BITMIME" (RFC 6152)
+    smtputf8: bool = False  # RFC 6531
+    params: Mapping[str, str | None] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rcpt(Command):
+    recipient: Address
+    params: Mapping[str, str | None] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Data(Command):
+    """DATA: answer 354 to receive the body, or a 4xx/5xx to refuse it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rset(Command):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Noop(Command):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quit(Command):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vrfy(Command):
+    argument: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Help(Command):
+    topic: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyChunk(Event):
+    """A piece of the message body, already dot-unstuffed, in large pieces."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndOfData(Command):
+    """The body ended with CRLF.CRLF; answer 250 only once it is stored durably."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolViolation(Command):
+    """The client did something wrong or hit a limit; send ``reply`` as it is.
+
+    After a reply with code 421 the connection is closed.
+    """
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyRejected(ProtocolViolation):
+    """The body was read to its end but refused (too big, bare CR/LF); the transaction is over."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed(Event):
+    """The peer closed its side; any open transaction is abandoned."""
