@@ -1,0 +1,5 @@
+import sys
+
+from mailwright.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""The composition root: builds the queue, policy, listeners and workers from a Config.
+
+Nothing else in mailwright constructs long-lived parts or keeps globals; tests
+build an App exactly as ``mailwright serve`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from mailwright.config import Config
+from mailwright.delivery.worker import DeliveryWorker
+from mailwright.logfmt import kv
+from mailwright.policy.relay import RelayPolicy
+from mailwright.policy.routing import Router
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.server.listener import SmtpListener
+from mailwright.server.session import SessionServices
+
+log = logging.getLogger("mailwright")
+
+SHUTDOWN_GRACE = 10.0  # seconds a transaction in DATA may take to finish at shutdown
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = SqliteQueueStore(config.data_dir)
+        self.worker = DeliveryWorker(config, self.store)
+        self.services = SessionServices(
+            config=config,
+            router=Router(config),
+            relay=RelayPolicy(config),
+            store=self.store,
+            on_enqueued=self.worker.wake,
+        )
+        self.listener = SmtpListener(self.services, config.smtp.listen_endpoints)
+        self._worker_task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return self.listener.addresses
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        await self.listener.start()
+        self._worker_task = asyncio.create_task(self.worker.run())
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        log.info(kv(event="stopping", sessions=len(self.listener.sessions)))
+        await self.listener.stop(grace)
+        await self.worker.stop(grace)
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        await self.store.close()
+        log.info(kv(event="stopped"))
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,162 @@
+"""Local delivery into a Maildir: write to tmp/, fsync, rename into new/.
+
+The Maildir protocol (https://cr.yp.to/proto/maildir.html) makes delivery safe
+without locks: a message is written under a unique name in ``tmp/``, synced,
+then renamed into ``new/``.  A rename is atomic, so a reader (or a crash, even
+kill -9 or a power cut) sees either the whole message in ``new/`` or nothing
+there; a leftover in ``tmp/`` is garbage that a mail reader may clean up after
+36 hours.
+
+Everything here blocks; the delivery worker runs it in a thread so the event
+loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from mailwright.errors import StorageError
+
+__all__ = ["DEFAULT_COPY_CHUNK_SIZE", "deliver_to_maildir", "maildir_unique_name"]
+
+#: Bytes read from the queued body per copy step: memory stays bounded whatever the size.
+DEFAULT_COPY_CHUNK_SIZE = 256 * 1024
+#: Mode of the directories this module creates (mail is private to its owner).
+DIRECTORY_MODE = 0o700
+#: Mode of a delivered message file.
+MESSAGE_MODE = 0o600
+#: How many names to try in tmp/ when one already exists (O_EXCL), before giving up.
+MAX_NAME_ATTEMPTS = 8
+
+_SUBDIRECTORIES = ("tmp", "new", "cur")
+
+
+def maildir_unique_name(
+    hostname: str, *, now: float, pid: int, random_hex: str, sequence: int | None = None
+) -> str:
+    """A Maildir file name: ``<seconds>.M<usec>P<pid>[Q<sequence>]R<random>.<host>``.
+
+    The middle part follows the "modern delivery identifier" of the Maildir
+    spec: microseconds, process id, the caller's count of deliveries (Q, when it
+    keeps one) and random bits (R) so two deliveries in the same microsecond by
+    the same process still differ without any process-wide counter.  In the
+    host name, "/" becomes ``\\057`` and ":" becomes ``\\072`` as the spec
+    requires ("/" would split the path; ":" starts the info suffix in cur/).
+    """
+    seconds = int(now)
+    usec = int((now - seconds) * 1_000_000)
+    host = hostname.replace("/", "\\057").replace(":", "\\072")
+    queued = "" if sequence is None else f"Q{sequence}"
+    return f"{seconds}.M{usec}P{pid}{queued}R{random_hex}.{host}"
+
+
+def deliver_to_maildir(
+    mailbox_dir: Path,
+    body: BinaryIO,
+    *,
+    prefix: bytes,
+    hostname: str,
+    sequence: int | None = None,
+    chunk_size: int = DEFAULT_COPY_CHUNK_SIZE,
+) -> Path:
+    """Deliver ``prefix`` followed by ``body`` as one new message; return its path in new/.
+
+    ``prefix`` holds the header lines the caller composed (Return-Path:,
+    RFC 5321 4.4, and Delivered-To:), already CRLF-terminated.  ``body`` is
+    read in ``chunk_size`` pieces from its current position to its end, never
+    whole.  ``mailbox_dir`` and its tmp/, new/ and cur/ are created when
+    missing, each creation made durable by syncing the parent directory.
+
+    The file is synced before the rename and new/ after it, so when this
+    returns the message survives a crash.  On any error the partial file is
+    removed and StorageError is raised (the worker then defers the recipient).
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive: {chunk_size}")
+    try:
+        for name in _SUBDIRECTORIES:
+            _make_directories(mailbox_dir / name)
+    except OSError as exc:
+        raise StorageError(f"cannot create Maildir {mailbox_dir}: {exc}") from exc
+
+    tmp_path, fd = _create_unique(mailbox_dir / "tmp", hostname, sequence)
+    new_path = mailbox_dir / "new" / tmp_path.name
+    try:
+        with open(fd, "wb", closefd=True) as out:
+            out.write(prefix)
+            while chunk := body.read(chunk_size):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp_path, new_path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        if isinstance(exc, StorageError) or not isinstance(exc, Exception):
+            raise
+        raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
+    try:
+        _fsync_directory(new_path.parent)
+    except OSError as exc:
+        # The rename may not be durable: take the message back so that the
+        # retry this error causes does not leave a duplicate.
+        with contextlib.suppress(OSError):
+            os.unlink(new_path)
+        raise StorageError(f"cannot sync {new_path.parent}: {exc}") from exc
+    return new_path
+
+
+def _create_unique(tmp_dir: Path, hostname: str, sequence: int | None) -> tuple[Path, int]:
+    """Open a new file in tmp/ under a fresh Maildir name (O_EXCL: never reuse one)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    last_error: OSError | None = None
+    for _ in range(MAX_NAME_ATTEMPTS):
+        name = maildir_unique_name(
+            hostname,
+            now=time.time(),
+            pid=os.getpid(),
+            random_hex=os.urandom(8).hex(),
+            sequence=sequence,
+        )
+        path = tmp_dir / name
+        try:
+            return path, os.open(path, flags, MESSAGE_MODE)
+        except FileExistsError as exc:
+            last_error = exc
+        except OSError as exc:
+            raise StorageError(f"cannot create a file in {tmp_dir}: {exc}") from exc
+    raise StorageError(f"no unused file name in {tmp_dir}: {last_error}")
+
+
+def _make_directories(path: Path) -> None:
+    """Create ``path`` and missing ancestors; sync each parent whose entries changed."""
+    if path.is_dir():
+        return
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIRECTORY_MODE)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory)) from None
+        _fsync_directory(directory.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the entries of a directory (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

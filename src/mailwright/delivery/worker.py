@@ -1,0 +1,210 @@
+"""The delivery loop: claim due work from the queue and hand each recipient to its transport.
+
+Local recipients go to their Maildir; remote ones to the SMTP deliverer.  The
+outcome of each attempt is recorded in the queue, with the next attempt time
+from schedule.py; permanent failures and expired recipients are collected per
+message and reported to the sender in one bounce (dsn.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from mailwright.config import Config
+from mailwright.delivery.maildir import deliver_to_maildir
+from mailwright.delivery.schedule import next_attempt
+from mailwright.errors import StorageError
+from mailwright.logfmt import kv
+from mailwright.policy.routing import mailbox_path
+from mailwright.queue.base import (
+    QueuedMessage,
+    QueuedRecipient,
+    QueueStore,
+    RecipientResult,
+    RecipientState,
+)
+
+log = logging.getLogger("mailwright.delivery")
+
+POLL_INTERVAL = 5.0  # seconds between looks at the queue when nobody wakes us
+CLAIM_BATCH = 100  # messages claimed at once
+
+
+class Attempt:
+    """The outcome of delivering to one recipient, before scheduling."""
+
+    __slots__ = ("permanent", "relay", "reply", "success")
+
+    def __init__(self, *, success: bool, permanent: bool, reply: str, relay: str = "") -> None:
+        self.success = success
+        self.permanent = permanent
+        self.reply = reply
+        self.relay = relay
+
+
+class RemoteDeliverer(Protocol):
+    """Delivers one message to its remote recipients (delivery/remote.py)."""
+
+    async def deliver(
+        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]
+    ) -> dict[int, Attempt]:
+        """An Attempt for every recipient index given."""
+
+
+class Bouncer(Protocol):
+    async def bounce(
+        self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, str]]
+    ) -> None:
+        """Tell the sender (once per message) about recipients that failed for good."""
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        config: Config,
+        store: QueueStore,
+        *,
+        remote: RemoteDeliverer | None = None,
+        bouncer: Bouncer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.remote = remote
+        self.bouncer = bouncer
+        self.clock = clock
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def wake(self, queue_id: str | None = None) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            try:
+                claimed = await self.store.claim_due(self.clock(), CLAIM_BATCH)
+            except StorageError as exc:
+                log.error(kv(event="claim-error", error=exc))
+                claimed = []
+            for message in claimed:
+                await self._slots.acquire()
+                if self._stopping:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._deliver_message(message))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if claimed and len(claimed) >= CLAIM_BATCH:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), POLL_INTERVAL)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error(kv(event="delivery-crash", error=repr(task.exception())))
+
+    async def stop(self, grace: float) -> None:
+        """Claim nothing more; let attempts in flight finish within ``grace``.
+
+        An attempt still running after that is abandoned: its lease lapses and it
+        is tried again after restart (at-least-once).
+        """
+        self._stopping = True
+        self._wakeup.set()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace)
+
+    async def _deliver_message(self, message: QueuedMessage) -> None:
+        local = [r for r in message.recipients if r.target.local]
+        remote = [r for r in message.recipients if not r.target.local]
+        attempts: dict[int, Attempt] = {}
+        started = self.clock()
+        for rcpt in local:
+            attempts[rcpt.index] = await asyncio.to_thread(self._deliver_local, message, rcpt)
+        if remote:
+            if self.remote is None:
+                for rcpt in remote:
+                    attempts[rcpt.index] = Attempt(
+                        success=False,
+                        permanent=False,
+                        reply="451 4.4.0 Remote delivery is not available in this process",
+                    )
+            else:
+                attempts.update(await self.remote.deliver(message, remote))
+        failed: list[tuple[QueuedRecipient, str]] = []
+        for rcpt in message.recipients:
+            attempt = attempts[rcpt.index]
+            status = await self._record(message, rcpt, attempt, started)
+            if status in ("bounced", "expired"):
+                failed.append((rcpt, attempt.reply))
+        if failed and self.bouncer is not None:
+            await self.bouncer.bounce(message, failed)
+
+    async def _record(
+        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt, started: float
+    ) -> str:
+        now = self.clock()
+        if attempt.success:
+            result = RecipientResult(RecipientState.DELIVERED, attempt.reply)
+            status = "sent"
+        elif attempt.permanent:
+            result = RecipientResult(RecipientState.BOUNCED, attempt.reply)
+            status = "bounced"
+        else:
+            queue = self.config.queue
+            when = next_attempt(
+                message.received_at, rcpt.attempts + 1, now, queue.retry, queue.max_age
+            )
+            if when is None:
+                result = RecipientResult(RecipientState.BOUNCED, attempt.reply)
+                status = "expired"
+            else:
+                result = RecipientResult(RecipientState.DEFERRED, attempt.reply, when)
+                status = "deferred"
+        await self.store.record_result(message.queue_id, rcpt.index, result)
+        log.info(
+            kv(
+                event="delivery",
+                id=message.queue_id,
+                to=f"<{rcpt.target.address}>",
+                orig_to=f"<{rcpt.target.original}>"
+                if rcpt.target.original != rcpt.target.address
+                else None,
+                relay=attempt.relay or ("local" if rcpt.target.local else None),
+                delay=f"{now - message.received_at:.2f}",
+                attempt=rcpt.attempts + 1,
+                status=status,
+                reply=attempt.reply,
+            )
+        )
+        return status
+
+    def _deliver_local(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Attempt:
+        """Blocking: runs in a worker thread."""
+        address = rcpt.target.address
+        try:
+            path = mailbox_path(self.config.data_dir, address)
+        except ValueError as exc:
+            return Attempt(
+                success=False, permanent=True, reply=f"550 5.1.3 Bad mailbox name ({exc})"
+            )
+        sender = f"<{message.sender}>" if message.sender is not None else "<>"
+        prefix = f"Return-Path: {sender}\r\nDelivered-To: {address}\r\n".encode()
+        try:
+            with self.store.open_body(message.queue_id) as body:
+                deliver_to_maildir(path, body, prefix=prefix, hostname=self.config.hostname)
+        except (StorageError, OSError) as exc:
+            return Attempt(
+                success=False, permanent=False, reply=f"451 4.3.0 Maildir delivery failed: {exc}"
+            )
+        return Attempt(success=True, permanent=False, reply="250 2.0.0 delivered to Maildir")

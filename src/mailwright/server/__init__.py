@@ -1,0 +1,1 @@
+"""The asyncio transport of the server role: listeners and one session per connection."""

@@ -1,0 +1,412 @@
+"""One SMTP connection: bytes <-> ServerConnection, timeouts, policy and queue calls.
+
+The session is a thin transport: the protocol core decides what is valid; the
+Router decides where recipients go; the QueueStore makes the message durable.
+This module only moves bytes, keeps time and writes the log.
+
+It is an ``asyncio.Protocol`` (not streams) so received bytes go straight into
+the core, with a small task per connection that awaits policy and storage.
+Reading pauses while the core holds more unprocessed input than
+``MAX_BUFFERED_INPUT``: a client that floods us cannot grow our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from mailwright.config import Config
+from mailwright.errors import StorageError
+from mailwright.logfmt import kv
+from mailwright.model import Address
+from mailwright.policy.relay import RelayPolicy
+from mailwright.policy.routing import Router, unique_targets
+from mailwright.protocol import replies
+from mailwright.protocol.events import (
+    NEED_DATA,
+    BodyChunk,
+    BodyRejected,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfData,
+    Event,
+    Help,
+    Mail,
+    Noop,
+    ProtocolViolation,
+    Quit,
+    Rcpt,
+    Rset,
+    Vrfy,
+)
+from mailwright.protocol.reply import Reply
+from mailwright.protocol.server import ProtocolConfig, ServerConnection
+from mailwright.protocol.state import State
+from mailwright.queue.base import BodySpool, QueueStore, Target
+
+log = logging.getLogger("mailwright.smtpd")
+
+MAX_BUFFERED_INPUT = 1 << 20  # pause reading above this much unprocessed input
+HEADER_SCAN_LIMIT = 256 * 1024  # bytes of the header section scanned for Received: lines
+HELP_REPLY = Reply(
+    214,
+    "2.0.0",
+    [
+        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+        "Send EHLO, MAIL FROM:<sender>, RCPT TO:<recipient>, DATA, then the message",
+        "See RFC 5321; 'mailwright explain CODE' explains any reply",
+    ],
+)
+
+
+@dataclass
+class SessionServices:
+    """What every session of a listener shares; built once by app.py."""
+
+    config: Config
+    router: Router
+    relay: RelayPolicy
+    store: QueueStore
+    on_enqueued: Callable[[str], None] = lambda queue_id: None
+    protocol_config: ProtocolConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        smtp = self.config.smtp
+        self.protocol_config = ProtocolConfig(
+            max_line=smtp.max_line_length,
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            max_errors=smtp.max_errors,
+        )
+
+
+class _HeaderScanner:
+    """Counts Received: headers in the header section, for mail-loop detection (RFC 5321 6.3)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._head = bytearray()
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end != -1 or len(self._head) >= HEADER_SCAN_LIMIT:
+            head = bytes(self._head[: end if end != -1 else HEADER_SCAN_LIMIT])
+            self.done = True
+            self._head = bytearray()
+            self.received = sum(
+                1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:"
+            )
+
+    def finish(self) -> None:
+        if not self.done:
+            self.feed(b"\r\n\r\n")
+
+
+@dataclass
+class _Transaction:
+    sender: Address | None
+    mail: Mail
+    recipients: list[Address] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    spool: BodySpool | None = None
+    headers: _HeaderScanner = field(default_factory=_HeaderScanner)
+
+    def discard(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
+            self.spool = None
+
+
+class SmtpSession(asyncio.Protocol):
+    """One connection from accept to close."""
+
+    def __init__(
+        self,
+        services: SessionServices,
+        *,
+        on_close: Callable[[SmtpSession], None],
+        refuse_with: Callable[[str], Reply | None],
+    ) -> None:
+        self.services = services
+        self._on_close = on_close
+        self._refuse_with = refuse_with
+        self.conn = ServerConnection(services.protocol_config)
+        self.transport: asyncio.Transport | None = None
+        self.peer_host = "?"
+        self.peer_port = 0
+        self._wakeup = asyncio.Event()
+        self._lost = False
+        self._paused = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._transaction: _Transaction | None = None
+        self._started = time.monotonic()
+        self._messages = 0
+        self._result = "closed"
+
+    # -------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        if not self._paused and self.conn.buffered_bytes > MAX_BUFFERED_INPUT:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._paused = True
+        self._wakeup.set()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        self._wakeup.set()
+        return True  # keep our side open to write the last replies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.conn.receive_data(b"")
+        self._wakeup.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        """Graceful shutdown: close now unless a message body is being received."""
+        self._stopping = True
+        self._wakeup.set()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception:
+            log.exception(kv(event="session-error", client=self._client()))
+            self._write_close(replies.LOCAL_ERROR.with_text("Local error; closing connection"))
+        finally:
+            if self._transaction is not None:
+                self._transaction.discard()
+                self._transaction = None
+            if self.transport is not None:
+                self.transport.close()
+            log.info(
+                kv(
+                    event="disconnect",
+                    client=self._client(),
+                    helo=self.conn.helo_name,
+                    messages=self._messages,
+                    duration=f"{time.monotonic() - self._started:.3f}",
+                    result=self._result,
+                )
+            )
+            self._on_close(self)
+
+    def _client(self) -> str:
+        return f"{self.peer_host}:{self.peer_port}"
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self._lost:
+            self.transport.write(data)
+
+    def _write_close(self, reply: Reply) -> None:
+        if self.conn.state is not State.CLOSED:
+            if reply.code == 421:
+                self._write(self.conn.close_with(reply))
+            else:
+                self._write(reply.format())
+                self.conn.close_with(replies.SHUTTING_DOWN)
+
+    async def _serve(self) -> None:
+        config = self.services.config
+        log.info(kv(event="connect", client=self._client()))
+        refusal = self._refuse_with(self.peer_host)
+        if refusal is not None:
+            self._write(self.conn.greeting(refusal))
+            self._result = f"refused ({refusal.code})"
+            log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
+            return
+        self._write(self.conn.greeting(Reply(220, None, f"{config.hostname} ESMTP mailwright")))
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                if not await self._wait_for_input():
+                    return
+                continue
+            if isinstance(event, ConnectionClosed):
+                self._result = "lost" if self.conn.state is not State.CLOSED else self._result
+                return
+            reply = await self._handle(event)
+            if reply is not None:
+                self._write(self.conn.send(reply))
+            if self.conn.state is State.CLOSED:
+                return
+
+    async def _wait_for_input(self) -> bool:
+        """Wait for bytes; False when the session must end (timeout, shutdown, lost)."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        smtp = self.services.config.smtp
+        receiving = self.conn.receiving_body
+        if self._stopping and not receiving:
+            self._write_close(replies.SHUTTING_DOWN)
+            self._result = "shutdown"
+            return False
+        timeout = smtp.data_timeout if receiving else smtp.idle_timeout
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except TimeoutError:
+            self._write_close(replies.IDLE_TIMEOUT)
+            self._result = "timeout"
+            log.info(kv(event="timeout", client=self._client(), state=self.conn.state.value))
+            return False
+        return True
+
+    # ------------------------------------------------------------- commands
+
+    async def _handle(self, event: Event) -> Reply | None:
+        match event:
+            case BodyChunk(data=data):
+                txn = self._transaction
+                if txn is not None and txn.spool is not None:
+                    txn.headers.feed(data)
+                    txn.spool.write(data)
+                return None
+            case BodyRejected(reply=reply):
+                self._drop_transaction()
+                self._refused("DATA", reply)
+                return reply
+            case ProtocolViolation(reply=reply):
+                self._refused("command", reply)
+                return reply
+            case Ehlo(hostname=name, extended=extended):
+                self._drop_transaction()
+                hostname = self.services.config.hostname
+                if extended:
+                    return Reply(
+                        250, None, [f"{hostname} greets {name}", *self.conn.capabilities()]
+                    )
+                return Reply(250, None, f"{hostname} greets {name}")
+            case Mail(sender=sender):
+                self._transaction = _Transaction(sender=sender, mail=event)
+                return replies.SENDER_OK
+            case Rcpt(recipient=recipient):
+                return self._rcpt(recipient)
+            case Data():
+                return self._start_data()
+            case EndOfData(size=size):
+                return await self._end_data(size)
+            case Rset():
+                self._drop_transaction()
+                return replies.RESET_OK
+            case Noop():
+                return replies.NOOP_OK
+            case Vrfy():
+                # Never disclose which users exist (RFC 5321 3.5.3 allows 252).
+                return replies.VRFY_CANNOT
+            case Help():
+                return HELP_REPLY
+            case Quit():
+                self._result = "quit"
+                return replies.BYE
+        raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+    def _refused(self, command: str, reply: Reply) -> None:
+        log.info(kv(event="refused", client=self._client(), command=command, reply=str(reply)))
+
+    def _drop_transaction(self) -> None:
+        if self._transaction is not None:
+            self._transaction.discard()
+            self._transaction = None
+
+    def _rcpt(self, recipient: Address) -> Reply:
+        txn = self._transaction
+        assert txn is not None
+        services = self.services
+        may_relay = services.relay.may_relay(self.peer_host, None)
+        decision = services.router.route_recipient(recipient, may_relay=may_relay)
+        if decision.reply.code < 400:
+            txn.recipients.append(recipient)
+            txn.targets.extend(decision.targets)
+        else:
+            self._refused(f"RCPT TO:<{recipient}>", decision.reply)
+        return decision.reply
+
+    def _start_data(self) -> Reply:
+        txn = self._transaction
+        assert txn is not None
+        try:
+            txn.spool = self.services.store.new_spool()
+            txn.spool.write(self._received_header(txn))
+        except (OSError, StorageError) as exc:
+            log.error(kv(event="spool-error", client=self._client(), error=exc))
+            txn.discard()
+            return replies.STORAGE_FULL
+        return replies.START_DATA
+
+    def _received_header(self, txn: _Transaction) -> bytes:
+        """Our trace header (RFC 5321 4.4), first in the stored message."""
+        config = self.services.config
+        protocol = "ESMTP" if self.conn.esmtp else "SMTP"
+        if txn.mail.smtputf8:
+            protocol = "UTF8SMTP"  # RFC 6531 3.7.3
+        helo = self.conn.helo_name or "unknown"
+        stamp = format_datetime(datetime.now(UTC))
+        rcpt = f"\r\n\tfor <{txn.recipients[0]}>" if len(txn.recipients) == 1 else ""
+        header = (
+            f"Received: from {helo} ([{self.peer_host}])\r\n"
+            f"\tby {config.hostname} (mailwright) with {protocol}{rcpt};\r\n"
+            f"\t{stamp}\r\n"
+        )
+        return header.encode("utf-8")
+
+    async def _end_data(self, size: int) -> Reply:
+        txn = self._transaction
+        self._transaction = None
+        assert txn is not None and txn.spool is not None
+        txn.headers.finish()
+        limit = self.services.config.smtp.max_received_headers
+        if txn.headers.received > limit:
+            txn.discard()
+            self._refused("DATA", replies.TOO_MANY_HOPS)
+            return replies.TOO_MANY_HOPS
+        try:
+            queue_id = await self.services.store.enqueue(
+                txn.sender, unique_targets(txn.targets), txn.spool
+            )
+        except StorageError as exc:
+            txn.discard()
+            log.error(kv(event="store-error", client=self._client(), error=exc))
+            self._refused("DATA", replies.STORAGE_FULL)
+            return replies.STORAGE_FULL
+        self._messages += 1
+        log.info(
+            kv(
+                event="queued",
+                id=queue_id,
+                client=self._client(),
+                helo=self.conn.helo_name,
+                sender=f"<{txn.sender or ''}>",
+                recipients=",".join(f"<{r}>" for r in txn.recipients),
+                size=size,
+                result=250,
+            )
+        )
+        self.services.on_enqueued(queue_id)
+        return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")

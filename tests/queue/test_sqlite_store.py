@@ -1,0 +1,568 @@
+"""SqliteQueueStore against real files in tmp_path: durability, leases, recovery, two roles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from mailwright.errors import StorageError
+from mailwright.model import Address
+from mailwright.queue.base import RecipientResult, RecipientState, Target
+from mailwright.queue.sqlite import SqliteQueueStore
+
+T = TypeVar("T")
+
+SENDER = Address("sender", "example.test")
+ALICE = Address("alice", "example.test")
+BOB = Address("bob", "elsewhere.test")
+CHILD = Path(__file__).with_name("enqueue_until_killed.py")
+
+
+def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(test())
+
+
+@contextlib.asynccontextmanager
+async def opened(data_dir: Path, **options: Any) -> AsyncIterator[SqliteQueueStore]:
+    store = SqliteQueueStore(data_dir, **options)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def put(
+    store: SqliteQueueStore,
+    body: bytes,
+    targets: list[Target] | None = None,
+    sender: Address | None = SENDER,
+) -> str:
+    spool = store.new_spool()
+    for start in range(0, len(body), 64 * 1024):
+        spool.write(body[start : start + 64 * 1024])
+    return await store.enqueue(sender, targets or [Target(ALICE, ALICE, True)], spool)
+
+
+def read_body(store: SqliteQueueStore, queue_id: str) -> bytes:
+    with store.open_body(queue_id) as body:
+        return body.read()
+
+
+def spool_files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "spool").iterdir() if p.is_file())
+
+
+def tmp_files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "spool" / "tmp").iterdir())
+
+
+# ---------------------------------------------------------------- the round trip
+
+
+def test_enqueue_claim_record_removes_message_once_every_recipient_is_final(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
+            queue_id = await put(store, b"Subject: hi\r\n\r\nhello\r\n", targets)
+
+            [message] = await store.claim_due(time.time() + 1, 10)
+            assert message.queue_id == queue_id
+            assert [r.index for r in message.recipients] == [0, 1]
+            assert all(r.state is RecipientState.QUEUED for r in message.recipients)
+            assert read_body(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
+
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250 2.0.0 ok")
+            )
+            await store.record_result(
+                queue_id, 1, RecipientResult(RecipientState.DEFERRED, "451 4.3.0 later", 5e9)
+            )
+            stored = await store.get(queue_id)
+            assert stored is not None
+            assert [r.state for r in stored.recipients] == [
+                RecipientState.DELIVERED,
+                RecipientState.DEFERRED,
+            ]
+            assert stored.recipients[1].attempts == 1
+            assert stored.recipients[1].last_reply == "451 4.3.0 later"
+
+            await store.record_result(
+                queue_id, 1, RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
+            )
+            assert await store.get(queue_id) is None
+            assert await store.list() == []
+
+    run(test)
+
+
+def test_addresses_round_trip_exactly_including_quoted_local_parts_and_null_sender(
+    tmp_path: Path,
+) -> None:
+    quoted = Address('john "j" doe', "Example.TEST")
+    alias = Address("team", "example.test")
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"x", [Target(quoted, alias, False)], sender=None)
+            message = await store.get(queue_id)
+        assert message is not None
+        assert message.sender is None
+        assert message.size == 1
+        assert message.recipients[0].target == Target(quoted, alias, False)
+
+    run(test)
+
+
+def test_empty_body_round_trips(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"")
+            assert read_body(store, queue_id) == b""
+        async with opened(tmp_path) as store:  # and is not taken for damaged at start-up
+            assert await store.get(queue_id) is not None
+
+    run(test)
+
+
+def test_deferred_recipient_is_not_due_before_its_next_attempt(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"body")
+            now = time.time() + 1
+            await store.claim_due(now, 10)
+            retry_at = now + 300
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DEFERRED, "421 busy", retry_at)
+            )
+            assert await store.claim_due(retry_at - 1, 10) == []
+            [message] = await store.claim_due(retry_at, 10)
+            [recipient] = message.recipients
+            assert recipient.state is RecipientState.DEFERRED
+            assert recipient.attempts == 1
+            assert recipient.next_attempt == retry_at
+            assert recipient.last_reply == "421 busy"
+
+    run(test)
+
+
+def test_claim_returns_only_due_recipients_earliest_first_up_to_the_limit(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            first = await put(store, b"1", [Target(ALICE, ALICE, True), Target(BOB, BOB, False)])
+            second = await put(store, b"2")
+            third = await put(store, b"3")
+            now = time.time() + 1
+            [claimed] = await store.claim_due(now, 1)
+            assert claimed.queue_id == first
+            await store.record_result(first, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            await store.record_result(
+                first, 1, RecipientResult(RecipientState.DEFERRED, "451", now + 60)
+            )
+            claimed_ids = [m.queue_id for m in await store.claim_due(now, 10)]
+            assert claimed_ids == [second, third]
+            [again] = await store.claim_due(now + 60, 10)
+            assert again.queue_id == first
+            assert [r.index for r in again.recipients] == [1]  # not the delivered one
+
+    run(test)
+
+
+def test_claimed_recipients_are_not_reclaimed_until_the_lease_lapses(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, lease_seconds=60) as store:
+            queue_id = await put(store, b"body")
+            now = time.time() + 1
+            assert len(await store.claim_due(now, 10)) == 1
+            assert await store.claim_due(now, 10) == []
+            assert await store.claim_due(now + 59, 10) == []
+            [reclaimed] = await store.claim_due(now + 60, 10)
+            assert reclaimed.queue_id == queue_id
+
+    run(test)
+
+
+def test_retry_now_makes_deferred_recipients_due(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"body")
+            other = await put(store, b"other")
+            now = time.time() + 1
+            await store.claim_due(now, 10)
+            for qid in (queue_id, other):
+                await store.record_result(
+                    qid, 0, RecipientResult(RecipientState.DEFERRED, "451", now + 3600)
+                )
+            assert await store.claim_due(now, 10) == []
+            assert await store.retry_now(queue_id) == 1
+            assert [m.queue_id for m in await store.claim_due(now, 10)] == [queue_id]
+            assert await store.retry_now() == 2  # both pending; the claim is left alone
+            assert [m.queue_id for m in await store.claim_due(now, 10)] == [other]
+
+    run(test)
+
+
+def test_remove_deletes_message_and_spool_file_and_later_results_are_ignored(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            queue_id = await put(store, b"a body longer than ten octets")
+            assert spool_files(tmp_path) == [queue_id]
+            await store.claim_due(time.time() + 1, 10)
+            assert await store.remove(queue_id) is True
+            assert await store.remove(queue_id) is False
+            assert spool_files(tmp_path) == []
+            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            assert await store.list() == []
+            with pytest.raises(StorageError):
+                store.open_body(queue_id)
+
+    run(test)
+
+
+def test_queue_ids_are_unique_sortable_and_safe_as_file_names(tmp_path: Path) -> None:
+    async def test() -> list[str]:
+        async with opened(tmp_path) as store:
+            return list(await asyncio.gather(*(put(store, b"x") for _ in range(300))))
+
+    ids = run(test)
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # assigned in call order
+    assert all(re.fullmatch(r"[0-9a-z]{16}", queue_id) for queue_id in ids)
+
+
+# ---------------------------------------------------------------- group commit
+
+
+def test_concurrent_enqueues_share_commits(tmp_path: Path) -> None:
+    messages = 200
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            before = store.commit_stats.commits
+            ids = await asyncio.gather(*(put(store, b"x" * 1024) for _ in range(messages)))
+            commits = store.commit_stats.commits - before
+            assert commits <= messages // 4, f"{commits} commits for {messages} messages"
+            assert {m.queue_id for m in await store.list()} == set(ids)
+
+    run(test)
+
+
+# ---------------------------------------------------------------- bodies
+
+
+def test_large_body_goes_to_a_spool_file_and_round_trips_byte_exact(tmp_path: Path) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 17)
+
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=256 * 1024) as store:
+            spool = store.new_spool()
+            spool.write(body[:100_000])
+            assert not spool.on_disk
+            spool.write(body[100_000:300_000])
+            assert spool.on_disk
+            assert len(tmp_files(tmp_path)) == 1
+            for start in range(300_000, len(body), 65_536):
+                spool.write(body[start : start + 65_536])
+            queue_id = await store.enqueue(SENDER, [Target(ALICE, ALICE, True)], spool)
+            spool.discard()  # a no-op: the queue owns it now
+            assert tmp_files(tmp_path) == []
+            assert spool_files(tmp_path) == [queue_id]
+            assert (tmp_path / "spool" / queue_id).read_bytes() == body
+            assert read_body(store, queue_id) == body
+            message = await store.get(queue_id)
+            assert message is not None and message.size == len(body)
+
+            await store.claim_due(time.time() + 1, 1)
+            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "ok"))
+            assert spool_files(tmp_path) == []
+
+    run(test)
+
+
+def test_small_body_stays_in_the_database(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"small" * 100)
+            assert spool_files(tmp_path) == []
+            assert read_body(store, queue_id) == b"small" * 100
+
+    run(test)
+
+
+def test_discarded_spool_leaves_no_file(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=0) as store:
+            spool = store.new_spool()
+            spool.write(b"abandoned transaction")
+            assert len(tmp_files(tmp_path)) == 1
+            spool.discard()
+            assert tmp_files(tmp_path) == []
+            with pytest.raises(ValueError):
+                await store.enqueue(SENDER, [Target(ALICE, ALICE, True)], spool)
+
+    run(test)
+
+
+# ---------------------------------------------------------------- restarts and roles
+
+
+def test_restart_offers_in_flight_recipients_again(tmp_path: Path) -> None:
+    async def test() -> None:
+        now = time.time() + 1
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"body")
+            assert len(await store.claim_due(now, 10)) == 1  # "crash" mid-delivery
+        async with opened(tmp_path) as store:
+            [message] = await store.claim_due(now, 10)
+            assert message.queue_id == queue_id
+            assert read_body(store, queue_id) == b"body"
+
+    run(test)
+
+
+def test_admin_store_does_not_reset_the_servers_leases(tmp_path: Path) -> None:
+    async def test() -> None:
+        now = time.time() + 1
+        async with opened(tmp_path, memory_spool_limit=0) as server:
+            queue_id = await put(server, b"in flight")
+            assert len(await server.claim_due(now, 10)) == 1
+            async with opened(tmp_path, role="admin") as admin:
+                assert [m.queue_id for m in await admin.list()] == [queue_id]
+                assert read_body(admin, queue_id) == b"in flight"
+                assert await server.claim_due(now, 10) == []
+            assert await server.claim_due(now, 10) == []
+            assert spool_files(tmp_path) == [queue_id]  # the admin cleaned nothing
+
+    run(test)
+
+
+def test_admin_in_another_process_sees_the_running_servers_queue(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from mailwright.queue.sqlite import SqliteQueueStore\n"
+        "async def main():\n"
+        "    store = SqliteQueueStore(Path(sys.argv[1]), role='admin')\n"
+        "    await store.open()\n"
+        "    print(' '.join(m.queue_id for m in await store.list()))\n"
+        "    print(await store.retry_now())\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+
+    async def test() -> None:
+        async with opened(tmp_path) as server:
+            ids = [await put(server, b"one"), await put(server, b"two")]
+            now = time.time() + 1
+            await server.claim_due(now, 10)
+            for queue_id in ids:
+                await server.record_result(
+                    queue_id, 0, RecipientResult(RecipientState.DEFERRED, "451", now + 3600)
+                )
+            admin = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, str(tmp_path), stdout=subprocess.PIPE
+            )
+            out, _ = await admin.communicate()
+            assert admin.returncode == 0
+            assert out.decode().split() == [*ids, "2"]
+            assert len(await server.claim_due(now, 10)) == 2  # made due by the other process
+
+    run(test)
+
+
+def test_admin_open_without_a_queue_fails_and_creates_nothing(tmp_path: Path) -> None:
+    async def test() -> None:
+        with pytest.raises(StorageError, match="no queue"):
+            await SqliteQueueStore(tmp_path / "typo", role="admin").open()
+        assert not (tmp_path / "typo").exists()
+
+    run(test)
+
+
+def test_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path):
+            with pytest.raises(StorageError, match="another mailwright server"):
+                await SqliteQueueStore(tmp_path).open()
+        async with opened(tmp_path):  # free again once the first one closed
+            pass
+
+    run(test)
+
+
+# ---------------------------------------------------------------- crashes and damage
+
+
+def test_kill_9_while_enqueueing_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with (tmp_path / "stderr").open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(data_dir)], stdout=subprocess.PIPE, stderr=stderr
+        )
+    stdout = child.stdout
+    assert stdout is not None
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, b"")))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not lines and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        assert lines[:1] == [b"ready\n"], (tmp_path / "stderr").read_text()
+        time.sleep(1.0)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        reader.join()
+    acknowledged = dict(line.decode().split() for line in lines[1:] if line.endswith(b"\n"))
+    assert len(acknowledged) > 20
+
+    async def test() -> None:
+        async with opened(data_dir) as store:
+            stored = {m.queue_id: m for m in await store.list()}
+            for queue_id, digest in acknowledged.items():
+                assert queue_id in stored, f"acknowledged {queue_id} was lost"
+                assert hashlib.sha256(read_body(store, queue_id)).hexdigest() == digest
+            for message in stored.values():  # never half there, acknowledged or not
+                assert len(read_body(store, message.queue_id)) == message.size
+            assert await store.quarantined() == []
+        assert tmp_files(data_dir) == []
+        assert set(spool_files(data_dir)) <= set(stored)
+
+    run(test)
+
+
+def test_damaged_or_missing_spool_files_are_moved_aside_and_the_rest_delivers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fill() -> tuple[str, str, str]:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            return (
+                await put(store, b"will be truncated " * 10),
+                await put(store, b"will go missing " * 10),
+                await put(store, b"stays intact " * 10),
+            )
+
+    truncated, missing, intact = run(fill)
+    (tmp_path / "spool" / truncated).write_bytes(b"will be")
+    (tmp_path / "spool" / missing).unlink()
+
+    async def reopen() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            assert [m.queue_id for m in await store.list()] == [intact]
+            assert read_body(store, intact) == b"stays intact " * 10
+            assert [q[0] for q in await store.quarantined()] == [truncated, missing]
+
+    with caplog.at_level(logging.WARNING, logger="mailwright.queue"):
+        run(reopen)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(truncated in w and "octets" in w for w in warnings)
+    assert any(missing in w and "missing" in w for w in warnings)
+    assert (tmp_path / "spool" / "corrupt" / truncated).read_bytes() == b"will be"
+
+
+def test_unacknowledged_spool_files_are_removed_at_start_up(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=0) as store:
+            kept = await put(store, b"acknowledged")
+            store.new_spool().write(b"half received when the server died")
+        (tmp_path / "spool" / "0000000000000000").write_bytes(b"renamed, never committed")
+        assert len(tmp_files(tmp_path)) == 1
+        async with opened(tmp_path, memory_spool_limit=0) as store:
+            assert tmp_files(tmp_path) == []
+            assert spool_files(tmp_path) == [kept]
+            assert read_body(store, kept) == b"acknowledged"
+
+    run(test)
+
+
+# ---------------------------------------------------------------- storage failures
+
+
+def test_open_raises_storage_error_when_a_file_blocks_the_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+
+    async def test() -> None:
+        with pytest.raises(StorageError):
+            await SqliteQueueStore(tmp_path / "file" / "data").open()
+
+    run(test)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
+def test_open_raises_storage_error_when_the_data_dir_is_read_only(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+
+    async def test() -> None:
+        with pytest.raises(StorageError):
+            await SqliteQueueStore(tmp_path / "data").open()
+
+    try:
+        run(test)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_spool_write_raises_storage_error_when_the_spool_cannot_spill(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            (tmp_path / "spool" / "tmp").rmdir()
+            (tmp_path / "spool" / "tmp").write_text("a file where the directory was")
+            spool = store.new_spool()
+            spool.write(b"fits")
+            with pytest.raises(StorageError):
+                spool.write(b"does not fit in ten octets")
+            assert await store.list() == []
+
+    run(test)
+
+
+def test_enqueue_raises_storage_error_and_leaves_nothing_when_the_spool_dir_is_gone(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            spool = store.new_spool()
+            spool.write(b"a body that goes to a spool file")
+            (tmp_path / "spool").rename(tmp_path / "elsewhere")
+            (tmp_path / "spool").write_text("a file where the directory was")
+            with pytest.raises(StorageError):
+                await store.enqueue(SENDER, [Target(ALICE, ALICE, True)], spool)
+            assert await store.list() == []
+            moved = tmp_path / "elsewhere"
+            assert [p.name for p in moved.iterdir() if p.is_file()] == []  # no body renamed in
+
+    run(test)
+
+
+def test_operations_on_a_closed_store_raise_storage_error(tmp_path: Path) -> None:
+    async def test() -> None:
+        store = SqliteQueueStore(tmp_path)
+        with pytest.raises(StorageError):
+            await store.list()
+        await store.open()
+        await store.close()
+        with pytest.raises(StorageError):
+            await store.claim_due(time.time(), 1)
+
+    run(test)

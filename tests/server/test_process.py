@@ -1,0 +1,154 @@
+"""``mailwright serve`` as a process: configuration errors, signals, and kill -9 under load."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import RawClient, ServerProcess, maildir_messages, wait_for
+
+CONFIG = """
+hostname = "mx.example.test"
+data_dir = "data"
+[smtp]
+listen = ["127.0.0.1:0"]
+[domains]
+local = ["example.test"]
+auto_mailbox = ["example.test"]
+"""
+
+
+def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
+    path = tmp_path / "mailwright.toml"
+    path.write_text(text)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailwright", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_bad_config_stops_startup_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CONFIG + "\n[smtp.extra]\n")
+    path.write_text(
+        CONFIG.replace('listen = ["127.0.0.1:0"]', 'listen = ["127.0.0.1:0"]\nmax_mesage_size = 10')
+    )
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "smtp.max_mesage_size" in lines[0]
+    check = run_cli("check-config", str(path))
+    assert check.returncode == 2 and "smtp.max_mesage_size" in check.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    result = run_cli("check-config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "example.test" in result.stdout
+
+
+def test_unreadable_config_file_is_named(tmp_path: Path) -> None:
+    result = run_cli("serve", "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2
+    assert "missing.toml" in result.stderr
+
+
+def test_sigterm_closes_idle_sessions_and_lets_data_finish(tmp_path: Path) -> None:
+    server = ServerProcess(write_config(tmp_path))
+    try:
+        idle = RawClient(server.host, server.port)
+        idle.read_reply()
+        idle.send(b"EHLO c.example\r\n")
+        idle.read_reply()
+        busy = RawClient(server.host, server.port)
+        busy.read_reply()
+        busy.send(b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n")
+        assert busy.replies(4)[-1].startswith("354")
+        busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        time.sleep(0.2)
+        server.proc.send_signal(signal.SIGTERM)
+        assert idle.read_until_closed() == b"421 4.3.2 Server shutting down; try again later\r\n"
+        busy.send(b"second half\r\n.\r\n")
+        assert busy.read_reply().startswith("250 2.0.0 Ok: queued as ")
+        assert server.wait(timeout=15) == 0
+        # a new connection is refused: the listener is gone
+        try:
+            RawClient(server.host, server.port, timeout=2).read_reply()
+            raise AssertionError("server still accepting after SIGTERM")
+        except OSError:
+            pass
+    finally:
+        server.kill()
+    # the message acknowledged during shutdown is delivered at the next start
+    server = ServerProcess(write_config(tmp_path))
+    try:
+        msgs = wait_for(lambda: maildir_messages(tmp_path / "data", "u@example.test"))
+        assert msgs[0].endswith(b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n")
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    server = ServerProcess(config, log_level="warning")
+    acknowledged: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            marker = f"c{n}m{i}"
+            body = f"Subject: {marker}\r\n\r\n" + (f"{marker} line\r\n" * 40)
+            try:
+                with smtplib.SMTP(server.host, server.port, timeout=5) as s:
+                    s.sendmail("load@remote.test", [f"user{n}@example.test"], body)
+            except (OSError, smtplib.SMTPException):
+                return
+            with lock:
+                acknowledged.append((f"user{n}@example.test", marker))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acknowledged) >= 40, timeout=60)
+    server.proc.kill()  # SIGKILL: no chance to flush anything
+    server.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert acknowledged
+
+    server = ServerProcess(config, log_level="warning")
+    try:
+
+        def all_delivered() -> bool:
+            for address, marker in acknowledged:
+                bodies = maildir_messages(tmp_path / "data", address)
+                if not any(f"Subject: {marker}\r\n".encode() in b for b in bodies):
+                    return False
+            return True
+
+        wait_for(all_delivered, timeout=60)
+        # every message in new/ is whole: ends with its 40th line
+        for user_dir in (tmp_path / "data" / "mailboxes" / "example.test").iterdir():
+            for path in (user_dir / "new").iterdir():
+                data = path.read_bytes()
+                marker = data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
+                assert data.endswith(marker + b" line\r\n") and data.count(marker + b" line") == 40
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0

@@ -1,0 +1,636 @@
+"""Configuration loading: the embedded default, a full file, and every refusal."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from mailwright.config import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RETRY,
+    EMBEDDED_SOURCE,
+    Config,
+    MailboxConfig,
+    describe,
+    load_config,
+    parse_config,
+    split_host_port,
+)
+from mailwright.errors import ConfigError
+
+FULL_EXAMPLE = """\
+hostname = "mx.example.test"
+data_dir = "mailwright-data"
+[smtp]
+listen = ["127.0.0.1:2525", "[::1]:2525"]
+max_message_size = 10485760
+max_recipients = 50
+idle_timeout = 120
+command_timeout = 60.5
+data_timeout = 600
+max_connections = 500
+max_connections_per_ip = 20
+max_errors = 5
+max_line_length = 1000
+greet_delay = 0
+max_received_headers = 25
+[domains]
+local = ["Example.TEST.", "other.test"]
+auto_mailbox = ["other.test"]
+[mailboxes]
+"alice@example.test" = {}
+"Dave@Example.test" = { password = "$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA" }
+[aliases]
+"team@example.test" = ["alice@example.test", "dave@partner.test", "alice@example.test"]
+[forward]
+"bob@example.test" = "bob@elsewhere.test"
+[relocated]
+"carol@example.test" = "carol@newcorp.test"
+[relay]
+networks = ["10.0.0.0/8", "2001:db8::/32"]
+[routes]
+"elsewhere.test" = "127.0.0.1:2600"
+"*" = "smarthost.test"
+[delivery]
+port = 2525
+dns_servers = ["127.0.0.1:5353", "127.0.0.1", "[::1]:53"]
+concurrency = 4
+connect_timeout = 10
+tls = "verify"
+[queue]
+retry = [1, 2, 3]
+max_age = 3600
+"""
+
+
+def parse(text: str, base_dir: Path = Path("/srv/mail")) -> Config:
+    return parse_config(text, source="test.toml", base_dir=base_dir)
+
+
+def refusal(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"{info.value.key}: {info.value.problem}"
+    return info.value
+
+
+# ---------------------------------------------------------------- what loads
+
+
+def test_embedded_default_is_loopback_localhost_without_relaying(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.source == EMBEDDED_SOURCE
+    assert config.hostname == "localhost"
+    assert config.smtp.listen == ("127.0.0.1:2525",)
+    assert config.local_domains == {"localhost"}
+    assert config.auto_mailbox_domains == {"localhost"}
+    assert config.relay_networks == ()
+    assert config.data_dir == tmp_path.resolve() / "mailwright-data"
+
+
+def test_empty_file_gives_every_default(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    config = load_config(path)
+    assert config.smtp.max_message_size == DEFAULT_MAX_MESSAGE_SIZE
+    assert config.queue.retry == DEFAULT_RETRY
+    assert config.delivery.tls == "opportunistic"
+    assert config.source == str(path)
+
+
+def test_full_example_parses_every_key():
+    config = parse(FULL_EXAMPLE)
+    assert config.hostname == "mx.example.test"
+    assert config.data_dir == Path("/srv/mail/mailwright-data").resolve()
+    assert config.smtp.listen == ("127.0.0.1:2525", "[::1]:2525")
+    assert config.smtp.listen_endpoints == (("127.0.0.1", 2525), ("::1", 2525))
+    assert config.smtp.max_message_size == 10485760
+    assert config.smtp.max_recipients == 50
+    assert config.smtp.command_timeout == 60.5
+    assert isinstance(config.smtp.idle_timeout, float)
+    assert config.smtp.max_line_length == 1000
+    assert config.smtp.greet_delay == 0.0
+    assert config.smtp.max_received_headers == 25
+    assert config.local_domains == {"example.test", "other.test"}
+    assert config.auto_mailbox_domains == {"other.test"}
+    assert config.mailboxes == {
+        "alice@example.test": MailboxConfig(),
+        "dave@example.test": MailboxConfig("$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA"),
+    }
+    assert config.aliases == {"team@example.test": ("alice@example.test", "dave@partner.test")}
+    assert config.forward == {"bob@example.test": "bob@elsewhere.test"}
+    assert config.relocated == {"carol@example.test": "carol@newcorp.test"}
+    assert config.relay_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+    assert config.routes == {"elsewhere.test": "127.0.0.1:2600", "*": "smarthost.test"}
+    assert config.delivery.port == 2525
+    assert config.delivery.dns_servers == ("127.0.0.1:5353", "127.0.0.1", "[::1]:53")
+    assert config.delivery.concurrency == 4
+    assert config.delivery.connect_timeout == 10.0
+    assert config.delivery.tls == "verify"
+    assert config.queue.retry == (1, 2, 3)
+    assert config.queue.max_age == 3600
+    assert config.source == "test.toml"
+
+
+def test_relative_data_dir_is_relative_to_the_config_file_not_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "mw.toml").write_text('data_dir = "spool/../data"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("etc") / "mw.toml")
+    assert config.data_dir == (folder / "data").resolve()
+    assert config.data_dir.is_absolute()
+
+
+def test_absolute_data_dir_is_kept(tmp_path):
+    config = parse(f'data_dir = "{tmp_path}/store"\n')
+    assert config.data_dir == tmp_path.resolve() / "store"
+
+
+def test_load_config_accepts_a_str_path_and_a_utf8_bom(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbfhostname = "mx.example.test"\n')
+    assert load_config(str(path)).hostname == "mx.example.test"
+
+
+def test_mailbox_keys_and_domains_are_normalised_to_lower_case():
+    config = parse('[domains]\nlocal = ["EXAMPLE.test."]\n[mailboxes]\n"Alice@EXAMPLE.Test" = {}\n')
+    assert config.local_domains == {"example.test"}
+    assert set(config.mailboxes) == {"alice@example.test"}
+
+
+def test_ipv6_listen_address_and_host_names():
+    config = parse('[smtp]\nlisten = ["[::]:25", "0.0.0.0:25", "mx.example.test:587"]\n')
+    assert config.smtp.listen_endpoints == (("::", 25), ("0.0.0.0", 25), ("mx.example.test", 587))
+
+
+def test_listen_port_zero_asks_for_a_free_port_and_may_repeat():
+    config = parse('[smtp]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
+    assert config.smtp.listen_endpoints == (("127.0.0.1", 0), ("127.0.0.1", 0))
+
+
+def test_split_host_port_uses_the_default_port_only_when_given():
+    assert split_host_port("relay.test", default_port=25) == ("relay.test", 25)
+    assert split_host_port("[2001:db8::1]", default_port=53) == ("2001:db8::1", 53)
+    with pytest.raises(ValueError, match="missing port"):
+        split_host_port("relay.test")
+
+
+def test_describe_names_what_the_server_uses():
+    text = describe(parse(FULL_EXAMPLE))
+    assert "test.toml" in text
+    assert "127.0.0.1:2525, [::1]:2525" in text
+    assert "mx.example.test" in text
+    assert str(Path("/srv/mail/mailwright-data").resolve()) in text
+    assert "example.test, other.test" in text
+    assert "2 mailboxes, 1 alias, 1 forward, 1 relocated address" in text
+    assert "10.0.0.0/8, 2001:db8::/32" in text
+    assert "elsewhere.test -> 127.0.0.1:2600" in text
+
+
+def test_describe_of_the_embedded_default_says_only_authenticated_clients_relay():
+    text = describe(load_config(None))
+    assert "<embedded default>" in text
+    assert "only for authenticated clients" in text
+    assert os.fspath(Path.cwd().resolve() / "mailwright-data") in text
+
+
+# ---------------------------------------------------------------- file problems
+
+
+def test_missing_file_error_names_the_path(tmp_path):
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == str(path)
+    assert "No such file" in str(info.value)
+
+
+def test_directory_instead_of_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_non_utf8_file_is_refused_with_the_offset(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('hostname = "caf\u00e9.test"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (
+        str(info.value)
+        == f"{path}: not valid UTF-8 (byte 0xe9 at offset 15); save the file as UTF-8"
+    )
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('hostname = "mx.example.test"\n[smtp\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: TOML syntax error:")
+    assert "line 2" in message
+    assert "\n" not in message
+
+
+# ---------------------------------------------------------------- refusals, key by key
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hostnme = 'x'", "hostnme: unknown key; did you mean hostname?"),
+        (
+            "[smtp]\nmax_mesage_size = 1",
+            "smtp.max_mesage_size: unknown key; did you mean max_message_size?",
+        ),
+        ("[smtpd]\n", "smtpd: unknown key; did you mean smtp?"),
+        (
+            "[delivery]\nzzz = 1",
+            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, connect_timeout, tls",
+        ),
+        (
+            '[mailboxes]\n"alice@localhost" = { pasword = "$scrypt$x" }',
+            'mailboxes."alice@localhost".pasword: unknown key; did you mean password?',
+        ),
+        ("smtp = 5", "smtp: expected a table, got 5"),
+    ],
+)
+def test_unknown_keys_are_refused_with_a_suggestion(text, message):
+    assert str(refusal(text)) == message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("max_message_size", '"big"', 'expected a positive integer, got "big"'),
+        ("max_message_size", "true", "expected a positive integer, got true"),
+        ("max_message_size", "0", "expected a positive integer, got 0"),
+        ("max_message_size", "1.5", "expected a positive integer, got 1.5"),
+        ("max_recipients", "-1", "expected a positive integer, got -1"),
+        ("max_connections", "false", "expected a positive integer, got false"),
+        ("max_connections_per_ip", "0", "expected a positive integer, got 0"),
+        ("max_errors", "[]", "expected a positive integer, got an array"),
+        ("max_received_headers", "{}", "expected a positive integer, got a table"),
+        ("max_line_length", "100", "must be at least 512 (RFC 5321 4.5.3.1.4), got 100"),
+        ("idle_timeout", "0", "expected a positive number of seconds, got 0"),
+        ("command_timeout", "-5", "expected a positive number of seconds, got -5"),
+        ("data_timeout", "true", "expected a positive number of seconds, got true"),
+        ("data_timeout", "inf", "expected a positive number of seconds, got inf"),
+        ("data_timeout", "nan", "expected a positive number of seconds, got nan"),
+        ("greet_delay", "-1", "expected a number of seconds, 0 or more, got -1"),
+        ("greet_delay", '"1s"', 'expected a number of seconds, 0 or more, got "1s"'),
+        ("listen", '"127.0.0.1:25"', 'expected an array, got "127.0.0.1:25"'),
+        ("listen", "[]", "expected at least one entry, got an empty array"),
+        ("listen", "[25]", "expected an array of non-empty strings, got 25"),
+    ],
+)
+def test_smtp_values_of_the_wrong_type_or_range_are_refused(key, value, problem):
+    error = refusal(f"[smtp]\n{key} = {value}\n")
+    assert error.key == f"smtp.{key}"
+    assert error.problem == problem
+
+
+@pytest.mark.parametrize(
+    ("listen", "problem"),
+    [
+        ("127.0.0.1", '"127.0.0.1": missing port (write host:port, e.g. 127.0.0.1:2525)'),
+        ("127.0.0.1:", '"127.0.0.1:": bad port "": expected a number from 0 to 65535'),
+        (
+            "127.0.0.1:65536",
+            '"127.0.0.1:65536": bad port "65536": expected a number from 0 to 65535',
+        ),
+        ("127.0.0.1:smtp", '"127.0.0.1:smtp": bad port "smtp": expected a number from 0 to 65535'),
+        (":25", '":25": missing host before the port'),
+        ("::1:25", '"::1:25": an IPv6 address needs brackets, e.g. [::1]:2525'),
+        ("[::1]", '"[::1]": missing port (write host:port, e.g. 127.0.0.1:2525)'),
+        ("[::1", '"[::1": missing ] after the IPv6 address'),
+        ("[::1]25", '"[::1]25": expected :port after the ]'),
+        ("[1.2.3.4]:25", '"[1.2.3.4]:25": not an IPv6 address in brackets: "1.2.3.4"'),
+        ("bad host:25", '"bad host:25": not a host name or IP address: "bad host"'),
+    ],
+)
+def test_listen_addresses_need_a_host_and_a_good_port(listen, problem):
+    error = refusal(f'[smtp]\nlisten = ["{listen}"]\n')
+    assert error.key == "smtp.listen"
+    assert error.problem == problem
+
+
+def test_a_listen_address_given_twice_is_refused():
+    error = refusal('[smtp]\nlisten = ["127.0.0.1:25", "127.0.0.1:25"]\n')
+    assert str(error) == 'smtp.listen: "127.0.0.1:25" is listed twice'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('hostname = ""', 'hostname: expected a non-empty string, got ""'),
+        (
+            'hostname = "mx example"',
+            'hostname: expected a domain name such as "example.test", got "mx example"',
+        ),
+        ("hostname = 5", "hostname: expected a non-empty string, got 5"),
+        ("data_dir = 1", "data_dir: expected a non-empty string, got 1"),
+        (
+            '[domains]\nlocal = "example.test"',
+            'domains.local: expected an array, got "example.test"',
+        ),
+        (
+            '[domains]\nlocal = ["exa_mple.test"]',
+            'domains.local: expected a domain name such as "example.test", got "exa_mple.test"',
+        ),
+        (
+            '[domains]\nlocal = ["a..test"]',
+            'domains.local: expected a domain name such as "example.test", got "a..test"',
+        ),
+        (
+            '[domains]\nlocal = ["a.test"]\nauto_mailbox = ["b.test"]',
+            'domains.auto_mailbox: "b.test" is not in domains.local; add it there',
+        ),
+    ],
+)
+def test_names_and_domains_are_checked(text, message):
+    assert str(refusal(text)) == message
+
+
+@pytest.mark.parametrize(
+    ("section", "entry", "message"),
+    [
+        (
+            "mailboxes",
+            '"alice" = {}',
+            'mailboxes.alice: expected an address such as user@example.test, got "alice"',
+        ),
+        (
+            "mailboxes",
+            '"alice@" = {}',
+            'mailboxes."alice@": expected an address such as user@example.test, got "alice@"',
+        ),
+        (
+            "mailboxes",
+            '"alice@other.test" = {}',
+            'mailboxes."alice@other.test": "other.test" is not a local domain (see domains.local)',
+        ),
+        (
+            "mailboxes",
+            '"alice@example.test" = true',
+            'mailboxes."alice@example.test": expected a table, got true',
+        ),
+        (
+            "mailboxes",
+            '".alice@example.test" = {}',
+            'mailboxes.".alice@example.test": the local part of ".alice@example.test" is not a plain dot-atom (no quotes, spaces, @ or leading, trailing or double dots)',
+        ),
+        (
+            "mailboxes",
+            '"a%b@example.test" = {}',
+            'mailboxes."a%b@example.test": a mailbox name must start with a letter or digit and use only letters, digits and . _ + - (it names a directory)',
+        ),
+        (
+            "aliases",
+            '"team@example.test" = "alice@example.test"',
+            'aliases."team@example.test": expected an array, got "alice@example.test"',
+        ),
+        (
+            "aliases",
+            '"team@example.test" = []',
+            'aliases."team@example.test": expected at least one entry, got an empty array',
+        ),
+        (
+            "aliases",
+            '"team@example.test" = ["alice"]',
+            'aliases."team@example.test": expected an address such as user@example.test, got "alice"',
+        ),
+        (
+            "aliases",
+            '"team@other.test" = ["a@b.test"]',
+            'aliases."team@other.test": "other.test" is not a local domain (see domains.local)',
+        ),
+        (
+            "aliases",
+            '"team" = ["a@b.test"]',
+            'aliases.team: expected an address such as user@example.test, got "team"',
+        ),
+        (
+            "forward",
+            '"bob@example.test" = "bob"',
+            'forward."bob@example.test": expected an address such as user@example.test, got "bob"',
+        ),
+        (
+            "forward",
+            '"bob@example.test" = ["bob@x.test"]',
+            'forward."bob@example.test": expected a non-empty string, got an array',
+        ),
+        (
+            "forward",
+            '"bob@example.test" = "bob@bad_domain"',
+            'forward."bob@example.test": the domain of "bob@bad_domain" is not a valid domain name',
+        ),
+        (
+            "forward",
+            '"bob" = "bob@x.test"',
+            'forward.bob: expected an address such as user@example.test, got "bob"',
+        ),
+        (
+            "forward",
+            '"bob@other.test" = "bob@x.test"',
+            'forward."bob@other.test": "other.test" is not a local domain (see domains.local)',
+        ),
+        (
+            "relocated",
+            '"carol@example.test" = "carol"',
+            'relocated."carol@example.test": expected an address such as user@example.test, got "carol"',
+        ),
+        (
+            "relocated",
+            '"carol" = "carol@x.test"',
+            'relocated.carol: expected an address such as user@example.test, got "carol"',
+        ),
+        (
+            "relocated",
+            '"carol@other.test" = "carol@x.test"',
+            'relocated."carol@other.test": "other.test" is not a local domain (see domains.local)',
+        ),
+        (
+            "relocated",
+            '"postmaster@example.test" = "pm@x.test"',
+            'relocated."postmaster@example.test": postmaster must always accept mail (RFC 5321 4.5.1)',
+        ),
+    ],
+)
+def test_address_tables_need_local_addresses_with_an_at_sign(section, entry, message):
+    text = f'[domains]\nlocal = ["example.test"]\n[{section}]\n{entry}\n'
+    assert str(refusal(text)) == message
+
+
+def test_the_same_address_in_two_spellings_is_refused():
+    error = refusal('[mailboxes]\n"alice@localhost" = {}\n"ALICE@localhost" = {}\n')
+    assert str(error) == (
+        'mailboxes."ALICE@localhost": same address as "alice@localhost" '
+        "(addresses are compared without regard to case)"
+    )
+
+
+def test_an_address_may_not_be_both_mailbox_and_forward():
+    error = refusal(
+        '[mailboxes]\n"bob@localhost" = {}\n[forward]\n"bob@localhost" = "bob@elsewhere.test"\n'
+    )
+    assert str(error) == (
+        'forward."bob@localhost": also in mailboxes; '
+        "an address is one of mailbox, alias, forward or relocated"
+    )
+
+
+def test_an_alias_to_an_unknown_local_user_is_refused_as_a_likely_typo():
+    text = (
+        '[domains]\nlocal = ["example.test"]\n'
+        '[mailboxes]\n"alice@example.test" = {}\n'
+        '[aliases]\n"team@example.test" = ["alcie@example.test"]\n'
+    )
+    assert str(refusal(text)) == (
+        'aliases."team@example.test": "alcie@example.test" is in a local domain '
+        "but is no mailbox, alias or forward here"
+    )
+
+
+def test_a_forward_to_a_relocated_address_is_refused():
+    text = (
+        '[domains]\nlocal = ["example.test"]\n'
+        '[forward]\n"bob@example.test" = "carol@example.test"\n'
+        '[relocated]\n"carol@example.test" = "carol@newcorp.test"\n'
+    )
+    assert str(refusal(text)) == (
+        'forward."bob@example.test": "carol@example.test" is relocated and receives no mail here'
+    )
+
+
+def test_utf8_mailbox_names_are_accepted():
+    config = parse('[mailboxes]\n"Ünï@localhost" = {}\n')
+    assert set(config.mailboxes) == {"ünï@localhost"}
+
+
+def test_local_targets_may_be_postmaster_or_auto_mailbox_users():
+    config = parse(
+        '[domains]\nlocal = ["example.test", "auto.test"]\nauto_mailbox = ["auto.test"]\n'
+        '[aliases]\n"abuse@example.test" = ["PostMaster@example.test", "anyone@auto.test"]\n'
+    )
+    assert config.aliases["abuse@example.test"] == ("PostMaster@example.test", "anyone@auto.test")
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("hunter2", "expected a password hash starting with $scrypt$ or $argon2"),
+        ("$1$md5crypt", "expected a password hash starting with $scrypt$ or $argon2"),
+        ("", "expected a password hash starting with $scrypt$ or $argon2"),
+    ],
+)
+def test_plain_text_passwords_are_refused_without_echoing_them(password, message):
+    error = refusal(f'[mailboxes]\n"alice@localhost" = {{ password = "{password}" }}\n')
+    assert error.key == 'mailboxes."alice@localhost".password'
+    assert error.problem.startswith(message)
+    assert "plain-text passwords are refused" in error.problem
+    if password:
+        assert password not in str(error)
+
+
+def test_argon2_password_hash_is_accepted():
+    config = parse('[mailboxes]\n"alice@localhost" = { password = "$argon2id$v=19$x" }\n')
+    assert config.mailboxes["alice@localhost"].password_hash == "$argon2id$v=19$x"
+
+
+@pytest.mark.parametrize(
+    ("networks", "message"),
+    [
+        (
+            '["10.0.0.0/33"]',
+            'relay.networks: "10.0.0.0/33" is not a network in CIDR notation (e.g. "192.0.2.0/24")',
+        ),
+        (
+            '["example.test"]',
+            'relay.networks: "example.test" is not a network in CIDR notation (e.g. "192.0.2.0/24")',
+        ),
+        (
+            '["10.0.0.1/8"]',
+            'relay.networks: "10.0.0.1/8" has host bits set; did you mean "10.0.0.0/8"?',
+        ),
+        ('"10.0.0.0/8"', 'relay.networks: expected an array, got "10.0.0.0/8"'),
+        ("[8]", "relay.networks: expected a non-empty string, got 8"),
+    ],
+)
+def test_bad_relay_networks_are_refused(networks, message):
+    assert str(refusal(f"[relay]\nnetworks = {networks}\n")) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[delivery]\ntls = "maybe"',
+            'delivery.tls: expected one of "opportunistic", "required", "verify", got "maybe"',
+        ),
+        (
+            "[delivery]\ntls = true",
+            'delivery.tls: expected one of "opportunistic", "required", "verify", got true',
+        ),
+        ("[delivery]\nport = 0", "delivery.port: expected a port number from 1 to 65535, got 0"),
+        (
+            "[delivery]\nport = 70000",
+            "delivery.port: expected a port number from 1 to 65535, got 70000",
+        ),
+        (
+            "[delivery]\nport = true",
+            "delivery.port: expected a port number from 1 to 65535, got true",
+        ),
+        ("[delivery]\nconcurrency = 0", "delivery.concurrency: expected a positive integer, got 0"),
+        (
+            "[delivery]\nconnect_timeout = 0",
+            "delivery.connect_timeout: expected a positive number of seconds, got 0",
+        ),
+        (
+            '[delivery]\ndns_servers = ["dns.example.test"]',
+            'delivery.dns_servers: "dns.example.test": a DNS server must be an IP address',
+        ),
+        (
+            '[delivery]\ndns_servers = ["127.0.0.1:99999"]',
+            'delivery.dns_servers: "127.0.0.1:99999": bad port "99999": expected a number from 1 to 65535',
+        ),
+        ("[queue]\nretry = []", "queue.retry: expected at least one entry, got an empty array"),
+        ("[queue]\nretry = [60, 0]", "queue.retry: expected a positive integer, got 0"),
+        ("[queue]\nretry = [60, true]", "queue.retry: expected a positive integer, got true"),
+        ("[queue]\nmax_age = -1", "queue.max_age: expected a positive integer, got -1"),
+        (
+            '[routes]\n"elsewhere.test" = "127.0.0.1:0"',
+            'routes."elsewhere.test": "127.0.0.1:0": bad port "0": expected a number from 1 to 65535',
+        ),
+        (
+            '[routes]\n"elsewhere.test" = 25',
+            'routes."elsewhere.test": expected a non-empty string, got 25',
+        ),
+        (
+            '[routes]\n"bad domain" = "relay.test"',
+            'routes."bad domain": expected a domain name such as "example.test", got "bad domain"',
+        ),
+        (
+            '[routes]\n"a.test" = "relay.test"\n"A.test." = "relay.test"',
+            'routes."A.test.": the route for "a.test" is given twice',
+        ),
+    ],
+)
+def test_delivery_queue_and_route_values_are_checked(text, message):
+    assert str(refusal(text)) == message
+
+
+def test_long_values_are_shortened_in_messages():
+    error = refusal(f'[smtp]\nmax_errors = "{"x" * 500}"\n')
+    assert len(str(error)) < 120
