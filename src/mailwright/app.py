@@ -12,6 +12,7 @@ import logging
 import signal
 
 from mailwright.config import Config
+from mailwright.delivery.dsn import DsnBouncer
 from mailwright.delivery.worker import DeliveryWorker
 from mailwright.logfmt import kv
 from mailwright.policy.relay import RelayPolicy
@@ -29,10 +30,12 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = SqliteQueueStore(config.data_dir)
-        self.worker = DeliveryWorker(config, self.store)
+        router = Router(config)
+        bouncer = DsnBouncer(hostname=config.hostname, store=self.store, router=router)
+        self.worker = DeliveryWorker(config, self.store, bouncer=bouncer)
         self.services = SessionServices(
             config=config,
-            router=Router(config),
+            router=router,
             relay=RelayPolicy(config),
             store=self.store,
             on_enqueued=self.worker.wake,

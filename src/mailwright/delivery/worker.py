@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailwright.config import Config
+from mailwright.delivery.dsn import FailedRecipient
 from mailwright.delivery.maildir import deliver_to_maildir
 from mailwright.delivery.schedule import next_attempt
 from mailwright.errors import StorageError
@@ -57,9 +58,7 @@ class RemoteDeliverer(Protocol):
 
 
 class Bouncer(Protocol):
-    async def bounce(
-        self, message: QueuedMessage, failed: Sequence[tuple[QueuedRecipient, str]]
-    ) -> None:
+    async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
         """Tell the sender (once per message) about recipients that failed for good."""
 
 
@@ -128,7 +127,6 @@ class DeliveryWorker:
         local = [r for r in message.recipients if r.target.local]
         remote = [r for r in message.recipients if not r.target.local]
         attempts: dict[int, Attempt] = {}
-        started = self.clock()
         for rcpt in local:
             attempts[rcpt.index] = await asyncio.to_thread(self._deliver_local, message, rcpt)
         if remote:
@@ -141,53 +139,61 @@ class DeliveryWorker:
                     )
             else:
                 attempts.update(await self.remote.deliver(message, remote))
-        failed: list[tuple[QueuedRecipient, str]] = []
-        for rcpt in message.recipients:
-            attempt = attempts[rcpt.index]
-            status = await self._record(message, rcpt, attempt, started)
-            if status in ("bounced", "expired"):
-                failed.append((rcpt, attempt.reply))
+        decided = [(rcpt, attempts[rcpt.index]) for rcpt in message.recipients]
+        results = [(rcpt, att, *self._decide(message, rcpt, att)) for rcpt, att in decided]
+        failed = [
+            FailedRecipient(
+                address=rcpt.target.address,
+                original=rcpt.target.original,
+                reply=att.reply,
+                remote_mta=att.relay,
+                expired=status == "expired",
+            )
+            for rcpt, att, _, status in results
+            if status in ("bounced", "expired")
+        ]
         if failed and self.bouncer is not None:
-            await self.bouncer.bounce(message, failed)
+            # Before recording: once every recipient is final the body is gone.
+            try:
+                await self.bouncer.bounce(message, failed)
+            except Exception as exc:  # the bounce is retried with the message
+                log.error(kv(event="bounce-error", id=message.queue_id, error=repr(exc)))
+                return
+        for rcpt, attempt, result, status in results:
+            await self.store.record_result(message.queue_id, rcpt.index, result)
+            self._log(message, rcpt, attempt, status)
 
-    async def _record(
-        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt, started: float
-    ) -> str:
+    def _decide(
+        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt
+    ) -> tuple[RecipientResult, str]:
         now = self.clock()
         if attempt.success:
-            result = RecipientResult(RecipientState.DELIVERED, attempt.reply)
-            status = "sent"
-        elif attempt.permanent:
-            result = RecipientResult(RecipientState.BOUNCED, attempt.reply)
-            status = "bounced"
-        else:
-            queue = self.config.queue
-            when = next_attempt(
-                message.received_at, rcpt.attempts + 1, now, queue.retry, queue.max_age
-            )
-            if when is None:
-                result = RecipientResult(RecipientState.BOUNCED, attempt.reply)
-                status = "expired"
-            else:
-                result = RecipientResult(RecipientState.DEFERRED, attempt.reply, when)
-                status = "deferred"
-        await self.store.record_result(message.queue_id, rcpt.index, result)
+            return RecipientResult(RecipientState.DELIVERED, attempt.reply), "sent"
+        if attempt.permanent:
+            return RecipientResult(RecipientState.BOUNCED, attempt.reply), "bounced"
+        queue = self.config.queue
+        when = next_attempt(message.received_at, rcpt.attempts + 1, now, queue.retry, queue.max_age)
+        if when is None:
+            return RecipientResult(RecipientState.BOUNCED, attempt.reply), "expired"
+        return RecipientResult(RecipientState.DEFERRED, attempt.reply, when), "deferred"
+
+    def _log(
+        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt, status: str
+    ) -> None:
+        target = rcpt.target
         log.info(
             kv(
                 event="delivery",
                 id=message.queue_id,
-                to=f"<{rcpt.target.address}>",
-                orig_to=f"<{rcpt.target.original}>"
-                if rcpt.target.original != rcpt.target.address
-                else None,
-                relay=attempt.relay or ("local" if rcpt.target.local else None),
-                delay=f"{now - message.received_at:.2f}",
+                to=f"<{target.address}>",
+                orig_to=f"<{target.original}>" if target.original != target.address else None,
+                relay=attempt.relay or ("local" if target.local else None),
+                delay=f"{self.clock() - message.received_at:.2f}",
                 attempt=rcpt.attempts + 1,
                 status=status,
                 reply=attempt.reply,
             )
         )
-        return status
 
     def _deliver_local(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Attempt:
         """Blocking: runs in a worker thread."""
