@@ -56,6 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mailwright.cli_queue import add_queue_parser
     from mailwright.codes.cli import add_explain_parser
 
     parser = argparse.ArgumentParser(
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     add_explain_parser(sub)
+    add_queue_parser(sub)
     return parser
 
 

@@ -102,7 +102,7 @@ def test_sigterm_closes_idle_sessions_and_lets_data_finish(tmp_path: Path) -> No
 
 def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    server = ServerProcess(config, log_level="warning")
+    server = ServerProcess(config)
     acknowledged: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -132,7 +132,7 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None
         t.join(10)
     assert acknowledged
 
-    server = ServerProcess(config, log_level="warning")
+    server = ServerProcess(config)
     try:
 
         def all_delivered() -> bool:
