@@ -1,0 +1,510 @@
+"""ClientConnection: the client role of SMTP as a sans-I/O state machine (in the style of h11).
+
+The server core with the arrows reversed: command methods (``ehlo``, ``mail``,
+``rcpt``, ``data``, ``body`` ...) return the bytes to write; ``receive_data(bytes)``
+takes what the server sent (``b""`` is end of file); ``next_event()`` returns a
+``ReplyReceived``, ``ConnectionClosed`` or ``NEED_DATA``.
+
+Replies are matched to commands first in, first out: RFC 2920 3.1 makes the
+server answer in order, so a caller may pipeline MAIL, every RCPT and DATA in
+one write and read the replies one by one; each ``ReplyReceived`` names the
+command it answers.
+
+The core refuses, with ``LocalProtocolError``, what would make *us* break the
+protocol: a command before the reply to a command that must end a pipelined
+group (RFC 2920 3.1), pipelining to a server that did not offer it, body bytes
+before the 354 (they would run as commands), CR or LF inside a command line
+(command injection), and parameters of extensions the server did not offer.
+
+What the server sends is read leniently where that is harmless and strictly
+where memory is at stake: a reply line may end with a bare LF (some servers in
+the wild send them, and for a reply that ends a line of text it cannot change
+what we do); but a reply line longer than ``max_reply_line`` or a reply of more
+than ``max_reply_lines`` lines is a ``RemoteProtocolError``, raised as soon as
+the limit is crossed, never after buffering whatever the peer keeps sending.
+Malformed lines (no three-digit code, continuation lines that disagree on the
+code) are ``RemoteProtocolError`` too.  After one, the connection is unusable:
+every later ``next_event`` raises the same error.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from mailwright.errors import LocalProtocolError, RemoteProtocolError
+from mailwright.model import Address
+from mailwright.protocol.commands import is_valid_address_literal, is_valid_domain
+from mailwright.protocol.data import DotStuffer
+from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
+from mailwright.protocol.reply import Reply
+
+#: Longest reply line accepted, line ending included.  RFC 5321 4.5.3.1.5 says 512;
+#: real servers send longer texts, so we allow eight times that and no more.
+DEFAULT_MAX_REPLY_LINE = 4096
+#: Most lines in one reply.  An EHLO reply has one per extension (a dozen or two).
+DEFAULT_MAX_REPLY_LINES = 100
+
+_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # ehlo-keyword, RFC 5321 4.1.1.1
+
+
+class CommandKind(enum.Enum):
+    """What a reply answers.  GREETING is the server's opening 220 (RFC 5321 3.1)."""
+
+    GREETING = "greeting"
+    EHLO = "EHLO"
+    HELO = "HELO"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    END_OF_DATA = "end of data"
+    RSET = "RSET"
+    NOOP = "NOOP"
+    QUIT = "QUIT"
+    STARTTLS = "STARTTLS"
+    RAW = "raw"
+
+
+K = CommandKind
+
+#: RFC 2920 3.1: these may only be the last command of a pipelined group; the
+#: client waits for their reply before sending anything else.  DATA because its
+#: reply decides whether what follows is body or commands; STARTTLS because what
+#: follows must go through TLS (RFC 3207 4.2); the greeting because talking
+#: before it is a protocol violation (RFC 5321 3.1).
+_ENDS_GROUP = frozenset({K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS})
+#: Commands that need a successful EHLO or HELO first (RFC 5321 4.1.4).
+_NEEDS_GREETING = frozenset({K.MAIL, K.RCPT, K.DATA})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentCommand:
+    """A command that was written, as the reply that answers it will name it."""
+
+    kind: CommandKind
+    line: str  # what was written, without CRLF: "" for the greeting, "." for end of data
+
+    def __str__(self) -> str:
+        return self.line or self.kind.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyReceived(Event):
+    """One complete reply from the server.
+
+    ``command`` is the command it answers; None for an unsolicited 421, which a
+    server may send at any time before closing (RFC 5321 3.8).  ``lines`` are
+    the reply lines as received (without line endings), for transcripts.
+    """
+
+    reply: Reply
+    command: SentCommand | None
+    lines: tuple[str, ...]
+
+
+def _frozen_keywords(
+    keywords: Mapping[str, tuple[str, ...]] | None = None,
+) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType(dict(keywords or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The service extensions a server listed in its EHLO reply (RFC 5321 4.1.1.1).
+
+    ``keywords`` maps each keyword (upper case) to its parameters.  Empty after
+    HELO, before EHLO, and after STARTTLS until the next EHLO (RFC 3207 4.2).
+    """
+
+    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_keywords)
+
+    @classmethod
+    def parse(cls, reply: Reply) -> Capabilities:
+        """Read the extension lines (all but the first) of a 250 reply to EHLO.
+
+        Lines that are not ``keyword *(SP param)`` are ignored: they only say
+        what the server offers, and ignoring one means not using it.  The old
+        ``AUTH=PLAIN LOGIN`` form (sent for very old clients) is merged into AUTH.
+        """
+        keywords: dict[str, tuple[str, ...]] = {}
+        for line in reply.lines[1:]:
+            words = line.split()
+            if not words:
+                continue
+            keyword, _, first = words[0].partition("=")
+            if not _KEYWORD.match(keyword):
+                continue
+            params = ([first] if first else []) + words[1:]
+            key = keyword.upper()
+            merged = keywords.get(key, ()) + tuple(p for p in params if p)
+            keywords[key] = tuple(dict.fromkeys(merged))
+        return cls(_frozen_keywords(keywords))
+
+    def has(self, keyword: str) -> bool:
+        return keyword.upper() in self.keywords
+
+    def params(self, keyword: str) -> tuple[str, ...]:
+        """The parameters of ``keyword``; empty when it has none or is not offered."""
+        return self.keywords.get(keyword.upper(), ())
+
+    @property
+    def max_size(self) -> int | None:
+        """The fixed size limit (RFC 1870 4); None when SIZE is absent, has no value, or is 0."""
+        params = self.params("SIZE")
+        if params and params[0].isdigit() and int(params[0]) > 0:
+            return int(params[0])
+        return None
+
+    @property
+    def pipelining(self) -> bool:
+        return self.has("PIPELINING")
+
+    @property
+    def starttls(self) -> bool:
+        return self.has("STARTTLS")
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.has("SMTPUTF8")
+
+    @property
+    def eight_bit_mime(self) -> bool:
+        return self.has("8BITMIME")
+
+    @property
+    def enhanced_status_codes(self) -> bool:
+        return self.has("ENHANCEDSTATUSCODES")
+
+    @property
+    def chunking(self) -> bool:
+        return self.has("CHUNKING")
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        return tuple(m.upper() for m in self.params("AUTH"))
+
+
+class _Phase(enum.Enum):
+    COMMANDS = "commands"
+    BODY = "body"  # DATA got 354: only body() and end_body() until the end marker
+    CLOSED = "closed"
+
+
+class _ReplyLineBuffer:
+    """Received bytes cut into reply lines at LF (an optional CR before it is dropped).
+
+    Bounded by ``max_line``: a line that grows past it raises at once.  Each
+    byte is searched for LF once, so a server that trickles bytes costs O(n).
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scanned = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def clear(self) -> None:
+        self._buf.clear()
+        self._scanned = 0
+
+    def next_line(self) -> bytes | None:
+        buf = self._buf
+        idx = buf.find(b"\n", self._scanned)
+        if idx == -1:
+            self._scanned = len(buf)
+            if len(buf) >= self.max_line:
+                raise RemoteProtocolError(
+                    f"reply line longer than {self.max_line} octets (no line ending yet)"
+                )
+            return None
+        self._scanned = 0
+        if idx + 1 > self.max_line:
+            raise RemoteProtocolError(f"reply line longer than {self.max_line} octets")
+        line = bytes(buf[:idx])
+        del buf[: idx + 1]
+        return line[:-1] if line.endswith(b"\r") else line
+
+
+class ClientConnection:
+    """One SMTP session in the client role: commands out as bytes, replies in as events."""
+
+    def __init__(
+        self,
+        *,
+        max_reply_line: int = DEFAULT_MAX_REPLY_LINE,
+        max_reply_lines: int = DEFAULT_MAX_REPLY_LINES,
+    ) -> None:
+        self.max_reply_lines = max_reply_lines
+        self._lines = _ReplyLineBuffer(max_reply_line)
+        self._reply: list[str] = []  # lines of a multiline reply read so far
+        self._pending: deque[SentCommand] = deque([SentCommand(kind=K.GREETING, line="")])
+        self._phase = _Phase.COMMANDS
+        self._capabilities = Capabilities()
+        self._esmtp = False
+        self._greeted = False  # an EHLO or HELO got 250 (since connect or STARTTLS)
+        self._mail_smtputf8 = False
+        self._stuffer: DotStuffer | None = None
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
+
+    # -------------------------------------------------------------- state
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def esmtp(self) -> bool:
+        """True after a 250 to EHLO (and until STARTTLS)."""
+        return self._esmtp
+
+    @property
+    def closed(self) -> bool:
+        """The server closed (EOF, 221 to QUIT, or a 421): nothing more can be sent."""
+        return self._phase is _Phase.CLOSED
+
+    @property
+    def sending_body(self) -> bool:
+        """True between the 354 to DATA and ``end_body()``."""
+        return self._phase is _Phase.BODY
+
+    @property
+    def unanswered(self) -> tuple[SentCommand, ...]:
+        """Commands written whose reply has not been received, oldest first."""
+        return tuple(self._pending)
+
+    # ------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes) -> None:
+        """What the server sent; ``b""`` means it closed its side."""
+        if self._phase is _Phase.CLOSED:
+            return
+        if not data:
+            self._eof = True
+            return
+        self._lines.feed(data)
+
+    def next_event(self) -> ReplyReceived | ConnectionClosed | _NeedData:
+        """The next complete reply, ConnectionClosed, or NEED_DATA.
+
+        Raises RemoteProtocolError when the server broke the reply grammar or a
+        limit; the connection cannot continue after that.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._phase is _Phase.CLOSED:
+            return ConnectionClosed()
+        try:
+            return self._next_reply()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._phase = _Phase.CLOSED
+            self._lines.clear()
+            raise
+
+    def _next_reply(self) -> ReplyReceived | ConnectionClosed | _NeedData:
+        while True:
+            raw = self._lines.next_line()
+            if raw is None:
+                if self._eof:
+                    self._phase = _Phase.CLOSED
+                    return ConnectionClosed()
+                return NEED_DATA
+            text = raw.decode("utf-8", errors="replace")
+            self._reply.append(text)
+            if len(self._reply) > self.max_reply_lines:
+                raise RemoteProtocolError(f"reply has more than {self.max_reply_lines} lines")
+            if text[3:4] != "-":
+                break
+        lines, self._reply = tuple(self._reply), []
+        try:
+            reply = Reply.parse_lines(list(lines))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"malformed reply: {exc}") from None
+        command = self._pending.popleft() if self._pending else None
+        if command is None and reply.code != 421:
+            raise RemoteProtocolError(f"reply without a command to answer: {reply}")
+        self._answered(command, reply)
+        return ReplyReceived(reply=reply, command=command, lines=lines)
+
+    def _answered(self, command: SentCommand | None, reply: Reply) -> None:
+        """The state changes a reply causes; everything else about replies is the caller's."""
+        if reply.code == 421 or (command is not None and command.kind is K.QUIT):
+            # RFC 5321 3.8: 421 means the server is closing; 221 answers QUIT.
+            self._phase = _Phase.CLOSED
+            self._pending.clear()
+            self._lines.clear()
+            return
+        assert command is not None
+        kind = command.kind
+        if kind is K.EHLO and reply.code == 250:
+            self._capabilities = Capabilities.parse(reply)
+            self._esmtp = self._greeted = True
+        elif kind is K.HELO and reply.code == 250:
+            self._capabilities = Capabilities()
+            self._esmtp = False
+            self._greeted = True
+        elif kind is K.DATA and reply.code == 354:
+            self._phase = _Phase.BODY
+            self._stuffer = DotStuffer()
+        elif kind is K.STARTTLS and reply.code == 220:
+            # RFC 3207 4.2: anything received before the handshake came in plain
+            # text and may have been injected; drop it.  The capabilities are
+            # forgotten and a new EHLO is needed.
+            self._lines.clear()
+            self._capabilities = Capabilities()
+            self._esmtp = self._greeted = False
+
+    # ------------------------------------------------------------ commands
+
+    def ehlo(self, name: str) -> bytes:
+        """EHLO with our host name or an address literal (RFC 5321 4.1.1.1)."""
+        return self._command(K.EHLO, f"EHLO {_checked_helo_name(name)}")
+
+    def helo(self, name: str) -> bytes:
+        """HELO, for servers that answer EHLO with 500 or 502 (RFC 5321 4.1.1.1)."""
+        return self._command(K.HELO, f"HELO {_checked_helo_name(name)}")
+
+    def mail(
+        self,
+        sender: Address | None,
+        *,
+        size: int | None = None,
+        body_8bit: bool = False,
+        smtputf8: bool = False,
+    ) -> bytes:
+        """MAIL FROM; ``sender`` None is the null reverse-path ``<>`` (RFC 5321 4.5.5).
+
+        Each parameter needs the server to have offered its extension:
+        SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
+        """
+        self._check_open(K.MAIL)
+        params = []
+        if size is not None:
+            if size < 0:
+                raise LocalProtocolError("SIZE must not be negative")
+            self._require_extension("SIZE")
+            params.append(f"SIZE={size}")
+        if body_8bit:
+            self._require_extension("8BITMIME")
+            params.append("BODY=8BITMIME")
+        if smtputf8:
+            self._require_extension("SMTPUTF8")
+            params.append("SMTPUTF8")
+        path = "" if sender is None else _checked_address(sender, smtputf8)
+        line = " ".join([f"MAIL FROM:<{path}>", *params])
+        out = self._command(K.MAIL, line)
+        self._mail_smtputf8 = smtputf8
+        return out
+
+    def rcpt(self, recipient: Address) -> bytes:
+        """RCPT TO; a non-ASCII address needs SMTPUTF8 on the MAIL command (RFC 6531 3.4)."""
+        path = _checked_address(recipient, self._mail_smtputf8)
+        return self._command(K.RCPT, f"RCPT TO:<{path}>")
+
+    def data(self) -> bytes:
+        """DATA; the body may be sent only once its 354 has been received."""
+        return self._command(K.DATA, "DATA")
+
+    def body(self, chunk: bytes) -> bytes:
+        """Part of the message: line endings made CRLF, leading dots doubled (RFC 5321 4.5.2)."""
+        return self._body_stuffer().stuff(chunk)
+
+    def end_body(self) -> bytes:
+        """The end of the message: a final CRLF if the body lacks one, then ``.`` CRLF."""
+        tail = self._body_stuffer().finish()
+        self._stuffer = None
+        self._phase = _Phase.COMMANDS
+        self._pending.append(SentCommand(kind=K.END_OF_DATA, line="."))
+        return tail
+
+    def rset(self) -> bytes:
+        return self._command(K.RSET, "RSET")
+
+    def noop(self) -> bytes:
+        return self._command(K.NOOP, "NOOP")
+
+    def quit(self) -> bytes:
+        return self._command(K.QUIT, "QUIT")
+
+    def starttls(self) -> bytes:
+        """STARTTLS (RFC 3207); after its 220, start TLS and send EHLO again."""
+        self._check_open(K.STARTTLS)
+        self._require_extension("STARTTLS")
+        return self._command(K.STARTTLS, "STARTTLS")
+
+    def raw(self, line: str) -> bytes:
+        """Any one command line, for probe tools; CRLF is added.
+
+        The core does not interpret it: its reply is matched in order like any
+        other, but a raw DATA or STARTTLS changes nothing here.  The pipelining
+        rules are not applied either (probing a server's handling of them is the
+        point); only closing and the body phase still refuse it.
+        """
+        self._check_open(K.RAW)
+        return self._write(K.RAW, line)
+
+    # ----------------------------------------------------------- internals
+
+    def _command(self, kind: CommandKind, line: str) -> bytes:
+        self._check_open(kind)
+        if self._pending:
+            last = self._pending[-1]
+            if last.kind in _ENDS_GROUP:
+                raise LocalProtocolError(
+                    f"wait for the reply to {last} before sending {kind.value} (RFC 2920 3.1)"
+                )
+            if not self._capabilities.pipelining:
+                raise LocalProtocolError(
+                    f"the server did not offer PIPELINING: wait for the reply to {last} "
+                    f"before sending {kind.value}"
+                )
+        if kind in _NEEDS_GREETING and not self._greeted:
+            raise LocalProtocolError(f"send EHLO or HELO before {kind.value}")
+        return self._write(kind, line)
+
+    def _check_open(self, kind: CommandKind) -> None:
+        if self._error is not None:
+            raise LocalProtocolError(f"cannot send {kind.value}: {self._error}")
+        if self._phase is _Phase.CLOSED:
+            raise LocalProtocolError(f"cannot send {kind.value}: the connection is closed")
+        if self._phase is _Phase.BODY:
+            raise LocalProtocolError(
+                f"cannot send {kind.value} inside the message body: call end_body() first"
+            )
+
+    def _write(self, kind: CommandKind, line: str) -> bytes:
+        if "\r" in line or "\n" in line:
+            raise LocalProtocolError(f"CR or LF inside a command line: {line!r}")
+        self._pending.append(SentCommand(kind=kind, line=line))
+        return line.encode("utf-8") + b"\r\n"
+
+    def _require_extension(self, keyword: str) -> None:
+        if not self._capabilities.has(keyword):
+            raise LocalProtocolError(f"the server did not offer {keyword} in its EHLO reply")
+
+    def _body_stuffer(self) -> DotStuffer:
+        if self._phase is not _Phase.BODY or self._stuffer is None:
+            raise LocalProtocolError(
+                "the message body may only be sent after the 354 reply to DATA"
+            )
+        return self._stuffer
+
+
+def _checked_helo_name(name: str) -> str:
+    if is_valid_address_literal(name) or is_valid_domain(name, helo=True):
+        return name
+    raise LocalProtocolError(f"not a host name or address literal: {name!r}")
+
+
+def _checked_address(address: Address, smtputf8: bool) -> str:
+    text = str(address)
+    if not smtputf8 and not text.isascii():
+        raise LocalProtocolError(f"{text} is not ASCII: send MAIL with SMTPUTF8 (RFC 6531)")
+    return text
