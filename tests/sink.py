@@ -95,7 +95,14 @@ class ReceivedMessage:
 class SinkServer:
     """Listens on 127.0.0.1:<free port> in a thread of its own until ``stop()``."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None, hostname: str = "sink.test") -> None:
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        hostname: str = "sink.test",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.tls_context = tls
         self.hostname = hostname
         self.default = Behaviour()
@@ -111,7 +118,9 @@ class SinkServer:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20)
+                asyncio.start_server(
+                    self._serve, host, port, limit=1 << 20, reuse_address=True
+                )
             )
             ready.set()
             self._loop.run_forever()

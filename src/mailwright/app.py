@@ -13,6 +13,8 @@ import signal
 
 from mailwright.config import Config
 from mailwright.delivery.dsn import DsnBouncer
+from mailwright.delivery.remote import SmtpDeliverer
+from mailwright.delivery.routes import RouteResolver
 from mailwright.delivery.worker import DeliveryWorker
 from mailwright.logfmt import kv
 from mailwright.policy.relay import RelayPolicy
@@ -32,7 +34,8 @@ class App:
         self.store = SqliteQueueStore(config.data_dir)
         router = Router(config)
         bouncer = DsnBouncer(hostname=config.hostname, store=self.store, router=router)
-        self.worker = DeliveryWorker(config, self.store, bouncer=bouncer)
+        self.remote = SmtpDeliverer(config, self.store, RouteResolver(config))
+        self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
         self.services = SessionServices(
             config=config,
             router=router,
@@ -58,6 +61,7 @@ class App:
         log.info(kv(event="stopping", sessions=len(self.listener.sessions)))
         await self.listener.stop(grace)
         await self.worker.stop(grace)
+        await self.remote.close()
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -81,8 +81,25 @@ class DeliveryWorker:
         self._stopping = False
         self._slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = float("inf")
 
     def wake(self, queue_id: str | None = None) -> None:
+        self._wakeup.set()
+
+    def _wake_at(self, when: float) -> None:
+        """Look at the queue again when a deferred recipient falls due (not only at polls)."""
+        if when >= self._timer_due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_due = when
+        self._timer = loop.call_later(max(0.0, when - self.clock()), self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._timer_due = float("inf")
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -120,6 +137,8 @@ class DeliveryWorker:
         """
         self._stopping = True
         self._wakeup.set()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
 
@@ -162,6 +181,8 @@ class DeliveryWorker:
         for rcpt, attempt, result, status in results:
             await self.store.record_result(message.queue_id, rcpt.index, result)
             self._log(message, rcpt, attempt, status)
+            if result.state is RecipientState.DEFERRED:
+                self._wake_at(result.next_attempt)
 
     def _decide(
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt

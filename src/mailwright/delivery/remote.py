@@ -1,0 +1,274 @@
+"""SMTP delivery to other servers: routes, MX hosts in order, TLS policy, connection reuse.
+
+Built on the same sans-I/O core as the server (through mailwright.client), never
+smtplib.  For each destination domain the next hops come from routes.py; each
+is tried in order until one gives an answer about the recipients.  A reply is
+the answer: 2xx delivered (251 too: the next hop forwards, RFC 5321 3.4), 4xx
+deferred, 5xx bounced (551 included: we do not reroute, RFC 5321 7.4).
+Connection failures, timeouts and 4xx greetings move on to the next host and,
+when every host failed, defer.  Errors are temporary unless proven permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailwright.client import (
+    SmtpClient,
+    SmtpClientError,
+    Timeouts,
+    TransactionResult,
+    opportunistic_tls_context,
+)
+from mailwright.config import Config
+from mailwright.delivery.routes import NextHop, RouteResolver
+from mailwright.delivery.worker import Attempt
+from mailwright.errors import DeliveryError, MailwrightError
+from mailwright.logfmt import kv
+from mailwright.protocol.reply import Reply
+from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
+
+log = logging.getLogger("mailwright.delivery")
+
+IDLE_CONNECTION_SECONDS = 5.0  # an idle connection kept for the next message to the same host
+MAX_MESSAGES_PER_CONNECTION = 100
+COMMAND_TIMEOUT = 300.0  # RFC 5321 4.5.3.2
+
+
+@dataclass
+class _Idle:
+    client: SmtpClient
+    since: float
+    used: int
+
+
+class ConnectionPool:
+    """Idle connections by (address, port), so one connection carries several messages."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[_Idle]] = defaultdict(list)
+
+    def take(self, key: tuple[str, int]) -> _Idle | None:
+        now = time.monotonic()
+        entries = self._idle.get(key, [])
+        while entries:
+            entry = entries.pop()
+            if now - entry.since <= IDLE_CONNECTION_SECONDS and entry.client.connected:
+                return entry
+            asyncio.get_running_loop().create_task(_quit(entry.client))
+        return None
+
+    def give_back(self, key: tuple[str, int], client: SmtpClient, used: int) -> None:
+        if used >= MAX_MESSAGES_PER_CONNECTION or not client.connected:
+            asyncio.get_running_loop().create_task(_quit(client))
+            return
+        self._idle[key].append(_Idle(client, time.monotonic(), used))
+
+    async def close(self) -> None:
+        entries = [e for items in self._idle.values() for e in items]
+        self._idle.clear()
+        await asyncio.gather(*(_quit(e.client) for e in entries), return_exceptions=True)
+
+
+async def _quit(client: SmtpClient) -> None:
+    try:
+        await client.quit()
+    finally:
+        await client.close()
+
+
+class _HostFailed(Exception):
+    """This host gave no answer about the recipients; try the next one."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class SmtpDeliverer:
+    """The RemoteDeliverer of the worker: one message, its remote recipients."""
+
+    def __init__(self, config: Config, store: QueueStore, resolver: RouteResolver) -> None:
+        self.config = config
+        self.store = store
+        self.resolver = resolver
+        self.pool = ConnectionPool()
+        connect = config.delivery.connect_timeout
+        self.timeouts = Timeouts(
+            connect=connect,
+            greeting=COMMAND_TIMEOUT,
+            command=COMMAND_TIMEOUT,
+            data_block=180.0,
+            end_of_data=600.0,
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def deliver(
+        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]
+    ) -> dict[int, Attempt]:
+        by_domain: dict[str, list[QueuedRecipient]] = defaultdict(list)
+        for rcpt in recipients:
+            by_domain[rcpt.target.address.domain_key].append(rcpt)
+        results: dict[int, Attempt] = {}
+        for domain, rcpts in by_domain.items():
+            results.update(await self._deliver_domain(message, domain, rcpts))
+        return results
+
+    async def _deliver_domain(
+        self, message: QueuedMessage, domain: str, rcpts: list[QueuedRecipient]
+    ) -> dict[int, Attempt]:
+        try:
+            hops = await self.resolver.next_hops(domain)
+        except DeliveryError as exc:
+            return _all(rcpts, str(exc.reply), permanent=not exc.temporary)
+        last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
+        for hop in hops:
+            try:
+                result = await self._via(hop, message, rcpts)
+            except _HostFailed as exc:
+                last = exc.reply
+                log.info(
+                    kv(
+                        event="host-failed",
+                        id=message.queue_id,
+                        host=hop.host,
+                        address=f"{hop.address}:{hop.port}",
+                        reply=str(exc.reply),
+                    )
+                )
+                continue
+            return _attempts(result, rcpts, hop)
+        return _all(rcpts, str(last), permanent=False, relay="")
+
+    async def _via(
+        self, hop: NextHop, message: QueuedMessage, rcpts: list[QueuedRecipient]
+    ) -> TransactionResult:
+        key = (hop.address, hop.port)
+        idle = self.pool.take(key)
+        client: SmtpClient | None = None
+        used = 0
+        if idle is not None:
+            try:
+                await idle.client.rset()
+                client, used = idle.client, idle.used
+            except MailwrightError:
+                await idle.client.close()
+        if client is None:
+            client = await self._open(hop)
+        body = await asyncio.to_thread(self.store.open_body, message.queue_id)
+        try:
+            result = await client.send_transaction(
+                message.sender,
+                [r.target.address for r in rcpts],
+                body,
+                size=message.size,
+            )
+        except SmtpClientError as exc:
+            await client.close()
+            raise _HostFailed(_reply_of(exc)) from None
+        finally:
+            body.close()
+        if result.mail.is_transient and not result.accepted:
+            # A 4xx to MAIL is about this host (e.g. greylisting, load): try the next one.
+            await _quit(client)
+            raise _HostFailed(result.mail)
+        self.pool.give_back(key, client, used + 1)
+        return result
+
+    async def _open(self, hop: NextHop) -> SmtpClient:
+        """Connect, EHLO and apply the TLS policy; _HostFailed when this host is no good."""
+        mode = self.config.delivery.tls
+        client = SmtpClient(timeouts=self.timeouts)
+        try:
+            await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
+            await client.ehlo()
+            if client.capabilities.starttls:
+                context = _tls_context(mode)
+                try:
+                    await client.starttls(context, server_hostname=hop.host)
+                except SmtpClientError as exc:
+                    await client.close()
+                    if mode != "opportunistic":
+                        raise _HostFailed(
+                            Reply(454, "4.7.5", f"TLS with {hop.host} failed: {exc}")
+                        ) from None
+                    # Opportunistic: plain text is what we would have had anyway.
+                    client = SmtpClient(timeouts=self.timeouts)
+                    await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
+                    await client.ehlo()
+            elif mode != "opportunistic":
+                await _quit(client)
+                raise _HostFailed(
+                    Reply(
+                        454, "4.7.10", f"{hop.host} does not offer STARTTLS (delivery.tls={mode})"
+                    )
+                )
+        except SmtpClientError as exc:
+            await client.close()
+            raise _HostFailed(_reply_of(exc)) from None
+        return client
+
+
+def _tls_context(mode: str) -> ssl.SSLContext:
+    if mode == "verify":
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+    return opportunistic_tls_context()
+
+
+def _reply_of(exc: SmtpClientError) -> Reply:
+    if exc.reply is not None and exc.reply.code >= 400:
+        reply = exc.reply
+        # A refusal of the connection itself is about this host: never final.
+        return Reply(451, "4.4.0", f"{reply}") if reply.is_permanent else reply
+    return Reply(451, "4.4.1", f"Connection problem: {exc}")
+
+
+def _all(
+    rcpts: Sequence[QueuedRecipient], reply: str, *, permanent: bool, relay: str = ""
+) -> dict[int, Attempt]:
+    return {
+        r.index: Attempt(success=False, permanent=permanent, reply=reply, relay=relay)
+        for r in rcpts
+    }
+
+
+def _attempts(
+    result: TransactionResult, rcpts: Sequence[QueuedRecipient], hop: NextHop
+) -> dict[int, Attempt]:
+    relay = f"{hop.host}[{hop.address}]:{hop.port}"
+    out: dict[int, Attempt] = {}
+    end = result.end_of_data or result.data
+    for rcpt, answer in zip(rcpts, result.recipients, strict=True):
+        reply = answer.reply or result.mail
+        if not answer.accepted:
+            out[rcpt.index] = Attempt(
+                success=False, permanent=reply.is_permanent, reply=str(reply), relay=relay
+            )
+        elif result.delivered:
+            assert result.end_of_data is not None
+            text = str(result.end_of_data)
+            if reply.code == 251:
+                text = f"{text} ({reply})"  # the next hop forwards: keep its forward-path
+            out[rcpt.index] = Attempt(success=True, permanent=False, reply=text, relay=relay)
+        elif end is not None and end.code >= 400:
+            out[rcpt.index] = Attempt(
+                success=False, permanent=end.is_permanent, reply=str(end), relay=relay
+            )
+        else:
+            out[rcpt.index] = Attempt(
+                success=False,
+                permanent=False,
+                reply="451 4.4.2 No reply to the end of data",
+                relay=relay,
+            )
+    return out
