@@ -310,3 +310,51 @@ def test_too_many_received_headers_is_a_loop(server: RunningServer) -> None:
         s.rcpt("alice@example.test")
         code, text = s.data(hops + "Subject: loop\r\n\r\nb\r\n")
     assert (code, text[:5]) == (554, b"5.4.6")
+
+
+def test_kill_9_during_delivery_under_load_loses_nothing(tmp_path: Path, sink: SinkServer) -> None:
+    import threading
+
+    from tests.conftest import ServerProcess
+
+    config_path = tmp_path / "mw.toml"
+    config_path.write_text(BASE_CONFIG + routed(sink))
+    server = ServerProcess(config_path)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            marker = f"k{n}x{i}"
+            try:
+                with smtplib.SMTP(server.host, server.port, timeout=5) as s:
+                    s.sendmail("load@remote.test", ["bob@example.test"], f"Subject: {marker}\r\n\r\n{marker}\r\n")
+            except (OSError, smtplib.SMTPException):
+                return
+            with lock:
+                acknowledged.append(marker)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(sink.messages) >= 20 and len(acknowledged) >= 40, timeout=60)
+    server.proc.kill()
+    server.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    server = ServerProcess(config_path)
+    try:
+        def all_arrived() -> bool:
+            got = {m.body.rsplit(b"\r\n\r\n", 1)[-1].strip().decode() for m in sink.messages}
+            return all(marker in got for marker in acknowledged)
+
+        wait_for(all_arrived, timeout=60)
+    finally:
+        import signal
+
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0

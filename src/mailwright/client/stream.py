@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, cast
 
 from mailwright.client.errors import (
     ConnectError,
@@ -91,8 +91,8 @@ class _Receiver(asyncio.Protocol):
         self.lost = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -158,8 +158,7 @@ class TcpStream:
         peer = f"{host}:{port}"
         async with _boundary(f"connecting to {peer}", timeout, ConnectError):
             transport, receiver = await loop.create_connection(_Receiver, host, port)
-        assert isinstance(transport, asyncio.Transport)
-        return cls(transport, receiver, peer)
+        return cls(cast(asyncio.Transport, transport), receiver, peer)
 
     @property
     def tls(self) -> bool:

@@ -174,7 +174,8 @@ class DeliveryWorker:
         if failed and self.bouncer is not None:
             # Before recording: once every recipient is final the body is gone.
             try:
-                await self.bouncer.bounce(message, failed)
+                if await self.bouncer.bounce(message, failed) is not None:
+                    self._wakeup.set()  # the bounce is new work
             except Exception as exc:  # the bounce is retried with the message
                 log.error(kv(event="bounce-error", id=message.queue_id, error=repr(exc)))
                 return
