@@ -398,3 +398,17 @@ def test_mailbox_path_is_data_dir_mailboxes_domain_local_part(tmp_path):
 def test_mailbox_path_refuses_anything_that_could_leave_its_directory(tmp_path, address):
     with pytest.raises(ValueError):
         mailbox_path(tmp_path, address)
+
+
+def test_bare_postmaster_goes_to_the_primary_domain() -> None:
+    from mailwright.config import parse_config
+    from mailwright.policy.routing import Router
+
+    config = parse_config(
+        'hostname = "mx.b.test"\n[domains]\nlocal = ["a.test", "b.test"]\n',
+        source="t",
+        base_dir=Path("."),
+    )
+    decision = Router(config).route_recipient(Address("postmaster", ""), may_relay=False)
+    assert decision.reply.code == 250
+    assert [str(t.address) for t in decision.targets] == ["postmaster@a.test"]

@@ -184,14 +184,14 @@ def test_parameters_after_helo_are_refused(driver: Driver) -> None:
 def test_mail_parameters_are_parsed(driver: Driver) -> None:
     driver.feed(EHLO)
     driver.feed(b"MAIL FROM:<a@x.test> SIZE=1000 BODY=8BITMIME SMTPUTF8\r\n")
-    mail = [e for e in driver.events if isinstance(e, Mail)][0]
+    mail = next(e for e in driver.events if isinstance(e, Mail))
     assert (mail.size, mail.body_type, mail.smtputf8) == (1000, "8BITMIME", True)
 
 
 def test_null_sender_is_accepted(driver: Driver) -> None:
     driver.feed(EHLO)
     assert codes(driver.feed(b"MAIL FROM:<>\r\n")) == ["250 2.1.0 Ok"]
-    assert [e for e in driver.events if isinstance(e, Mail)][0].sender is None
+    assert next(e for e in driver.events if isinstance(e, Mail)).sender is None
 
 
 def test_null_recipient_is_refused(driver: Driver) -> None:
@@ -346,3 +346,9 @@ def test_need_data_on_partial_line() -> None:
     conn.greeting(Reply(220, None, "x"))
     conn.receive_data(b"NO")
     assert conn.next_event() is NEED_DATA
+
+
+def test_bare_postmaster_recipient_is_accepted(driver: Driver) -> None:
+    driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n")
+    assert codes(driver.feed(b"RCPT TO:<Postmaster>\r\n")) == ["250 2.1.5 Ok"]
+    assert codes(driver.feed(b"RCPT TO:<someone>\r\n"))[0].startswith("501 5.1.3")

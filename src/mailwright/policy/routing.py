@@ -113,6 +113,12 @@ class Router:
         self._forward = {key: Address.from_text(t) for key, t in config.forward.items()}
         self._relocated = {key: Address.from_text(t) for key, t in config.relocated.items()}
         self._max_alias_depth = max_alias_depth
+        hostname = config.hostname.lower().rstrip(".")
+        self._primary_domain = (
+            hostname
+            if hostname in self._local_domains
+            else min(self._local_domains, default=hostname)
+        )
 
     def is_local_domain(self, domain: str) -> bool:
         """Whether mail for ``domain`` is delivered here (case and trailing dot ignored)."""
@@ -120,6 +126,8 @@ class Router:
 
     def route_recipient(self, rcpt: Address, *, may_relay: bool) -> RecipientDecision:
         """The decision for one RCPT TO; ``may_relay`` comes from RelayPolicy.may_relay."""
+        if rcpt.domain == "" and rcpt.local_part.lower() == POSTMASTER:
+            rcpt = Address(POSTMASTER, self._primary_domain)  # RCPT TO:<Postmaster>
         if rcpt.domain_key not in self._local_domains:
             if not may_relay:
                 return RecipientDecision(RELAYING_DENIED)

@@ -226,6 +226,10 @@ def parse_path(path: str, *, null_allowed: bool, smtputf8: bool, recipient: bool
                 raise _syntax(kind, "malformed source route")
     local, at, domain = inner.rpartition("@")
     if not at:
+        if recipient and inner.lower() == "postmaster":
+            # RFC 5321 4.1.1.3: "RCPT TO:<Postmaster>" must be accepted; the
+            # empty domain means "this server" and policy picks the domain.
+            return Address("postmaster", "")
         raise _syntax(kind, "missing '@domain'")
     if not local:
         raise _syntax(kind, "empty local part")
