@@ -1,0 +1,107 @@
+"""Property tests of the server core (hypothesis): any bytes, in any pieces."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailwright.protocol.state import State
+from tests.protocol.conftest import codes, make_driver
+
+COMMANDS = [
+    b"EHLO c.example",
+    b"HELO c.example",
+    b"MAIL FROM:<a@x.test>",
+    b"MAIL FROM:<>",
+    b"MAIL FROM:<a@x.test> SIZE=100",
+    b"RCPT TO:<b@y.test>",
+    b"RCPT TO:<nobody@y.test>",
+    b"RSET",
+    b"NOOP",
+    b"VRFY b",
+    b"HELP",
+    b"DATA",
+    b"QUIT",
+    b"MAIL FROM:a@x.test",
+    b"BOGUS",
+    b"",
+    b"RCPT TO:<@r.test:b@y.test>",
+    b"MAIL FROM:<" + b"l" * 70 + b"@x.test>",
+]
+
+settings.register_profile("ci", max_examples=150, deadline=None)
+settings.load_profile("ci")
+
+junk = st.binary(max_size=700)
+lines = st.lists(st.one_of(st.sampled_from(COMMANDS), junk), max_size=30)
+
+
+@given(data=st.binary(max_size=4000), cuts=st.lists(st.integers(0, 4000), max_size=10))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_any_bytes_in_any_pieces_never_crash_the_core(data: bytes, cuts: list[int]) -> None:
+    driver = make_driver()
+    points = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+    for start, end in itertools.pairwise(points):
+        driver.feed(data[start:end])  # raises only on a bug: nothing is caught here
+        if driver.closed:
+            break
+    driver.feed(b"")
+    assert driver.closed  # end of input always ends the session cleanly
+
+
+@given(commands=st.lists(st.sampled_from([c for c in COMMANDS if c not in (b"DATA", b"QUIT")]), max_size=40))
+def test_every_command_line_gets_exactly_one_reply(commands: list[bytes]) -> None:
+    driver = make_driver(max_errors=1000)
+    driver.refuse.add("nobody")
+    out = driver.feed(b"".join(c + b"\r\n" for c in commands))
+    assert len(codes(out)) == len(commands)
+
+
+@given(
+    commands=st.lists(
+        st.sampled_from([c for c in COMMANDS if c not in (b"QUIT",)]) | junk.filter(lambda b: b"\n" not in b),
+        max_size=30,
+    )
+)
+def test_pipelined_stream_answers_in_one_to_one_order(commands: list[bytes]) -> None:
+    """Without DATA bodies: one reply per line, whatever the lines are (QUIT excluded)."""
+    commands = [
+        c for c in commands if c.split(b" ")[0].upper() not in (b"DATA", b"QUIT") and b"\r" not in c
+    ]
+    driver = make_driver(max_errors=1000)
+    out = driver.feed(b"".join(c + b"\r\n" for c in commands))
+    assert len(codes(out)) == len(commands)
+
+
+@given(prefix=st.lists(st.sampled_from([c for c in COMMANDS if c not in (b"QUIT", b"DATA")]), max_size=20))
+def test_rset_returns_to_the_state_after_ehlo(prefix: list[bytes]) -> None:
+    driver = make_driver(max_errors=1000)
+    driver.feed(b"EHLO c.example\r\n" + b"".join(c + b"\r\n" for c in prefix) + b"EHLO c.example\r\nRSET\r\n")
+    reference = make_driver()
+    reference.feed(b"EHLO c.example\r\n")
+    conn, ref = driver.conn, reference.conn
+    assert conn.state is ref.state is State.READY
+    assert not conn.in_transaction
+    assert (conn.esmtp, conn.helo_name) == (ref.esmtp, ref.helo_name)
+    # and the next transaction behaves exactly the same on both
+    tail = b"RCPT TO:<b@y.test>\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n"
+    assert driver.feed(tail) == reference.feed(tail)
+
+
+@given(body=st.binary(max_size=3000), size=st.integers(1, 64))
+def test_dot_stuffed_body_round_trips(body: bytes, size: int) -> None:
+    """Any CRLF-clean body, stuffed by the client side, comes out of the server unchanged."""
+    from mailwright.protocol.data import DotStuffer
+
+    body = body.replace(b"\r", b"").replace(b"\n", b"\r\n")
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    stuffer = DotStuffer()
+    wire = stuffer.stuff(body) + stuffer.finish()
+    driver = make_driver(max_message_size=10**6)
+    driver.feed(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+    for i in range(0, len(wire), size):
+        driver.feed(wire[i : i + size])
+    assert driver.bodies == [body]
