@@ -14,12 +14,12 @@ loop never waits on the disk.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from pathlib import Path
 from typing import BinaryIO
 
+from mailwright.durable import fsync_directory, make_directories
 from mailwright.errors import StorageError
 
 __all__ = ["DEFAULT_COPY_CHUNK_SIZE", "deliver_to_maildir", "maildir_unique_name"]
@@ -80,7 +80,7 @@ def deliver_to_maildir(
         raise ValueError(f"chunk_size must be positive: {chunk_size}")
     try:
         for name in _SUBDIRECTORIES:
-            _make_directories(mailbox_dir / name)
+            make_directories(mailbox_dir / name, DIRECTORY_MODE)
     except OSError as exc:
         raise StorageError(f"cannot create Maildir {mailbox_dir}: {exc}") from exc
 
@@ -101,7 +101,7 @@ def deliver_to_maildir(
             raise
         raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
     try:
-        _fsync_directory(new_path.parent)
+        fsync_directory(new_path.parent)
     except OSError as exc:
         # The rename may not be durable: take the message back so that the
         # retry this error causes does not leave a duplicate.
@@ -131,32 +131,3 @@ def _create_unique(tmp_dir: Path, hostname: str, sequence: int | None) -> tuple[
         except OSError as exc:
             raise StorageError(f"cannot create a file in {tmp_dir}: {exc}") from exc
     raise StorageError(f"no unused file name in {tmp_dir}: {last_error}")
-
-
-def _make_directories(path: Path) -> None:
-    """Create ``path`` and missing ancestors; sync each parent whose entries changed."""
-    if path.is_dir():
-        return
-    missing: list[Path] = []
-    probe = path
-    while not probe.is_dir():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, DIRECTORY_MODE)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory)) from None
-        _fsync_directory(directory.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make the entries of a directory (creations, renames) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import os
 import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from mailwright.durable import fsync_directory
+from mailwright.durable import make_directories as _make_directories
 from mailwright.errors import StorageError
 
 __all__ = ["DEFAULT_SPOOL_WRITE_BUFFER", "SpillingSpool", "fsync_directory", "make_directories"]
@@ -160,28 +161,6 @@ class SpillingSpool:
                 os.unlink(self._path)
 
 
-def fsync_directory(path: Path) -> None:
-    """Make a directory's entries (creations, renames) durable: fsync the directory itself."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_directories(path: Path, mode: int = SPOOL_DIRECTORY_MODE) -> None:
     """Create ``path`` and missing ancestors, syncing each parent that gained an entry."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.is_dir():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, mode)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory)) from None
-        fsync_directory(directory.parent)
+    _make_directories(path, mode)
