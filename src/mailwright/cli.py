@@ -55,9 +55,39 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print an scrypt hash for ``[mailboxes] "user@domain" = { password = "..." }``.
+
+    On a terminal the password is asked twice without echo; otherwise the
+    first line of standard input is the password (for scripts).
+    """
+    import getpass
+
+    from mailwright.passwords import hash_password
+
+    if sys.stdin.isatty():
+        try:
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Password again: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 1
+        if password != again:
+            print("mailwright: the passwords differ; nothing printed", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("mailwright: empty password refused", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mailwright.cli_queue import add_queue_parser
     from mailwright.codes.cli import add_explain_parser
+    from mailwright.tools import add_probe_parser, add_send_parser
 
     parser = argparse.ArgumentParser(
         prog="mailwright", description="A strict, durable, explainable ESMTP server."
@@ -78,8 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
 
+    passwd = sub.add_parser(
+        "passwd",
+        help="hash a password for [mailboxes] (asks twice, or reads one line from stdin)",
+    )
+    passwd.set_defaults(func=cmd_passwd)
+
     add_explain_parser(sub)
     add_queue_parser(sub)
+    add_send_parser(sub)
+    add_probe_parser(sub)
     return parser
 
 

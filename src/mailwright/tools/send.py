@@ -1,0 +1,504 @@
+"""``mailwright send``: send one message and say, reply by reply, what the server made of it.
+
+::
+
+    mailwright send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...] [FILE|-]
+                    [--starttls | --no-starttls] [-v] [--follow-referrals] [--lang en|zh]
+
+The message is FILE, standard input (``-``), or a short test message; Date,
+Message-ID, From and To are added when missing (tools/message.py).  Each
+command of the transaction is printed with its reply, every reply that is
+not a success (2xx, or the 354 that DATA expects) is explained in one line
+from the reply-code reference, and 251 and 551 say what the address in them
+is for.  ``-v`` prints the whole transcript first.
+
+With ``--follow-referrals`` each recipient refused with 551 is sent, in a
+separate transaction, to the address the server suggested, at the next hop
+for that address's domain (``--route``, else MX records; tools/referrals.py).
+
+TLS: by default STARTTLS is used when offered, without checking the
+certificate (opportunistic, RFC 7435); ``--starttls`` insists on it and on a
+certificate valid for the server's name; ``--no-starttls`` never uses it.
+
+The report goes to standard output, failures included, so the story of a
+session reads in order; only command-line errors go to standard error.  Exit
+statuses are in tools/options.py.
+
+Not here yet: ``--user`` (AUTH), because the client library cannot
+authenticate yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from mailwright.client import (
+    ConnectError,
+    ExtensionNotOffered,
+    SendResult,
+    SmtpClientError,
+    TransactionResult,
+    Transcript,
+    send,
+)
+from mailwright.codes import default_lang
+from mailwright.config import Config
+from mailwright.errors import DeliveryError, RemoteProtocolError
+from mailwright.model import Address
+from mailwright.protocol.reply import Reply
+from mailwright.tools.explain import (
+    INDENT,
+    after_refused_mail,
+    console,
+    exchange,
+    explanation,
+    failure_lines,
+    referral_hints,
+    suggested_address,
+)
+from mailwright.tools.message import DEFAULT_MESSAGE, complete_message
+from mailwright.tools.options import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    add_connection_options,
+    recipient,
+    sender,
+    server_address,
+)
+from mailwright.tools.referrals import (
+    Referral,
+    dns_server,
+    group_by_domain,
+    port_number,
+    resolver_config,
+    route,
+)
+from mailwright.tools.tls import (
+    RecordingContext,
+    describe_session,
+    session_of,
+    unverified_context,
+    verifying_context,
+)
+
+PROG = "mailwright send"
+DESCRIPTION = (
+    "Send a message to an SMTP server and explain every reply. "
+    "Exit status: 0 every recipient accepted, 1 some refused, 2 usage error, "
+    "3 the server could not be reached (or closed the session early)."
+)
+
+
+def add_send_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``send`` on the main parser's subcommands; it runs ``run_send``."""
+    parser = subparsers.add_parser(
+        "send", help="send a message and explain the server's replies", description=DESCRIPTION
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_send)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        required=True,
+        type=server_address,
+        metavar="HOST[:PORT]",
+        help="the server to send to (port 25 when not given)",
+    )
+    parser.add_argument(
+        "--from", dest="sender", required=True, type=sender, metavar="ADDR", help="envelope sender"
+    )
+    parser.add_argument(
+        "--to",
+        dest="recipients",
+        required=True,
+        action="append",
+        type=recipient,
+        metavar="ADDR",
+        help="envelope recipient (repeat for several)",
+    )
+    parser.add_argument(
+        "message",
+        nargs="?",
+        metavar="FILE|-",
+        help="the message: a file, or - for standard input (default: a short test message)",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--starttls",
+        action="store_true",
+        help="require STARTTLS and a certificate valid for the server's name",
+    )
+    tls.add_argument(
+        "--no-starttls", action="store_true", help="never use STARTTLS (default: when offered)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print the whole SMTP transcript"
+    )
+    parser.add_argument(
+        "--follow-referrals",
+        action="store_true",
+        help="send to the address a 551 reply suggests, at its domain's mail exchanger",
+    )
+    parser.add_argument(
+        "--route",
+        dest="routes",
+        action="append",
+        default=[],
+        type=route,
+        metavar="DOMAIN=HOST[:PORT]",
+        help="for referrals: send mail for DOMAIN (or *) to HOST instead of asking DNS",
+    )
+    parser.add_argument(
+        "--dns-server",
+        dest="dns_servers",
+        action="append",
+        default=[],
+        type=dns_server,
+        metavar="IP[:PORT]",
+        help="for referrals: the DNS server to ask for MX records (default: the system's)",
+    )
+    parser.add_argument(
+        "--mx-port",
+        type=port_number,
+        default=25,
+        metavar="PORT",
+        help="for referrals: the port of mail exchangers found in DNS (default: 25)",
+    )
+    add_connection_options(parser)
+
+
+def run_send(
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: BinaryIO | None = None,
+) -> int:
+    """Send as ``args`` says, print the report, return the exit status.
+
+    The streams are parameters so a caller (or a test) needs no patching.
+    """
+    out = stdout if stdout is not None else console(sys.stdout)
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        raw, origin = _read_message(args.message, stdin)
+    except OSError as exc:
+        err.write(f"{PROG}: error: cannot read {args.message}: {exc.strerror or exc}\n")
+        return EXIT_USAGE
+    recipients = _unique(args.recipients)
+    body, added = complete_message(
+        raw, sender=args.sender, recipients=recipients, now=datetime.now().astimezone()
+    )
+    note = f"; added {', '.join(added)}" if added else ""
+    print(f"message: {len(raw)} octets from {origin}{note}", file=out)
+    plan = _Plan(
+        sender=args.sender,
+        body=body,
+        starttls=True if args.starttls else False if args.no_starttls else None,
+        cafile=args.cafile,
+        helo=args.helo,
+        timeout=args.timeout,
+        verbose=args.verbose,
+        lang=args.lang if args.lang is not None else default_lang(),
+        referrals=(
+            resolver_config(args.routes, args.dns_servers, args.mx_port)
+            if args.follow_referrals
+            else None
+        ),
+    )
+    host, port = args.server
+    return asyncio.run(_run(out, plan, _Target(host, port, args.tls_name or host), recipients))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m mailwright.tools send ...``)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_arguments(parser)
+    return run_send(parser.parse_args(argv))
+
+
+# ---------------------------------------------------------------- internals
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What holds for every session of one run: the main one and each referral."""
+
+    sender: Address
+    body: bytes
+    starttls: bool | None
+    cafile: str | None
+    helo: str | None
+    timeout: float
+    verbose: bool
+    lang: str
+    referrals: Config | None  # where --follow-referrals looks for next hops; None: not following
+
+    @property
+    def following(self) -> bool:
+        return self.referrals is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    tls_name: str
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What became of each recipient given on the command line, by ``Address.key``."""
+
+    lines: dict[str, str] = field(default_factory=dict)
+    accepted: set[str] = field(default_factory=set)
+
+
+async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Address]) -> int:
+    result, failure = await _session(out, plan, target, recipients)
+    if result is None:
+        if isinstance(failure, ExtensionNotOffered) and failure.keyword != "STARTTLS":
+            return EXIT_REFUSED  # reached, but it cannot take this message (e.g. SMTPUTF8)
+        return EXIT_UNREACHABLE
+    if _closed_by_server(result.transaction):
+        # RFC 5321 3.8: 421 ends the session wherever it comes, as at the greeting.
+        print("error: the server closed the session (421) before the transaction ended", file=out)
+        return EXIT_UNREACHABLE
+    outcome = _outcome(result.transaction)
+    referrals = _referrals(result.transaction) if plan.referrals is not None else []
+    if referrals:
+        await _follow(out, plan, referrals, outcome)
+    print(file=out)
+    print(f"result: {len(outcome.accepted)} of {len(recipients)} recipients accepted", file=out)
+    for address in recipients:
+        print(INDENT + outcome.lines[address.key], file=out)
+    return EXIT_OK if len(outcome.accepted) == len(recipients) else EXIT_REFUSED
+
+
+async def _session(
+    out: TextIO, plan: _Plan, target: _Target, recipients: list[Address]
+) -> tuple[SendResult | None, Exception | None]:
+    """One connection: send, then print what happened; the result, or the failure."""
+    print(f"server: {target.host}:{target.port}", file=out)
+    transcript: Transcript = []
+    context = _tls_context(plan)
+    try:
+        result = await send(
+            plan.body,
+            sender=plan.sender,
+            recipients=recipients,
+            host=target.host,
+            port=target.port,
+            starttls=plan.starttls,
+            ssl_context=context,
+            server_hostname=target.tls_name,
+            local_hostname=plan.helo,
+            timeout=plan.timeout,
+            transcript=transcript,
+        )
+    except (SmtpClientError, RemoteProtocolError) as exc:
+        if plan.verbose:
+            _print_transcript(out, transcript)
+        last = next((line for side, line in reversed(transcript) if side == "C"), "")
+        for line in failure_lines(exc, plan.lang, last_command=last):
+            print(line, file=out)
+        return None, exc
+    if plan.verbose:
+        _print_transcript(out, transcript)
+    _print_result(out, plan, result, context, transcript)
+    return result, None
+
+
+def _tls_context(plan: _Plan) -> RecordingContext | None:
+    if plan.starttls is True:
+        return verifying_context(plan.cafile)
+    if plan.starttls is None:
+        return unverified_context()
+    return None
+
+
+def _print_transcript(out: TextIO, transcript: Transcript) -> None:
+    print("transcript:", file=out)
+    for side, line in transcript:
+        print(f"{INDENT}{side}: {line}", file=out)
+
+
+def _print_result(
+    out: TextIO,
+    plan: _Plan,
+    result: SendResult,
+    context: RecordingContext | None,
+    transcript: Transcript,
+) -> None:
+    lang = plan.lang
+    mail_command = next(
+        (line for side, line in transcript if side == "C" and line.startswith("MAIL FROM:")),
+        f"MAIL FROM:<{plan.sender}>",
+    )
+
+    def show(command: str, reply: Reply, *, expected: int = 2) -> None:
+        print(exchange(command, reply), file=out)
+        if reply.code // 100 != 2 and reply.code // 100 != expected:
+            print(explanation(reply, lang), file=out)
+
+    print(f"greeting: {result.greeting}", file=out)
+    if result.starttls is not None:
+        show("STARTTLS", result.starttls)
+    handshake = context is not None and context.ssl_object is not None
+    tls = session_of(context) if context is not None and result.tls else None
+    if tls is not None:
+        for line in describe_session(tls, datetime.now().astimezone(), certificate=False):
+            print(INDENT + line, file=out)
+    elif handshake and not result.tls:
+        # send() goes on in plain text after a failed opportunistic handshake (RFC 7435).
+        print("STARTTLS: the handshake failed; sent without TLS on a new connection", file=out)
+    txn = result.transaction
+    show(mail_command, txn.mail)
+    for rcpt in txn.recipients:
+        command = f"RCPT TO:<{rcpt.address}>"
+        if rcpt.reply is None:
+            print(f"{command}: not sent, since MAIL was refused", file=out)
+            continue
+        show(command, rcpt.reply)
+        if rcpt.reply.code == 503 and not txn.mail.is_positive:
+            print(after_refused_mail(lang), file=out)
+        hints = referral_hints(rcpt.reply, rcpt.address, lang, suggest_follow=not plan.following)
+        for line in hints:
+            print(line, file=out)
+    if txn.data is None:
+        print("DATA: not sent, since no recipient was accepted", file=out)
+    else:
+        show("DATA", txn.data, expected=3)
+        if txn.data.code == 503 and not txn.mail.is_positive:
+            print(after_refused_mail(lang), file=out)
+    if txn.end_of_data is not None:
+        show("end of data", txn.end_of_data)
+    if result.quit is not None:
+        show("QUIT", result.quit)
+
+
+def _outcome(txn: TransactionResult) -> _Outcome:
+    outcome = _Outcome()
+    end = txn.end_of_data
+    for rcpt in txn.recipients:
+        key = rcpt.address.key
+        reply = rcpt.reply
+        if reply is None:
+            outcome.lines[key] = f"refused: {rcpt.address} (not tried: MAIL was refused)"
+        elif not rcpt.accepted:
+            outcome.lines[key] = f"refused: {rcpt.address} ({_codes(reply)})"
+        elif not txn.delivered:
+            why = _codes(end) if end is not None else _codes(txn.data) if txn.data else "no reply"
+            outcome.lines[key] = f"refused: {rcpt.address} (the message was not accepted: {why})"
+        else:
+            outcome.accepted.add(key)
+            forward = suggested_address(reply, rcpt.address) if reply.code == 251 else None
+            note = f" (the server will forward it to <{forward}>)" if forward else ""
+            outcome.lines[key] = f"accepted: {rcpt.address}{note}"
+    return outcome
+
+
+def _closed_by_server(txn: TransactionResult) -> bool:
+    replies = [txn.mail, txn.data, txn.end_of_data, *(r.reply for r in txn.recipients)]
+    return any(reply is not None and reply.code == 421 for reply in replies)
+
+
+def _codes(reply: Reply) -> str:
+    return f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+
+
+def _referrals(txn: TransactionResult) -> list[Referral]:
+    found = []
+    for rcpt in txn.refused:
+        if rcpt.reply is not None and rcpt.reply.code == 551:
+            address = suggested_address(rcpt.reply, rcpt.address)
+            if address is not None:
+                found.append(Referral(rcpt.address, address))
+    return found
+
+
+async def _follow(
+    out: TextIO,
+    plan: _Plan,
+    referrals: list[Referral],
+    outcome: _Outcome,
+) -> None:
+    """Send to each suggested address at its domain's next hop; update ``outcome``."""
+    from mailwright.delivery.routes import RouteResolver  # dnspython, only when needed
+
+    assert plan.referrals is not None
+    resolver = RouteResolver(plan.referrals)
+    for domain, group in group_by_domain(referrals).items():
+        print(file=out)
+        for referral in group:
+            print(f"referral: {referral.original} -> {referral.suggested}", file=out)
+        try:
+            hops = await resolver.next_hops(domain)
+        except DeliveryError as exc:
+            print(f"error: no next hop for {domain}: {exc.reply}", file=out)
+            print(explanation(exc.reply, plan.lang), file=out)
+            for referral in group:
+                _refer(outcome, referral, f"no next hop for {domain}: {_codes(exc.reply)}")
+            continue
+        recipients = _unique([r.suggested for r in group])
+        result = None
+        for hop in hops:
+            target = _Target(hop.address, hop.port, hop.host)
+            result, failure = await _session(out, plan, target, recipients)
+            if not isinstance(failure, ConnectError):
+                break  # only a connection that could not be made is worth another hop
+        for referral in group:
+            accepted, status = _referral_status(result, referral.suggested)
+            _refer(outcome, referral, status, accepted=accepted)
+
+
+def _referral_status(result: SendResult | None, address: Address) -> tuple[bool, str]:
+    """Whether the suggested address took the message, and what to say about it."""
+    if result is None:
+        return False, "its server could not be reached"
+    rcpt = next((r for r in result.transaction.recipients if r.address == address), None)
+    if rcpt is None or rcpt.reply is None:
+        return False, "not tried"
+    if not rcpt.accepted:
+        return False, f"refused there too ({_codes(rcpt.reply)})"
+    if not result.delivered:
+        return False, "the message was not accepted there"
+    return True, "accepted there"
+
+
+def _refer(outcome: _Outcome, referral: Referral, status: str, *, accepted: bool = False) -> None:
+    key = referral.original.key
+    if accepted:
+        outcome.accepted.add(key)
+        outcome.lines[key] = f"accepted: {referral.original}, at <{referral.suggested}>"
+    else:
+        moved = f"moved to <{referral.suggested}>"
+        outcome.lines[key] = f"refused: {referral.original} ({moved}; {status})"
+
+
+def _unique(addresses: Sequence[Address]) -> list[Address]:
+    """Each address once (compared as the server would, ``Address.key``), in the order given."""
+    first: dict[str, Address] = {}
+    for address in addresses:
+        first.setdefault(address.key, address)
+    return list(first.values())
+
+
+def _read_message(name: str | None, stdin: BinaryIO | None) -> tuple[bytes, str]:
+    if name is None:
+        return DEFAULT_MESSAGE, "the built-in test message"
+    if name == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return stream.read(), "standard input"
+    return Path(name).read_bytes(), name
