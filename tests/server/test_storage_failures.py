@@ -1,0 +1,107 @@
+"""A disk that fills up while mail arrives: never a 250 for what was not kept (real tmpfs)."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs: a real filesystem that really runs out of space."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Write a file that leaves about ``leave`` bytes free."""
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    filler = disk / "filler"
+    with open(filler, "ab") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: Path) -> None:
+    config = make_config(tmp_path, base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'))
+    server = RunningServer(config)
+    try:
+        with smtplib.SMTP(server.host, server.port, timeout=10) as s:
+            assert s.sendmail("a@remote.test", ["alice@example.test"], "Subject: before\r\n\r\nok\r\n") == {}
+        wait_for(lambda: maildir_messages(small_disk, "alice@example.test"))
+        filler = fill(small_disk, leave=64 * 1024)
+        big = "Subject: too big for the disk\r\n\r\n" + ("x" * 998 + "\r\n") * 600  # 600 KB
+        with smtplib.SMTP(server.host, server.port, timeout=10) as s:
+            s.ehlo()
+            s.mail("a@remote.test")
+            s.rcpt("alice@example.test")
+            code, text = s.data(big)
+            assert code in (451, 452), (code, text)
+            assert text.startswith((b"4.3.1", b"4.3.0"))
+            assert s.noop()[0] == 250  # the session goes on
+        # nothing of the refused message is visible anywhere
+        messages = server.call(lambda: server.app.store.list())
+        assert all(m.size < 100_000 for m in messages)
+        new = small_disk / "mailboxes" / "example.test" / "alice" / "new"
+        assert all(b"too big for the disk" not in p.read_bytes() for p in new.iterdir())
+        # space comes back: the same message is accepted and delivered whole
+        filler.unlink()
+        with smtplib.SMTP(server.host, server.port, timeout=10) as s:
+            assert s.sendmail("a@remote.test", ["alice@example.test"], big) == {}
+
+        def delivered_whole() -> bool:
+            return any(m.endswith(big[-1000:].encode()) for m in maildir_messages(small_disk, "alice@example.test"))
+
+        wait_for(delivered_whole)
+    finally:
+        server.stop()
+
+
+def test_maildir_full_defers_delivery_without_half_files(small_disk: Path, tmp_path: Path) -> None:
+    """The queue keeps the message when the Maildir cannot take it; it arrives once space is back."""
+    # queue on the big disk, mailboxes on the small one: only delivery fails
+    config = make_config(tmp_path)
+    server = RunningServer(config)
+    try:
+        mailboxes = config.data_dir / "mailboxes"
+        mailboxes.mkdir(parents=True, exist_ok=True)
+        target = mailboxes / "example.test"
+        target.symlink_to(small_disk, target_is_directory=True)
+        filler = fill(small_disk, leave=16 * 1024)
+        body = "Subject: waits\r\n\r\n" + ("y" * 998 + "\r\n") * 100  # 100 KB
+        with smtplib.SMTP(server.host, server.port, timeout=10) as s:
+            assert s.sendmail("a@remote.test", ["alice@example.test"], body) == {}
+
+        def deferred() -> bool:
+            msgs = server.call(lambda: server.app.store.list())
+            return bool(msgs) and msgs[0].recipients[0].state.value == "deferred"
+
+        wait_for(deferred)
+        assert list((small_disk / "alice" / "new").iterdir()) == []
+        assert list((small_disk / "alice" / "tmp").iterdir()) == []
+        filler.unlink()
+        server.call(lambda: server.app.store.retry_now())
+        server.loop.call_soon_threadsafe(server.app.worker.wake)
+        wait_for(lambda: maildir_messages(config.data_dir, "alice@example.test"))
+        assert maildir_messages(config.data_dir, "alice@example.test")[0].endswith(body[-500:].encode())
+    finally:
+        server.stop()
