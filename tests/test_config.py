@@ -21,6 +21,11 @@ from mailwright.config import (
 )
 from mailwright.errors import ConfigError
 
+#: hash_password("secret", log2_n=10, salt=b"0123456789abcdef")
+SECRET_HASH = (
+    "$scrypt$ln=10,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$S7FwBvpu+z8K0PUVUagFRTUAB2dAxIZpzVHvLZir+98"
+)
+
 FULL_EXAMPLE = """\
 hostname = "mx.example.test"
 data_dir = "mailwright-data"
@@ -37,12 +42,13 @@ max_errors = 5
 max_line_length = 1000
 greet_delay = 0
 max_received_headers = 25
+auth_failure_delay = 0.5
 [domains]
 local = ["Example.TEST.", "other.test"]
 auto_mailbox = ["other.test"]
 [mailboxes]
 "alice@example.test" = {}
-"Dave@Example.test" = { password = "$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA" }
+"Dave@Example.test" = { password = "$scrypt$ln=10,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$S7FwBvpu+z8K0PUVUagFRTUAB2dAxIZpzVHvLZir+98" }
 [aliases]
 "team@example.test" = ["alice@example.test", "dave@partner.test", "alice@example.test"]
 [forward]
@@ -117,11 +123,16 @@ def test_full_example_parses_every_key():
     assert config.smtp.max_line_length == 1000
     assert config.smtp.greet_delay == 0.0
     assert config.smtp.max_received_headers == 25
+    assert config.smtp.auth_failure_delay == 0.5
+    assert config.smtp.auth_delay(1) == 0.5
+    assert config.smtp.auth_delay(100) == 2.5
+    assert config.tls is None
+    assert config.submission.listen == () and config.submission.implicit_tls == ()
     assert config.local_domains == {"example.test", "other.test"}
     assert config.auto_mailbox_domains == {"other.test"}
     assert config.mailboxes == {
         "alice@example.test": MailboxConfig(),
-        "dave@example.test": MailboxConfig("$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA"),
+        "dave@example.test": MailboxConfig(SECRET_HASH),
     }
     assert config.aliases == {"team@example.test": ("alice@example.test", "dave@partner.test")}
     assert config.forward == {"bob@example.test": "bob@elsewhere.test"}
@@ -527,26 +538,146 @@ def test_local_targets_may_be_postmaster_or_auto_mailbox_users():
     assert config.aliases["abuse@example.test"] == ("PostMaster@example.test", "anyone@auto.test")
 
 
-@pytest.mark.parametrize(
-    ("password", "message"),
-    [
-        ("hunter2", "expected a password hash starting with $scrypt$ or $argon2"),
-        ("$1$md5crypt", "expected a password hash starting with $scrypt$ or $argon2"),
-        ("", "expected a password hash starting with $scrypt$ or $argon2"),
-    ],
-)
-def test_plain_text_passwords_are_refused_without_echoing_them(password, message):
+@pytest.mark.parametrize("password", ["hunter2", "$1$md5crypt", ""])
+def test_plain_text_passwords_are_refused_without_echoing_them(password):
     error = refusal(f'[mailboxes]\n"alice@localhost" = {{ password = "{password}" }}\n')
     assert error.key == 'mailboxes."alice@localhost".password'
-    assert error.problem.startswith(message)
+    assert error.problem.startswith("expected a password hash starting with $scrypt$")
     assert "plain-text passwords are refused" in error.problem
+    assert "mailwright passwd" in error.problem
     if password:
         assert password not in str(error)
 
 
-def test_argon2_password_hash_is_accepted():
-    config = parse('[mailboxes]\n"alice@localhost" = { password = "$argon2id$v=19$x" }\n')
-    assert config.mailboxes["alice@localhost"].password_hash == "$argon2id$v=19$x"
+def test_a_made_hash_is_accepted():
+    config = parse(f'[mailboxes]\n"alice@localhost" = {{ password = "{SECRET_HASH}" }}\n')
+    assert config.mailboxes["alice@localhost"].password_hash == SECRET_HASH
+
+
+def test_argon2_hashes_are_refused_as_unsupported():
+    error = refusal('[mailboxes]\n"alice@localhost" = { password = "$argon2id$v=19$x" }\n')
+    assert error.problem.startswith("argon2 hashes are not supported")
+
+
+@pytest.mark.parametrize(
+    ("hash_text", "problem"),
+    [
+        ("$scrypt$hunter2", "expected $scrypt$ln=..,r=..,p=..$<salt>$<hash>"),
+        ("$scrypt$ln=15,r=8$MDEyMzQ1Njc4OWFiY2RlZg$" + "A" * 43, "the parameters must read"),
+        ("$scrypt$ln=30,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + "A" * 43, "ln must be from 10 to 20"),
+        ("$scrypt$ln=20,r=32,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + "A" * 43, "MiB"),
+        ("$scrypt$ln=15,r=8,p=1$c2FsdA$" + "A" * 43, "the salt is shorter than 8 bytes"),
+        ("$scrypt$ln=15,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$aGFzaA", "the hash is shorter"),
+        ("$scrypt$ln=15,r=8,p=1$!!$" + "A" * 43, "the salt is not base64"),
+    ],
+)
+def test_malformed_scrypt_hashes_are_refused(hash_text, problem):
+    error = refusal(f'[mailboxes]\n"alice@localhost" = {{ password = "{hash_text}" }}\n')
+    assert error.problem.startswith("malformed $scrypt$ hash: ")
+    assert problem in error.problem
+    assert hash_text not in str(error)
+
+
+def test_send_as_lists_addresses_and_domains():
+    config = parse(
+        '[domains]\nlocal = ["example.test"]\n[mailboxes]\n'
+        '"alice@example.test" = { send_as = ["Sales@Example.test", "@Example.ORG", "@example.org"] }\n'
+    )
+    assert config.mailboxes["alice@example.test"].send_as == ("sales@example.test", "@example.org")
+
+
+@pytest.mark.parametrize(
+    ("send_as", "message"),
+    [
+        ('["@"]', 'expected "@domain" or an address, got "@"'),
+        ('["nobody"]', "expected an address such as user@example.test"),
+        ('"@example.org"', "expected an array"),
+    ],
+)
+def test_bad_send_as_entries_are_refused(send_as, message):
+    error = refusal(f'[mailboxes]\n"alice@localhost" = {{ send_as = {send_as} }}\n')
+    assert error.key == 'mailboxes."alice@localhost".send_as'
+    assert message in error.problem
+
+
+# ---------------------------------------------------------------- TLS and submission
+
+
+@pytest.fixture(scope="module")
+def pem_files(tmp_path_factory):
+    import trustme
+
+    folder = tmp_path_factory.mktemp("pem")
+    ca = trustme.CA()
+    cert = ca.issue_cert("mx.example.test")
+    cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    cert.private_key_pem.write_to_path(folder / "key.pem")
+    ca.issue_cert("other.test").private_key_pem.write_to_path(folder / "other-key.pem")
+    return folder
+
+
+def test_tls_paths_are_relative_to_the_config_file(pem_files):
+    config = parse(
+        '[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n'
+        '[submission]\nlisten = ["127.0.0.1:587"]\nimplicit_tls = ["127.0.0.1:465"]\n',
+        base_dir=pem_files,
+    )
+    assert config.tls is not None
+    assert config.tls.certificate == pem_files / "cert.pem"
+    assert config.tls.key == pem_files / "key.pem"
+    assert config.tls.handshake_timeout == 30.0
+    assert config.submission.listen_endpoints == (("127.0.0.1", 587),)
+    assert config.submission.implicit_tls_endpoints == (("127.0.0.1", 465),)
+    text = describe(config)
+    assert "127.0.0.1:587 (STARTTLS, then AUTH required)" in text
+    assert "127.0.0.1:465 (implicit TLS, then AUTH required)" in text
+    assert f"certificate {pem_files / 'cert.pem'}; STARTTLS offered" in text
+
+
+def test_describe_says_when_tls_is_off():
+    assert "off (no [tls] certificate: no STARTTLS, no AUTH)" in describe(parse(""))
+
+
+@pytest.mark.parametrize(
+    ("tls", "key", "problem"),
+    [
+        ('certificate = "cert.pem"', "tls.key", "missing; [tls] needs both certificate and key"),
+        ('certificate = "nope.pem"\nkey = "key.pem"', "tls.certificate", "cannot read"),
+        ('certificate = "cert.pem"\nkey = "nope.pem"', "tls.key", "cannot read"),
+        ('certificate = "key.pem"\nkey = "key.pem"', "tls.certificate", "no PEM certificate in"),
+        ('certificate = "cert.pem"\nkey = "other-key.pem"', "tls.key", "is not the private key of"),
+        ('certificate = "cert.pem"\nkey = "key.pem"\nkeyfile = "x"', "tls.keyfile", "unknown key"),
+    ],
+)
+def test_tls_files_must_be_readable_and_match(pem_files, tls, key, problem):
+    with pytest.raises(ConfigError) as info:
+        parse(f"[tls]\n{tls}\n", base_dir=pem_files)
+    assert info.value.key == key
+    assert problem in info.value.problem
+
+
+def test_submission_needs_tls():
+    error = refusal('[submission]\nimplicit_tls = ["127.0.0.1:465"]\n')
+    assert error.key == "submission.implicit_tls"
+    assert "submission needs TLS" in error.problem
+
+
+def test_a_port_cannot_be_both_smtp_and_submission(pem_files):
+    with pytest.raises(ConfigError) as info:
+        parse(
+            '[smtp]\nlisten = ["127.0.0.1:2525"]\n'
+            '[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n'
+            '[submission]\nlisten = ["127.0.0.1:2525"]\n',
+            base_dir=pem_files,
+        )
+    assert str(info.value) == 'submission.listen: "127.0.0.1:2525" is also in smtp.listen'
+
+
+def test_auth_failure_delay_may_be_zero_but_not_negative():
+    assert parse("[smtp]\nauth_failure_delay = 0\n").smtp.auth_delay(3) == 0.0
+    assert str(refusal("[smtp]\nauth_failure_delay = -1\n")) == (
+        "smtp.auth_failure_delay: expected a number of seconds, 0 or more, got -1"
+    )
 
 
 @pytest.mark.parametrize(

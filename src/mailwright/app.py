@@ -22,6 +22,7 @@ from mailwright.policy.routing import Router
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.server.listener import SmtpListener
 from mailwright.server.session import SessionServices
+from mailwright.server.tls import ServerTls
 
 log = logging.getLogger("mailwright")
 
@@ -36,14 +37,22 @@ class App:
         bouncer = DsnBouncer(hostname=config.hostname, store=self.store, router=router)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config))
         self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
+        # Built once; SIGHUP re-reads the certificate and key (reload_tls).
+        self.tls = ServerTls(config.tls) if config.tls is not None else None
         self.services = SessionServices(
             config=config,
             router=router,
             relay=RelayPolicy(config),
             store=self.store,
             on_enqueued=self.worker.wake,
+            tls=self.tls,
         )
-        self.listener = SmtpListener(self.services, config.smtp.listen_endpoints)
+        self.listener = SmtpListener(
+            self.services,
+            config.smtp.listen_endpoints,
+            submission=config.submission.listen_endpoints,
+            implicit_tls=config.submission.implicit_tls_endpoints,
+        )
         self._worker_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
 
@@ -72,11 +81,17 @@ class App:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the certificate and key for new handshakes; sessions stay up."""
+        if self.tls is not None:
+            self.tls.reload()
+
     async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP re-reads TLS files."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         await self.start()
         try:
             await self._stop_requested.wait()

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from mailwright import passwords
 from mailwright.errors import ConfigError
 from mailwright.model import Address
 
@@ -46,6 +47,9 @@ DEFAULT_DELIVERY_TLS = "opportunistic"
 DEFAULT_RETRY = (60, 300, 900, 3600, 14400)
 DEFAULT_MAX_AGE = 432_000
 DEFAULT_MAX_ALIAS_DEPTH = 10  # how many aliases deep an expansion may go before it is cut
+DEFAULT_AUTH_FAILURE_DELAY = 1.0  # seconds added before each 535, per failure so far
+AUTH_FAILURE_DELAY_MAX_STEPS = 5  # the delay stops growing after this many failures
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 30.0
 
 #: ``Config.source`` when no file was read.
 EMBEDDED_SOURCE = "<embedded default>"
@@ -86,6 +90,7 @@ class SmtpConfig:
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
     greet_delay: float = DEFAULT_GREET_DELAY
     max_received_headers: int = DEFAULT_MAX_RECEIVED_HEADERS
+    auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
 
     @property
     def listen_endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -93,14 +98,57 @@ class SmtpConfig:
 
         Port 0 asks the system for a free port (tests); the listener reports the real one.
         """
-        return tuple(split_host_port(item, allow_port_zero=True) for item in self.listen)
+        return _endpoints(self.listen)
+
+    def auth_delay(self, failures: int) -> float:
+        """Seconds to wait before answering the ``failures``-th failed AUTH of a session."""
+        return self.auth_failure_delay * min(failures, AUTH_FAILURE_DELAY_MAX_STEPS)
+
+
+def _endpoints(items: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    return tuple(split_host_port(item, allow_port_zero=True) for item in items)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    """Listeners for mail submission by users (RFC 6409): AUTH is required on both kinds.
+
+    ``listen`` speaks plain text first and needs STARTTLS before AUTH (port 587);
+    ``implicit_tls`` starts TLS with the first byte (RFC 8314, port 465).
+    """
+
+    listen: tuple[str, ...] = ()
+    implicit_tls: tuple[str, ...] = ()
+
+    @property
+    def listen_endpoints(self) -> tuple[tuple[str, int], ...]:
+        return _endpoints(self.listen)
+
+    @property
+    def implicit_tls_endpoints(self) -> tuple[tuple[str, int], ...]:
+        return _endpoints(self.implicit_tls)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The server's certificate chain and private key (PEM files, absolute paths)."""
+
+    certificate: Path
+    key: Path
+    handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
 class MailboxConfig:
-    """A local mailbox; ``password_hash`` is set for users who may authenticate."""
+    """A local mailbox; ``password_hash`` is set for users who may authenticate.
+
+    ``send_as`` lists the other envelope senders the user may use once
+    authenticated: address keys (``list@example.test``) and whole domains
+    (``@example.org``).  Its own address is always allowed.
+    """
 
     password_hash: str | None = None
+    send_as: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +184,8 @@ class Config:
     hostname: str = DEFAULT_HOSTNAME
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     smtp: SmtpConfig = SmtpConfig()
+    submission: SubmissionConfig = SubmissionConfig()
+    tls: TlsConfig | None = None
     local_domains: frozenset[str] = frozenset(DEFAULT_LOCAL_DOMAINS)
     auto_mailbox_domains: frozenset[str] = frozenset()
     mailboxes: Mapping[str, MailboxConfig] = field(default_factory=_frozen_map)
@@ -287,9 +337,26 @@ def describe(config: Config) -> str:
         relaying = f"for authenticated clients and clients in {networks}"
     else:
         relaying = "only for authenticated clients"
+    users = sum(1 for box in config.mailboxes.values() if box.password_hash)
+    if config.tls is not None:
+        tls = (
+            f"certificate {config.tls.certificate}; STARTTLS offered, "
+            f"AUTH after TLS for {_plural(users, 'user')}"
+        )
+    else:
+        tls = "off (no [tls] certificate: no STARTTLS, no AUTH)"
     lines = [
         f"mailwright configuration from {config.source}",
         f"  listening on    {', '.join(config.smtp.listen)}",
+    ]
+    if config.submission.listen:
+        submission = ", ".join(config.submission.listen)
+        lines.append(f"  submission      {submission} (STARTTLS, then AUTH required)")
+    if config.submission.implicit_tls:
+        implicit = ", ".join(config.submission.implicit_tls)
+        lines.append(f"  submission TLS  {implicit} (implicit TLS, then AUTH required)")
+    lines += [
+        f"  TLS             {tls}",
         f"  hostname        {config.hostname}",
         f"  data directory  {Path(config.data_dir).absolute()}",
         f"  local domains   {domains}",
@@ -311,7 +378,6 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
-_PASSWORD_HASH_PREFIXES = ("$scrypt$", "$argon2")
 _MAX_SHOWN = 60
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -509,13 +575,65 @@ def _network(value: object, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6N
 
 def _password_hash(value: object, key: str) -> str:
     # Never echo the value: it may be a plain-text password.
-    if not isinstance(value, str) or not value.startswith(_PASSWORD_HASH_PREFIXES):
+    make = "make a hash with `mailwright passwd`"
+    if isinstance(value, str) and value.startswith("$argon2"):
+        raise ConfigError(key, f"argon2 hashes are not supported; {make} (scrypt)")
+    if not isinstance(value, str) or not value.startswith(passwords.PREFIX):
         raise ConfigError(
             key,
-            "expected a password hash starting with $scrypt$ or $argon2 "
-            "(plain-text passwords are refused; make a hash with `mailwright passwd`)",
+            f"expected a password hash starting with {passwords.PREFIX} "
+            f"(plain-text passwords are refused; {make})",
         )
+    try:
+        passwords.parse_hash(value)
+    except ValueError as exc:
+        raise ConfigError(key, f"malformed {passwords.PREFIX} hash: {exc}; {make}") from None
     return value
+
+
+def _send_as(value: object, key: str) -> tuple[str, ...]:
+    """Addresses (keys) and ``@domain`` entries a user may use as envelope sender."""
+    entries: dict[str, None] = {}
+    for item in _strings(value, key):
+        if item.startswith("@"):
+            domain = item[1:].lower().removesuffix(".")
+            if not is_domain_name(domain):
+                raise ConfigError(key, f'expected "@domain" or an address, got {_show(item)}')
+            entries[f"@{domain}"] = None
+        else:
+            entries[_address(item, key).key] = None
+    return tuple(entries)
+
+
+def _check_key_pair(certificate: Path, key: Path, certificate_key: str, key_key: str) -> None:
+    """Load the pair once, so a wrong file stops start-up (and check-config) with a clear line."""
+    import ssl  # here, not at the top: importing mailwright must not load ssl for protocol/
+
+    try:
+        text = certificate.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:  # pragma: no cover - just checked readable
+        raise ConfigError(certificate_key, f"cannot read {certificate} ({exc})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(certificate_key, f"no PEM certificate in {certificate}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certificate, key)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise ConfigError(
+            key_key, f"{key} is not the private key of {certificate} ({reason})"
+        ) from None
+
+
+def _readable_file(value: object, key: str, base_dir: Path) -> Path:
+    path = (base_dir / Path(_string(value, key)).expanduser()).resolve()
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(key, f"cannot read {path} ({reason})") from None
+    return path
 
 
 # ---------------------------------------------------------------- the builder
@@ -524,6 +642,8 @@ _TOP_KEYS = (
     "hostname",
     "data_dir",
     "smtp",
+    "submission",
+    "tls",
     "domains",
     "mailboxes",
     "aliases",
@@ -547,6 +667,7 @@ _SMTP_KEYS = (
     "max_line_length",
     "greet_delay",
     "max_received_headers",
+    "auth_failure_delay",
 )
 
 
@@ -569,6 +690,15 @@ class _Builder:
         hostname = top.get("hostname", _domain, DEFAULT_HOSTNAME)
         data_dir = top.get("data_dir", _string, DEFAULT_DATA_DIR)
         smtp = self._smtp(top.raw.get("smtp", {}))
+        submission = self._submission(top.raw.get("submission", {}), smtp)
+        tls = self._tls(top.raw.get("tls", _MISSING))
+        if tls is None and (submission.listen or submission.implicit_tls):
+            which = "listen" if submission.listen else "implicit_tls"
+            raise ConfigError(
+                f"submission.{which}",
+                "submission needs TLS: set [tls] certificate and key (AUTH is only offered "
+                "over TLS)",
+            )
         self._domains(top.raw.get("domains", {}))
         mailboxes = self._mailboxes(top.raw.get("mailboxes", {}))
         aliases = self._address_map("aliases", self._alias_targets)
@@ -584,6 +714,8 @@ class _Builder:
             hostname=hostname,
             data_dir=(self.base_dir / Path(data_dir).expanduser()).resolve(),
             smtp=smtp,
+            submission=submission,
+            tls=tls,
             local_domains=self.local_domains,
             auto_mailbox_domains=self.auto_mailbox,
             mailboxes=MappingProxyType(mailboxes),
@@ -619,6 +751,50 @@ class _Builder:
             max_received_headers=t.get(
                 "max_received_headers", _positive_int, DEFAULT_MAX_RECEIVED_HEADERS
             ),
+            auth_failure_delay=t.get("auth_failure_delay", _delay, DEFAULT_AUTH_FAILURE_DELAY),
+        )
+
+    def _submission(self, raw: object, smtp: SmtpConfig) -> SubmissionConfig:
+        t = _Table(raw, "submission", ("listen", "implicit_tls"))
+        submission = SubmissionConfig(
+            listen=t.get("listen", self._listen_or_none, ()),
+            implicit_tls=t.get("implicit_tls", self._listen_or_none, ()),
+        )
+        seen: dict[tuple[str, int], str] = {}
+        for name, items in (
+            ("smtp.listen", smtp.listen),
+            ("submission.listen", submission.listen),
+            ("submission.implicit_tls", submission.implicit_tls),
+        ):
+            for item in items:
+                host, port = split_host_port(item, allow_port_zero=True)
+                endpoint = (host.lower(), port)
+                if port and endpoint in seen and seen[endpoint] != name:
+                    raise ConfigError(name, f"{_show(item)} is also in {seen[endpoint]}")
+                seen[endpoint] = name
+        return submission
+
+    def _listen_or_none(self, value: object, key: str) -> tuple[str, ...]:
+        return self._listen(value, key) if _list(value, key) else ()
+
+    def _tls(self, raw: object) -> TlsConfig | None:
+        if raw is _MISSING:
+            return None
+        t = _Table(raw, "tls", ("certificate", "key", "handshake_timeout"))
+        for name in ("certificate", "key"):
+            if name not in t.raw:
+                raise ConfigError(t.key(name), "missing; [tls] needs both certificate and key")
+
+        def readable(value: object, key: str) -> Path:
+            return _readable_file(value, key, self.base_dir)
+
+        certificate = t.get("certificate", readable, Path())
+        key = t.get("key", readable, Path())
+        _check_key_pair(certificate, key, t.key("certificate"), t.key("key"))
+        return TlsConfig(
+            certificate=certificate,
+            key=key,
+            handshake_timeout=t.get("handshake_timeout", _seconds, DEFAULT_TLS_HANDSHAKE_TIMEOUT),
         )
 
     @staticmethod
@@ -692,8 +868,11 @@ class _Builder:
 
     def _mailboxes(self, raw: object) -> dict[str, MailboxConfig]:
         def convert(value: object, key: str) -> MailboxConfig:
-            entry = _Table(value, key, ("password",))
-            return MailboxConfig(password_hash=entry.get("password", _password_hash, None))
+            entry = _Table(value, key, ("password", "send_as"))
+            return MailboxConfig(
+                password_hash=entry.get("password", _password_hash, None),
+                send_as=entry.get("send_as", _send_as, ()),
+            )
 
         return self._address_map("mailboxes", convert, names_directory=True)
 

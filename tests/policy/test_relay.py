@@ -68,3 +68,20 @@ def test_a_user_may_not_send_as_someone_else(policy):
 def test_the_null_sender_and_unauthenticated_sessions_are_allowed(policy):
     assert policy.sender_allowed("alice@example.test", None)
     assert policy.sender_allowed(None, Address("anyone", "example.test"))
+
+
+def test_send_as_grants_listed_addresses_and_whole_domains():
+    config = parse_config(
+        '[domains]\nlocal = ["example.test"]\n[mailboxes]\n'
+        '"alice@example.test" = { send_as = ["sales@example.test", "@example.org"] }\n'
+        '"dave@example.test" = {}\n',
+        source="t",
+        base_dir=Path("/"),
+    )
+    policy = RelayPolicy(config)
+    assert policy.sender_allowed("alice@example.test", Address("Sales", "example.test"))
+    assert policy.sender_allowed("alice@example.test", Address("anyone", "Example.ORG"))
+    assert policy.sender_allowed("Alice@Example.test", Address("anyone", "example.org."))
+    assert not policy.sender_allowed("alice@example.test", Address("anyone", "sub.example.org"))
+    assert not policy.sender_allowed("alice@example.test", Address("dave", "example.test"))
+    assert not policy.sender_allowed("dave@example.test", Address("sales", "example.test"))

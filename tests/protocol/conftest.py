@@ -9,6 +9,8 @@ import pytest
 from mailwright.protocol import replies
 from mailwright.protocol.events import (
     NEED_DATA,
+    Auth,
+    AuthChallenge,
     BodyChunk,
     ConnectionClosed,
     Data,
@@ -21,6 +23,7 @@ from mailwright.protocol.events import (
     Quit,
     Rcpt,
     Rset,
+    StartTls,
     Vrfy,
 )
 from mailwright.protocol.reply import Reply
@@ -31,6 +34,7 @@ from mailwright.protocol.server import ProtocolConfig, ServerConnection
 class Driver:
     conn: ServerConnection
     refuse: set[str] = field(default_factory=set)  # recipient local parts to refuse
+    users: dict[str, str] = field(default_factory=lambda: {"alice@example.test": "s3cret"})
     bodies: list[bytes] = field(default_factory=list)
     events: list[object] = field(default_factory=list)
     closed: bool = False
@@ -63,6 +67,14 @@ class Driver:
             case ProtocolViolation(reply=reply):
                 self._body.clear()
                 return conn.send(reply)
+            case AuthChallenge(reply=reply):
+                return conn.send(reply)
+            case Auth(username=user, password=password):
+                if self.users.get(user) == password:
+                    return conn.send(replies.AUTH_OK)
+                return conn.send(replies.AUTH_FAILED)
+            case StartTls():
+                return conn.send(replies.READY_FOR_TLS)
             case Ehlo(hostname=name, extended=True):
                 return conn.send(
                     Reply(250, None, ["test.example greets " + name, *conn.capabilities()])
@@ -94,8 +106,8 @@ class Driver:
         raise AssertionError(f"unexpected event {event!r}")
 
 
-def make_driver(**config: object) -> Driver:
-    conn = ServerConnection(ProtocolConfig(**config))  # type: ignore[arg-type]
+def make_driver(*, tls: bool = False, **config: object) -> Driver:
+    conn = ServerConnection(ProtocolConfig(**config), tls=tls)  # type: ignore[arg-type]
     greeting = conn.greeting(Reply(220, None, "test.example ESMTP mailwright"))
     assert greeting == b"220 test.example ESMTP mailwright\r\n"
     return Driver(conn)

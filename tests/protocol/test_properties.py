@@ -105,3 +105,14 @@ def test_dot_stuffed_body_round_trips(body: bytes, size: int) -> None:
     for i in range(0, len(wire), size):
         driver.feed(wire[i : i + size])
     assert driver.bodies == [body]
+
+
+@given(st.binary(max_size=2000))
+def test_nothing_sent_with_starttls_is_ever_answered(injected: bytes) -> None:
+    """CVE-2011-0411: whatever follows STARTTLS in the same packet gets no reply, before
+    the handshake or after it; the session after TLS starts from a fresh greeting."""
+    driver = make_driver(starttls=True, auth_mechanisms=("PLAIN", "LOGIN"))
+    driver.feed(b"EHLO c.example\r\n")
+    assert driver.feed(b"STARTTLS\r\n" + injected) == b"220 2.0.0 Ready to start TLS\r\n"
+    assert driver.conn.state is State.CONNECTED and driver.conn.helo_name is None
+    assert codes(driver.feed(b"NOOP\r\n")) == ["250 2.0.0 Ok"]

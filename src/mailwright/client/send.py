@@ -85,6 +85,7 @@ async def send(
     local_hostname: str | None = None,
     timeout: float = 30.0,
     transcript: Transcript | None = None,
+    login: tuple[str, str] | None = None,
 ) -> SendResult:
     """Send ``message`` from ``sender`` (None: the null path ``<>``) to ``recipients``.
 
@@ -97,7 +98,8 @@ async def send(
 
     A refused transaction is a result (see ``SendResult.delivered``);
     failures to connect or to keep a session going are SmtpClientError.
-    ``timeout`` bounds every step separately.
+    ``timeout`` bounds every step separately.  ``login=(user, password)``
+    authenticates (AUTH PLAIN or LOGIN, RFC 4954) after STARTTLS.
     """
     sender_address = as_address(sender) if sender is not None else None
     if isinstance(recipients, Address | str):
@@ -106,7 +108,7 @@ async def send(
     if not rcpt_addresses:
         raise ValueError("send() needs at least one recipient")
     body = _message_bytes(message, _needs_smtputf8(sender_address, rcpt_addresses))
-    options = _Options(starttls, ssl_context, server_hostname or host)
+    options = _Options(starttls, ssl_context, server_hostname or host, login)
     use_tls = starttls is not False
     while True:
         client = SmtpClient(timeouts=Timeouts.uniform(timeout), transcript=transcript)
@@ -127,6 +129,7 @@ class _Options:
     starttls: bool | None
     ssl_context: ssl.SSLContext | None
     server_hostname: str
+    login: tuple[str, str] | None = None
 
 
 async def _session(
@@ -160,6 +163,8 @@ async def _session(
             starttls_reply = exc.reply
     elif required:
         raise ExtensionNotOffered("STARTTLS", "starttls=True requires it")
+    if options.login is not None:
+        await client.login(*options.login)
     transaction = await client.send_transaction(sender, recipients, body)
     quit_reply = await client.quit()
     return SendResult(client.greeting, ehlo, starttls_reply, tls_ehlo, transaction, quit_reply)

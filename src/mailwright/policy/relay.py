@@ -19,6 +19,7 @@ class RelayPolicy:
 
     def __init__(self, config: Config) -> None:
         self._networks = tuple(config.relay_networks)
+        self._send_as = {user: frozenset(box.send_as) for user, box in config.mailboxes.items()}
 
     def may_relay(self, peer_ip: str, authenticated_user: str | None) -> bool:
         """True when the session authenticated or ``peer_ip`` is in a relay network.
@@ -42,11 +43,12 @@ class RelayPolicy:
     def sender_allowed(self, user: str | None, sender: Address | None) -> bool:
         """Whether a session authenticated as ``user`` may send as ``sender``.
 
-        A user owns exactly its own address (keys compared, so case does not
-        matter).  The null sender ``<>`` cannot impersonate anyone and is
-        allowed (RFC 5321 4.5.5: notifications use it).  Without
-        authentication there is no identity to check, so the sender is judged
-        by the recipients instead: allowed here.
+        A user owns its own address (keys compared, so case does not matter)
+        and what its mailbox lists in ``send_as``: other addresses, and whole
+        domains written ``@domain``.  The null sender ``<>`` cannot
+        impersonate anyone and is allowed (RFC 5321 4.5.5: notifications use
+        it).  Without authentication there is no identity to check, so the
+        sender is judged by the recipients instead: allowed here.
         """
         if user is None or sender is None:
             return True
@@ -54,4 +56,7 @@ class RelayPolicy:
             user_key = Address.from_text(user).key
         except ValueError:
             return False
-        return user_key == sender.key
+        if user_key == sender.key:
+            return True
+        allowed = self._send_as.get(user_key, frozenset())
+        return sender.key in allowed or f"@{sender.domain_key}" in allowed

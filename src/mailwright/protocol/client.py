@@ -66,6 +66,7 @@ class CommandKind(enum.Enum):
     NOOP = "NOOP"
     QUIT = "QUIT"
     STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
     RAW = "raw"
 
 
@@ -76,7 +77,9 @@ K = CommandKind
 #: reply decides whether what follows is body or commands; STARTTLS because what
 #: follows must go through TLS (RFC 3207 4.2); the greeting because talking
 #: before it is a protocol violation (RFC 5321 3.1).
-_ENDS_GROUP = frozenset({K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS})
+_ENDS_GROUP = frozenset(
+    {K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS, K.AUTH}
+)
 #: Commands that need a successful EHLO or HELO first (RFC 5321 4.1.4).
 _NEEDS_GREETING = frozenset({K.MAIL, K.RCPT, K.DATA})
 
@@ -438,6 +441,26 @@ class ClientConnection:
         self._check_open(K.STARTTLS)
         self._require_extension("STARTTLS")
         return self._command(K.STARTTLS, "STARTTLS")
+
+    def auth(self, mechanism: str, initial_response: str | None = None) -> bytes:
+        """AUTH with an optional (already base64) initial response (RFC 4954 4).
+
+        The reply is 235 (done), 334 (the server wants a continuation: send it
+        with ``auth_continue``) or an error.  AUTH ends a pipelined group.
+        """
+        if not mechanism.isascii() or not mechanism.replace("-", "").replace("_", "").isalnum():
+            raise LocalProtocolError(f"not a SASL mechanism name: {mechanism!r}")
+        line = f"AUTH {mechanism.upper()}"
+        if initial_response is not None:
+            line += f" {initial_response or '='}"  # "=" is an empty initial response
+        return self._command(K.AUTH, line)
+
+    def auth_continue(self, response: str) -> bytes:
+        """One continuation line of an AUTH exchange (base64, or ``*`` to cancel)."""
+        if "\r" in response or "\n" in response:
+            raise LocalProtocolError("an AUTH continuation is one line")
+        self._check_open(K.AUTH)
+        return self._write(K.AUTH, response)
 
     def raw(self, line: str) -> bytes:
         """Any one command line, for probe tools; CRLF is added.

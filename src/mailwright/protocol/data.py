@@ -48,6 +48,10 @@ class DataReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
     def step(self) -> DataResult:
         buf = self._buf
         if not buf:

@@ -1,8 +1,9 @@
 """Events the server core reports: small frozen values the caller dispatches on by type.
 
 A command event asks the caller for exactly one reply (``conn.send(reply)``).
-``BodyChunk`` needs none.  ``ProtocolViolation`` carries the reply the core has
-already chosen (syntax or sequence errors, limits); the caller only sends it.
+``BodyChunk`` needs none.  ``ProtocolViolation`` and ``AuthChallenge`` carry
+the reply the core has already chosen (syntax or sequence errors, limits, SASL
+challenges); the caller only sends it.
 """
 
 from __future__ import annotations
@@ -97,6 +98,39 @@ class Help(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StartTls(Command):
+    """STARTTLS (RFC 3207): answer 220 to begin TLS, or 454 to refuse.
+
+    After the 220 the core has dropped every byte received so far (they came
+    in plain text, RFC 3207 4.2 and 6) and expects a new EHLO; the caller must
+    stop reading plain text before it writes the 220, run the handshake, and
+    feed only decrypted bytes from then on.  If the handshake fails, close.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth(Command):
+    """AUTH (RFC 4954) completed: the credentials the client sent, to be verified.
+
+    Answer 235 to accept, 535 to refuse, 454 when they cannot be checked now.
+    ``authzid`` is empty or equal to ``username`` (the core refuses others).
+    The password never appears in the event's repr; never log it.
+    """
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+    authzid: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthChallenge(Command):
+    """The SASL mechanism asks the client for more: send ``reply`` (a 334) as it is."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BodyChunk(Event):
     """A piece of the message body, already dot-unstuffed, in large pieces."""
 
@@ -123,6 +157,11 @@ class ProtocolViolation(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BodyRejected(ProtocolViolation):
     """The body was read to its end but refused (too big, bare CR/LF); the transaction is over."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthAborted(ProtocolViolation):
+    """The AUTH exchange ended without credentials (cancelled, bad base64); send ``reply``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,6 +48,32 @@ NESTED_MAIL = Reply(
 )
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 
+# STARTTLS (RFC 3207)
+READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "Bad sequence of commands: TLS is already active")
+STARTTLS_IN_TRANSACTION = Reply(
+    503, "5.5.1", "Bad sequence of commands: STARTTLS during a mail transaction; send RSET first"
+)
+
+# AUTH (RFC 4954) and submission (RFC 6409)
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_UNAVAILABLE = Reply(454, "4.7.0", "Temporary authentication failure; try again later")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required; send AUTH first")
+ENCRYPTION_REQUIRED = Reply(
+    538,
+    "5.7.11",
+    "Encryption required for requested authentication mechanism; send STARTTLS first",
+)
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Bad sequence of commands: already authenticated")
+AUTH_IN_TRANSACTION = Reply(
+    503, "5.5.1", "Bad sequence of commands: AUTH during a mail transaction; send RSET first"
+)
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Syntax error: the response is not valid base64")
+AUTH_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+
 # 5xx: message content
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 BARE_LINE_ENDING_IN_DATA = Reply(

@@ -6,6 +6,12 @@ the state, so a 503 for a command out of order comes from state.py, never from
 the caller.  Every command event must be answered with exactly one ``send``
 before the next event is taken: pipelined commands (RFC 2920) are therefore
 consumed one at a time and answered in order.
+
+STARTTLS and AUTH live here as far as they are protocol: after the 220 to
+``StartTls`` the core drops whatever it had buffered (plain text sent before
+TLS must never be answered after it: CVE-2011-0411) and expects a new EHLO;
+the SASL exchanges of AUTH run in the AUTH state and end in an ``Auth`` event
+with the credentials, which the caller verifies.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 from mailwright.errors import LocalProtocolError
 from mailwright.model import Address
-from mailwright.protocol import replies
+from mailwright.protocol import auth, replies
 from mailwright.protocol import state as st
 from mailwright.protocol.buffer import LineBuffer, LineProblem
 from mailwright.protocol.commands import (
@@ -30,6 +36,9 @@ from mailwright.protocol.commands import (
 from mailwright.protocol.data import BodyProblem, DataReader
 from mailwright.protocol.events import (
     NEED_DATA,
+    Auth,
+    AuthAborted,
+    AuthChallenge,
     BodyChunk,
     BodyRejected,
     Command,
@@ -45,22 +54,26 @@ from mailwright.protocol.events import (
     Quit,
     Rcpt,
     Rset,
+    StartTls,
     Vrfy,
     _NeedData,
 )
 from mailwright.protocol.reply import Reply
-from mailwright.protocol.state import State
+from mailwright.protocol.state import Fact, State
 
 DEFAULT_MAX_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
 DEFAULT_MAX_MESSAGE_SIZE = 26_214_400
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 DEFAULT_MAX_ERRORS = 10
 
-#: Verbs of RFC 5321 and common extensions that this server knows but does not offer.
+DEFAULT_MAX_AUTH_LINE = auth.DEFAULT_MAX_AUTH_LINE
+
+#: Verbs of RFC 5321 and common extensions that this server knows but does not offer
+#: (STARTTLS and AUTH are offered only when configured).
 _NOT_IMPLEMENTED = frozenset(
     {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT"}
 )
-_NO_ARGUMENTS = {"DATA": Data, "RSET": Rset, "QUIT": Quit}
+_NO_ARGUMENTS = {"DATA": Data, "RSET": Rset, "QUIT": Quit, "STARTTLS": StartTls}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,18 @@ class ProtocolConfig:
     max_errors: int = DEFAULT_MAX_ERRORS
     smtputf8: bool = True
     extra_capabilities: tuple[str, ...] = ()
+    #: A certificate is configured: STARTTLS is offered while TLS is not active.
+    starttls: bool = False
+    #: SASL mechanisms offered by AUTH once TLS is active (RFC 4954 4: never in plain text).
+    auth_mechanisms: tuple[str, ...] = ()
+    #: Submission (RFC 6409 4.3): MAIL is refused with 530 until AUTH succeeded.
+    auth_required: bool = False
+    max_auth_line: int = DEFAULT_MAX_AUTH_LINE
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.auth_mechanisms if m not in auth.MECHANISMS]
+        if unknown:
+            raise ValueError(f"unknown SASL mechanisms: {unknown}")
 
 
 @dataclass(slots=True)
@@ -84,13 +109,28 @@ class _Transaction:
 
 
 class ServerConnection:
-    def __init__(self, config: ProtocolConfig | None = None) -> None:
+    """One server session.  ``tls=True`` when TLS started before the first byte (RFC 8314)."""
+
+    def __init__(self, config: ProtocolConfig | None = None, *, tls: bool = False) -> None:
         self.config = config or ProtocolConfig()
         self.state = State.GREETING
         self.helo_name: str | None = None
         self.esmtp = False
         self.errors = 0
-        self._lines = LineBuffer(self.config.max_line)
+        self.tls = tls
+        #: The user name of the ``Auth`` event answered 235, None before.
+        self.authenticated: str | None = None
+        self._verbs = dict(_VERBS)
+        if self.config.starttls:
+            self._verbs["STARTTLS"] = StartTls
+        if self.config.auth_mechanisms:
+            self._verbs["AUTH"] = Auth
+        # An AUTH line with its initial response may exceed max_line (RFC 4954 4).
+        buffer_limit = self.config.max_line
+        if self.config.auth_mechanisms:
+            buffer_limit = max(buffer_limit, self.config.max_auth_line)
+        self._lines = LineBuffer(buffer_limit)
+        self._sasl: auth.SaslExchange | None = None
         self._reader: DataReader | None = None
         self._data_finished = False
         self._transaction: _Transaction | None = None
@@ -109,8 +149,24 @@ class ServerConnection:
         if self.config.smtputf8:
             caps.append("SMTPUTF8")
         caps.append("ENHANCEDSTATUSCODES")
+        if self.config.starttls and not self.tls:
+            caps.append("STARTTLS")
+        if self.config.auth_mechanisms and self.tls:
+            caps.append("AUTH " + " ".join(self.config.auth_mechanisms))
         caps.extend(self.config.extra_capabilities)
         return caps
+
+    @property
+    def facts(self) -> Fact:
+        """What state.py's guards look at besides the state."""
+        facts = Fact.NONE
+        if self.tls:
+            facts |= Fact.TLS
+        if self.authenticated is not None:
+            facts |= Fact.AUTHENTICATED
+        if self.config.auth_required:
+            facts |= Fact.AUTH_REQUIRED
+        return facts
 
     def greeting(self, reply: Reply) -> bytes:
         """Our opening reply: 220 to serve, or 421/554 to refuse the connection."""
@@ -144,7 +200,7 @@ class ServerConnection:
         line = self._lines.next_line()
         if line is None:
             return ConnectionClosed() if self._eof else NEED_DATA
-        event = self._parse(line)
+        event = self._parse_sasl(line) if self.state is State.AUTH else self._parse(line)
         self._pending = event
         return event
 
@@ -165,27 +221,68 @@ class ServerConnection:
         if isinstance(event, ProtocolViolation):
             if isinstance(event, BodyRejected):
                 self._end_transaction()
+            if isinstance(event, AuthAborted):
+                self._apply(event, reply)
             if self._is_counted_error(event.reply):
-                self.errors += 1
-                if self.errors >= self.config.max_errors:
-                    # RFC 5321 3.8: a server that must close may send 421 at any time.
-                    self._close()
-                    return out + replies.TOO_MANY_ERRORS.format()
+                return self._count_error(out)
             return out
         if isinstance(event, EndOfData):
             self._end_transaction()
             return out
+        if isinstance(event, AuthChallenge):
+            if reply.code != 334:
+                raise LocalProtocolError("answer AuthChallenge with its own 334 reply")
+            # RFC 4954 4: continue-req = "334" SP [base64] CRLF, the space even when empty.
+            out = f"334 {reply.text}\r\n".encode("ascii")
         self._apply(event, reply)
+        if isinstance(event, Auth) and reply.code == 535:
+            # Guessing passwords is an error like any other: bounded by max_errors.
+            return self._count_error(out)
         return out
+
+    def close_with(self, reply: Reply) -> bytes:
+        """An unsolicited closing reply (timeout, shutdown): RFC 5321 3.8 allows 421 at any time.
+
+        Whatever was pending or buffered is dropped; the state becomes CLOSED.
+        """
+        if reply.code != 421:
+            raise LocalProtocolError("only a 421 reply may close a session unasked")
+        self._pending = None
+        self._close()
+        return reply.format()
 
     @property
     def in_transaction(self) -> bool:
         return self.state in st.IN_TRANSACTION
 
+    @property
+    def receiving_body(self) -> bool:
+        """True between the 354 and the reply to the end of data."""
+        return self._reader is not None or isinstance(self._pending, EndOfData | BodyRejected)
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Input received but not yet turned into events (for the transport's flow control)."""
+        reader = self._reader
+        return len(self._lines) + (reader.buffered if reader is not None else 0)
+
     # ------------------------------------------------------------ internals
+
+    def _count_error(self, out: bytes) -> bytes:
+        self.errors += 1
+        if self.errors >= self.config.max_errors:
+            # RFC 5321 3.8: a server that must close may send 421 at any time.
+            self._close()
+            return out + replies.TOO_MANY_ERRORS.format()
+        return out
 
     def _close(self) -> None:
         self.state = State.CLOSED
+        self._sasl = None
         self._reader = None
         self._transaction = None
         self._lines.clear()
@@ -199,7 +296,7 @@ class ServerConnection:
     @staticmethod
     def _is_counted_error(reply: Reply) -> bool:
         """Syntax and sequence errors count toward max_errors; limits (452, 552) do not."""
-        return reply.code in (500, 501, 502, 503, 504, 553, 555) or (
+        return reply.code in (500, 501, 502, 503, 504, 530, 538, 553, 555) or (
             reply.code == 554 and reply.enhanced == "5.5.1"
         )
 
@@ -207,13 +304,29 @@ class ServerConnection:
         positive = reply.code < 400
         if isinstance(event, Data) and positive and reply.code != 354:
             raise LocalProtocolError("DATA must be answered with 354 or a 4xx/5xx reply")
+        if isinstance(event, StartTls) and positive and reply.code != 220:
+            raise LocalProtocolError("STARTTLS must be answered with 220 or a 4xx/5xx reply")
+        if isinstance(event, Auth) and positive and reply.code != 235:
+            raise LocalProtocolError("Auth must be answered with 235 or a 4xx/5xx reply")
         if isinstance(event, Quit) and positive:
             self._close()
             return
         self.state = st.next_state(self.state, type(event), positive)
+        if isinstance(event, Auth | AuthAborted):
+            self._sasl = None
         if not positive:
             return
-        if isinstance(event, Ehlo):
+        if isinstance(event, StartTls):
+            # RFC 3207 4.2: forget everything learnt in plain text, and everything buffered.
+            self._lines.clear()
+            self.tls = True
+            self.helo_name = None
+            self.esmtp = False
+            self.authenticated = None
+            self._transaction = None
+        elif isinstance(event, Auth):
+            self.authenticated = event.username
+        elif isinstance(event, Ehlo):
             self.helo_name = event.hostname
             self.esmtp = event.extended
             self._transaction = None
@@ -260,6 +373,8 @@ class ServerConnection:
         if line is LineProblem.BARE_LINE_ENDING:
             return ProtocolViolation(reply=replies.BARE_LINE_ENDING)
         assert isinstance(line, bytes)
+        if len(line) + 2 > self.config.max_line and line.split(b" ", 1)[0].upper() != b"AUTH":
+            return ProtocolViolation(reply=replies.LINE_TOO_LONG)
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
@@ -275,14 +390,14 @@ class ServerConnection:
     def _parse_command(self, text: str) -> Command:
         cmd = split_command(text)
         verb = cmd.verb
-        command_type = _VERBS.get(verb)
+        command_type = self._verbs.get(verb)
         if command_type is None:
             if verb in _NOT_IMPLEMENTED:
                 return ProtocolViolation(reply=replies.NOT_IMPLEMENTED)
             if not verb:
                 return ProtocolViolation(reply=Reply(500, "5.5.2", "Syntax error: empty command"))
             return ProtocolViolation(reply=replies.UNKNOWN_COMMAND)
-        out_of_sequence = st.check(self.state, command_type)
+        out_of_sequence = st.check(self.state, command_type, self.facts)
         if out_of_sequence is not None:
             return ProtocolViolation(reply=out_of_sequence)
         if not text.isascii() and command_type is not Mail and command_type is not Rcpt:
@@ -305,7 +420,56 @@ class ServerConnection:
             return Vrfy(argument=cmd.argument.strip(" "))
         if command_type is Help:
             return Help(topic=cmd.argument.strip(" "))
+        if command_type is Auth:
+            return self._parse_auth(cmd.argument)
         return Noop()
+
+    def _parse_auth(self, argument: str) -> Command:
+        """AUTH mechanism [initial-response] (RFC 4954 4)."""
+        words = argument.strip(" ").split(" ")
+        offered = " ".join(self.config.auth_mechanisms)
+        if not words[0] or len(words) > 2:
+            raise CommandSyntaxError(
+                Reply(501, "5.5.4", f"Syntax error: send AUTH <mechanism> ({offered})")
+            )
+        mechanism = words[0].upper()
+        if mechanism not in self.config.auth_mechanisms:
+            return ProtocolViolation(
+                reply=replies.AUTH_UNKNOWN_MECHANISM.with_text(
+                    f"Unrecognized authentication type; use one of: {offered}"
+                )
+            )
+        exchange = auth.start_exchange(mechanism)
+        self._sasl = exchange
+        return self._sasl_event(exchange.start(words[1] if len(words) == 2 else None))
+
+    def _parse_sasl(self, line: bytes | LineProblem) -> Command:
+        """A line inside the AUTH exchange: a response to our 334, never a command."""
+        if line is LineProblem.TOO_LONG:
+            return AuthAborted(reply=replies.LINE_TOO_LONG)
+        if line is LineProblem.BARE_LINE_ENDING:
+            return AuthAborted(reply=replies.BARE_LINE_ENDING)
+        assert isinstance(line, bytes) and self._sasl is not None
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            return AuthAborted(reply=replies.AUTH_BAD_BASE64)
+        return self._sasl_event(self._sasl.respond(text))
+
+    def _sasl_event(self, step: auth.Step) -> Command:
+        match step:
+            case auth.Challenge(text=text):
+                return AuthChallenge(reply=Reply(334, None, text))
+            case auth.Credentials():
+                return Auth(
+                    mechanism=step.mechanism,
+                    username=step.username,
+                    password=step.password,
+                    authzid=step.authzid,
+                )
+            case auth.Refusal(reply=reply):
+                return AuthAborted(reply=reply)
+        raise AssertionError(f"unknown SASL step {step!r}")  # pragma: no cover
 
     def _parse_mail(self, argument: str) -> Command:
         rest = split_mail_argument(argument, "FROM:")

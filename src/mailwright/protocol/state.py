@@ -7,15 +7,34 @@ Rules of this file:
 - A command not in the table for the current state is out of sequence; the
   reply for it is looked up in OUT_OF_SEQUENCE, so every such case gets a text
   that says what to send instead.
+- What else must be true of the session for a command (TLS active, already
+  authenticated, AUTH required by a submission listener) is a Fact, and the
+  conditions on facts are GUARDS, checked after the state.
 - This file knows nothing about bytes, sockets or policy.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from mailwright.protocol import replies
-from mailwright.protocol.events import Command, Data, Ehlo, Help, Mail, Noop, Quit, Rcpt, Rset, Vrfy
+from mailwright.protocol.events import (
+    Auth,
+    AuthAborted,
+    AuthChallenge,
+    Command,
+    Data,
+    Ehlo,
+    Help,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
 from mailwright.protocol.reply import Reply
 
 
@@ -27,7 +46,36 @@ class State(enum.Enum):
     MAIL_REFUSED = "mail-refused"  # MAIL accepted, every RCPT so far refused
     RCPT = "rcpt"  # at least one RCPT accepted
     DATA = "data"  # receiving the body
+    AUTH = "auth"  # inside an AUTH exchange: lines are SASL responses, not commands
     CLOSED = "closed"
+
+
+class Fact(enum.Flag):
+    """What is true of the session besides its state."""
+
+    NONE = 0
+    TLS = enum.auto()  # TLS is active: after STARTTLS's 220, or from the first byte
+    AUTHENTICATED = enum.auto()  # AUTH was answered 235
+    AUTH_REQUIRED = enum.auto()  # a submission listener (RFC 6409 4.3)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A condition on the facts that a command must meet, else ``reply`` is sent.
+
+    It applies when every fact of ``when`` holds; the command then needs every
+    fact of ``require`` and none of ``forbid``.
+    """
+
+    reply: Reply
+    require: Fact = Fact.NONE
+    forbid: Fact = Fact.NONE
+    when: Fact = Fact.NONE
+
+    def refuses(self, facts: Fact) -> bool:
+        if facts & self.when != self.when:
+            return False
+        return facts & self.require != self.require or bool(facts & self.forbid)
 
 
 S = State
@@ -45,33 +93,91 @@ _ANYTIME: dict[type[Command], tuple[State | None, State | None]] = {
 
 TRANSITIONS: dict[State, dict[type[Command], tuple[State | None, State | None]]] = {
     S.CONNECTED: {**_ANYTIME, Rset: (None, None)},
-    S.READY: {**_ANYTIME, Mail: (S.MAIL, None)},
+    S.READY: {
+        **_ANYTIME,
+        Mail: (S.MAIL, None),
+        # RFC 3207 4.2: after the 220 and the handshake, back to the state after the greeting.
+        StartTls: (S.CONNECTED, None),
+        # AUTH with an initial response may complete at once; else the 334 opens the exchange.
+        Auth: (None, None),
+        AuthChallenge: (S.AUTH, None),
+        AuthAborted: (None, None),
+    },
+    S.AUTH: {
+        AuthChallenge: (None, None),
+        Auth: (S.READY, S.READY),
+        AuthAborted: (S.READY, S.READY),
+    },
     S.MAIL: {**_ANYTIME, Rcpt: (S.RCPT, S.MAIL_REFUSED)},
     S.MAIL_REFUSED: {**_ANYTIME, Rcpt: (S.RCPT, None)},
     S.RCPT: {**_ANYTIME, Rcpt: (None, None), Data: (S.DATA, None)},
 }
 
+#: RFC 4954 4 and RFC 3207 4: neither AUTH nor STARTTLS inside a mail transaction.
+_NOT_IN_TRANSACTION = {Auth: replies.AUTH_IN_TRANSACTION, StartTls: replies.STARTTLS_IN_TRANSACTION}
+
 OUT_OF_SEQUENCE: dict[State, dict[type[Command], Reply]] = {
-    S.CONNECTED: {Mail: replies.NEED_HELO, Rcpt: replies.NEED_HELO, Data: replies.NEED_HELO},
+    S.CONNECTED: {
+        Mail: replies.NEED_HELO,
+        Rcpt: replies.NEED_HELO,
+        Data: replies.NEED_HELO,
+        StartTls: replies.NEED_HELO,
+        Auth: replies.NEED_HELO,
+    },
     S.READY: {Rcpt: replies.NEED_MAIL, Data: replies.NEED_MAIL},
-    S.MAIL: {Mail: replies.NESTED_MAIL, Data: replies.NEED_RCPT},
+    S.MAIL: {Mail: replies.NESTED_MAIL, Data: replies.NEED_RCPT, **_NOT_IN_TRANSACTION},
     # RFC 5321 3.3: DATA after every RCPT was refused gets 554 (or 503).
-    S.MAIL_REFUSED: {Mail: replies.NESTED_MAIL, Data: replies.NO_VALID_RECIPIENTS},
-    S.RCPT: {Mail: replies.NESTED_MAIL},
+    S.MAIL_REFUSED: {
+        Mail: replies.NESTED_MAIL,
+        Data: replies.NO_VALID_RECIPIENTS,
+        **_NOT_IN_TRANSACTION,
+    },
+    S.RCPT: {Mail: replies.NESTED_MAIL, **_NOT_IN_TRANSACTION},
 }
+
+F = Fact
+
+#: Conditions on facts, checked in order once the state allows the command.
+GUARDS: dict[type[Command], tuple[Guard, ...]] = {
+    StartTls: (Guard(replies.TLS_ALREADY_ACTIVE, forbid=F.TLS),),
+    Auth: (
+        Guard(replies.ALREADY_AUTHENTICATED, forbid=F.AUTHENTICATED),  # RFC 4954 4: once
+        Guard(replies.ENCRYPTION_REQUIRED, require=F.TLS),  # no password in plain text
+    ),
+    # RFC 6409 4.3 and RFC 4954 6: a submission server wants to know who sends.
+    Mail: (Guard(replies.AUTH_REQUIRED, require=F.AUTHENTICATED, when=F.AUTH_REQUIRED),),
+}
+
+#: The commands a client may send, whose place is checked by ``check`` (the others are the core's).
+CLIENT_COMMANDS: tuple[type[Command], ...] = (
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+    Rset,
+    Noop,
+    Vrfy,
+    Help,
+    Quit,
+    StartTls,
+    Auth,
+)
 
 #: States with an open transaction (MAIL accepted, not yet ended).
 IN_TRANSACTION = frozenset({S.MAIL, S.MAIL_REFUSED, S.RCPT, S.DATA})
 
 
-def check(state: State, command: type[Command]) -> Reply | None:
-    """None when ``command`` may come in ``state``, else the 503/554 reply to send."""
-    if command in TRANSITIONS.get(state, {}):
-        return None
-    reply = OUT_OF_SEQUENCE.get(state, {}).get(command)
-    if reply is None:  # pragma: no cover - the table covers every command in every state
-        raise KeyError(f"no rule for {command.__name__} in {state}")
-    return reply
+def check(state: State, command: type[Command], facts: Fact = Fact.NONE) -> Reply | None:
+    """None when ``command`` may come in ``state`` with ``facts``, else the reply to send."""
+    if command not in TRANSITIONS.get(state, {}):
+        reply = OUT_OF_SEQUENCE.get(state, {}).get(command)
+        if reply is None:  # pragma: no cover - the table covers every command in every state
+            raise KeyError(f"no rule for {command.__name__} in {state}")
+        return reply
+    for guard in GUARDS.get(command, ()):
+        if guard.refuses(facts):
+            return guard.reply
+    return None
 
 
 def next_state(state: State, command: type[Command], positive: bool) -> State:

@@ -1,16 +1,24 @@
-"""Listeners: accept connections, enforce connection limits, shut down gracefully."""
+"""Listeners: accept connections, enforce connection limits, shut down gracefully.
+
+One SmtpListener holds every listening socket (SMTP, submission, implicit TLS),
+so the connection limits count all of them together.  Implicit TLS is
+``create_server(ssl=...)`` with the TLS context that always hands the
+handshake to the current certificate (server/tls.py), so SIGHUP reaches every
+port.  A session counts once its handshake is done: ``connection_made``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import ssl
 from collections import Counter
 
 from mailwright.logfmt import kv
 from mailwright.protocol import replies
 from mailwright.protocol.reply import Reply
-from mailwright.server.session import SessionServices, SmtpSession
+from mailwright.server.session import ListenerKind, SessionServices, SmtpSession
 
 log = logging.getLogger("mailwright.smtpd")
 
@@ -18,47 +26,81 @@ log = logging.getLogger("mailwright.smtpd")
 class SmtpListener:
     """All listening sockets of the SMTP service and the sessions they accepted."""
 
-    def __init__(self, services: SessionServices, listen: tuple[tuple[str, int], ...]) -> None:
+    def __init__(
+        self,
+        services: SessionServices,
+        listen: tuple[tuple[str, int], ...],
+        *,
+        submission: tuple[tuple[str, int], ...] = (),
+        implicit_tls: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        if (submission or implicit_tls) and services.tls is None:
+            raise ValueError("submission listeners need a TLS context")
         self.services = services
         self.listen = listen
+        self.endpoints: tuple[tuple[ListenerKind, str, int], ...] = (
+            *((ListenerKind.SMTP, host, port) for host, port in listen),
+            *((ListenerKind.SUBMISSION, host, port) for host, port in submission),
+            *((ListenerKind.IMPLICIT_TLS, host, port) for host, port in implicit_tls),
+        )
         self.sessions: set[SmtpSession] = set()
         self._per_ip: Counter[str] = Counter()
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[tuple[ListenerKind, asyncio.Server]] = []
+        self._stopping = False
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """The addresses actually bound (a configured port 0 becomes a real port)."""
+        """The addresses actually bound (a configured port 0 becomes a real port), SMTP first."""
+        return [address for _kind, address in self._bound()]
+
+    def addresses_of(self, kind: ListenerKind) -> list[tuple[str, int]]:
+        return [address for bound_kind, address in self._bound() if bound_kind is kind]
+
+    def _bound(self) -> list[tuple[ListenerKind, tuple[str, int]]]:
         out = []
-        for server in self._servers:
+        for kind, server in self._servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
-                out.append((host, port))
+                out.append((kind, (host, port)))
         return out
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for host, port in self.listen:
+        tls = self.services.tls
+        for kind, host, port in self.endpoints:
+            context: ssl.SSLContext | None = None
+            handshake_timeout: float | None = None
+            if tls is not None and kind is ListenerKind.IMPLICIT_TLS:
+                context, handshake_timeout = tls.listening, tls.handshake_timeout
             server = await loop.create_server(
-                self._new_session,
+                lambda kind=kind: self._new_session(kind),
                 host,
                 port,
                 family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 reuse_address=True,
                 backlog=1024,
+                ssl=context,
+                ssl_handshake_timeout=handshake_timeout,
             )
-            self._servers.append(server)
-        for host, port in self.addresses:
-            log.info(kv(event="listening", address=f"{host}:{port}"))
+            self._servers.append((kind, server))
+        for kind, (host, port) in self._bound():
+            log.info(kv(event="listening", address=f"{host}:{port}", kind=kind.value))
 
-    def _new_session(self) -> SmtpSession:
-        session = SmtpSession(self.services, on_close=self._closed, refuse_with=self._admit)
-        self.sessions.add(session)
-        return session
+    def _new_session(self, kind: ListenerKind) -> SmtpSession:
+        return SmtpSession(
+            self.services,
+            on_open=self.sessions.add,
+            on_close=self._closed,
+            refuse_with=self._admit,
+            kind=kind,
+        )
 
     def _admit(self, peer_host: str) -> Reply | None:
         """Count the connection; a reply when it is over a limit (then it is greeted with 421)."""
         smtp = self.services.config.smtp
         self._per_ip[peer_host] += 1
+        if self._stopping:  # e.g. a TLS handshake that finished after stop() began
+            return replies.SHUTTING_DOWN
         if len(self.sessions) > smtp.max_connections:
             return replies.TOO_MANY_CONNECTIONS
         if self._per_ip[peer_host] > smtp.max_connections_per_ip:
@@ -74,7 +116,8 @@ class SmtpListener:
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, ask sessions to end (421 4.3.2 unless mid-DATA), wait ``grace``."""
-        for server in self._servers:
+        self._stopping = True
+        for _kind, server in self._servers:
             server.close()
         for session in list(self.sessions):
             session.request_stop()
@@ -85,5 +128,5 @@ class SmtpListener:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1)
-        for server in self._servers:
+        for _kind, server in self._servers:
             await server.wait_closed()

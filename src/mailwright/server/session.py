@@ -8,28 +8,38 @@ It is an ``asyncio.Protocol`` (not streams) so received bytes go straight into
 the core, with a small task per connection that awaits policy and storage.
 Reading pauses while the core holds more unprocessed input than
 ``MAX_BUFFERED_INPUT``: a client that floods us cannot grow our memory.
+
+STARTTLS is ``loop.start_tls`` on the same transport with this same protocol
+object; reading is paused before the 220 is written, so no plain-text byte
+reaches the core after it (RFC 3207 4.2).  On an implicit-TLS listener the
+loop completes the handshake before ``connection_made``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from mailwright import passwords
 from mailwright.config import Config
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
-from mailwright.model import Address
+from mailwright.model import Address, SessionInfo
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router, unique_targets
 from mailwright.protocol import replies
+from mailwright.protocol.auth import MECHANISMS
 from mailwright.protocol.events import (
     NEED_DATA,
+    Auth,
+    AuthChallenge,
     BodyChunk,
     BodyRejected,
     ConnectionClosed,
@@ -44,6 +54,7 @@ from mailwright.protocol.events import (
     Quit,
     Rcpt,
     Rset,
+    StartTls,
     Vrfy,
 )
 from mailwright.protocol.reply import Reply
@@ -51,9 +62,15 @@ from mailwright.protocol.server import ProtocolConfig, ServerConnection
 from mailwright.protocol.state import State
 from mailwright.queue.base import BodySpool, QueueStore, Target
 
+if TYPE_CHECKING:
+    from mailwright.server.tls import ServerTls
+
 log = logging.getLogger("mailwright.smtpd")
 
 MAX_BUFFERED_INPUT = 1 << 20  # pause reading above this much unprocessed input
+#: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
+MAX_CONCURRENT_PASSWORD_CHECKS = 4
+MAX_LOGGED_USER_NAME = 256  # a failed AUTH logs the name tried, cut to this many characters
 HEADER_SCAN_LIMIT = 256 * 1024  # bytes of the header section scanned for Received: lines
 HELP_REPLY = Reply(
     214,
@@ -66,25 +83,47 @@ HELP_REPLY = Reply(
 )
 
 
+class ListenerKind(enum.Enum):
+    """What a listening socket is for; it decides TLS and AUTH for its sessions."""
+
+    SMTP = "smtp"  # mail from other servers (port 25): STARTTLS offered, AUTH optional
+    SUBMISSION = "submission"  # RFC 6409 (port 587): STARTTLS, then AUTH before MAIL
+    IMPLICIT_TLS = "implicit_tls"  # RFC 8314 (port 465): TLS from the first byte, then AUTH
+
+
 @dataclass
 class SessionServices:
-    """What every session of a listener shares; built once by app.py."""
+    """What every session of a listener shares; built once by app.py.
+
+    ``tls`` None means no certificate: no STARTTLS, no AUTH, no submission.
+    """
 
     config: Config
     router: Router
     relay: RelayPolicy
     store: QueueStore
     on_enqueued: Callable[[str], None] = lambda queue_id: None
-    protocol_config: ProtocolConfig = field(init=False)
+    tls: ServerTls | None = None
+    protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
+    password_checks: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp
-        self.protocol_config = ProtocolConfig(
+        with_tls = self.tls is not None
+        base = ProtocolConfig(
             max_line=smtp.max_line_length,
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             max_errors=smtp.max_errors,
+            starttls=with_tls,
+            auth_mechanisms=tuple(MECHANISMS) if with_tls else (),
         )
+        self.protocol_configs = {
+            ListenerKind.SMTP: base,
+            ListenerKind.SUBMISSION: replace(base, auth_required=True),
+            ListenerKind.IMPLICIT_TLS: replace(base, auth_required=True),
+        }
+        self.password_checks = asyncio.Semaphore(MAX_CONCURRENT_PASSWORD_CHECKS)
 
 
 class _HeaderScanner:
@@ -137,11 +176,21 @@ class SmtpSession(asyncio.Protocol):
         *,
         on_close: Callable[[SmtpSession], None],
         refuse_with: Callable[[str], Reply | None],
+        kind: ListenerKind = ListenerKind.SMTP,
+        on_open: Callable[[SmtpSession], None] = lambda session: None,
     ) -> None:
         self.services = services
+        self.kind = kind
+        self._on_open = on_open
         self._on_close = on_close
         self._refuse_with = refuse_with
-        self.conn = ServerConnection(services.protocol_config)
+        self.conn = ServerConnection(
+            services.protocol_configs[kind], tls=kind is ListenerKind.IMPLICIT_TLS
+        )
+        #: The mailbox key of the user who authenticated, None before.
+        self.authenticated_user: str | None = None
+        self._auth_failures = 0
+        self._tls_version: str | None = None
         self.transport: asyncio.Transport | None = None
         self.peer_host = "?"
         self.peer_port = 0
@@ -162,6 +211,9 @@ class SmtpSession(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
+        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
+            self._tls_started(self.transport)
+        self._on_open(self)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
@@ -175,7 +227,8 @@ class SmtpSession(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
         self._wakeup.set()
-        return True  # keep our side open to write the last replies
+        # Keep our side open to write the last replies; TLS cannot half-close.
+        return self._tls_version is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -210,6 +263,8 @@ class SmtpSession(asyncio.Protocol):
                     event="disconnect",
                     client=self._client(),
                     helo=self.conn.helo_name,
+                    tls=self._tls_version,
+                    user=self.authenticated_user,
                     messages=self._messages,
                     duration=f"{time.monotonic() - self._started:.3f}",
                     result=self._result,
@@ -219,6 +274,18 @@ class SmtpSession(asyncio.Protocol):
 
     def _client(self) -> str:
         return f"{self.peer_host}:{self.peer_port}"
+
+    @property
+    def info(self) -> SessionInfo:
+        """Who is on the other end, for policy and logs."""
+        return SessionInfo(
+            peer_host=self.peer_host,
+            peer_port=self.peer_port,
+            helo_name=self.conn.helo_name,
+            esmtp=self.conn.esmtp,
+            tls=self._tls_version is not None,
+            authenticated_user=self.authenticated_user,
+        )
 
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self._lost:
@@ -234,7 +301,9 @@ class SmtpSession(asyncio.Protocol):
 
     async def _serve(self) -> None:
         config = self.services.config
-        log.info(kv(event="connect", client=self._client()))
+        log.info(kv(event="connect", client=self._client(), listener=self.kind.value))
+        if self._tls_version is not None:
+            self._log_tls()
         refusal = self._refuse_with(self.peer_host)
         if refusal is not None:
             self._write(self.conn.greeting(refusal))
@@ -251,6 +320,10 @@ class SmtpSession(asyncio.Protocol):
             if isinstance(event, ConnectionClosed):
                 self._result = "lost" if self.conn.state is not State.CLOSED else self._result
                 return
+            if isinstance(event, StartTls):
+                if not await self._starttls():
+                    return
+                continue
             reply = await self._handle(event)
             if reply is not None:
                 self._write(self.conn.send(reply))
@@ -279,6 +352,69 @@ class SmtpSession(asyncio.Protocol):
             return False
         return True
 
+    # ------------------------------------------------------------------ TLS
+
+    def _pause_for_tls(self) -> None:
+        """Stop reading plain text; ``loop.start_tls`` resumes reading under TLS."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._paused = True  # so flow control leaves the transport alone meanwhile
+
+    def _tls_started(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._tls_version = ssl_object.version() if ssl_object is not None else "TLS"
+
+    def _log_tls(self) -> None:
+        assert self.transport is not None
+        cipher = self.transport.get_extra_info("cipher")
+        log.info(
+            kv(
+                event="tls",
+                client=self._client(),
+                version=self._tls_version,
+                cipher=cipher[0] if cipher else None,
+            )
+        )
+
+    async def _starttls(self) -> bool:
+        """Answer STARTTLS and run the handshake; False when the session must end."""
+        if self.services.tls is None:  # pragma: no cover - STARTTLS is not offered then
+            self._write(self.conn.send(replies.TLS_NOT_AVAILABLE))
+            return True
+        # Pause before the 220 leaves: whatever the client sent after STARTTLS in plain
+        # text is either buffered (the core drops it now) or arrives inside TLS.
+        self._pause_for_tls()
+        self._write(self.conn.send(replies.READY_FOR_TLS))
+        return await self._handshake()
+
+    async def _handshake(self) -> bool:
+        """STARTTLS's handshake on the paused transport; False when the session must end."""
+        tls = self.services.tls
+        assert tls is not None and self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                tls.current,
+                server_side=True,
+                ssl_handshake_timeout=tls.handshake_timeout,
+            )
+        except OSError as exc:  # ssl.SSLError, resets and the handshake timeout among them
+            self._result = "tls-failed"
+            log.info(
+                kv(event="tls-failed", client=self._client(), error=str(exc) or type(exc).__name__)
+            )
+            return False
+        if transport is None or self._lost:
+            self._result = "lost"
+            return False
+        self._paused = False
+        self._tls_started(cast(asyncio.Transport, transport))
+        self._log_tls()
+        return True
+
     # ------------------------------------------------------------- commands
 
     async def _handle(self, event: Event) -> Reply | None:
@@ -305,8 +441,19 @@ class SmtpSession(asyncio.Protocol):
                     )
                 return Reply(250, None, f"{hostname} greets {name}")
             case Mail(sender=sender):
+                user = self.authenticated_user
+                if user is not None and not self.services.relay.sender_allowed(user, sender):
+                    reply = Reply(
+                        553, "5.7.1", f"Sender address rejected: not owned by user {user}"
+                    )
+                    self._refused(f"MAIL FROM:<{sender}>", reply)
+                    return reply
                 self._transaction = _Transaction(sender=sender, mail=event)
                 return replies.SENDER_OK
+            case AuthChallenge(reply=reply):
+                return reply
+            case Auth():
+                return await self._authenticate(event)
             case Rcpt(recipient=recipient):
                 return self._rcpt(recipient)
             case Data():
@@ -328,6 +475,36 @@ class SmtpSession(asyncio.Protocol):
                 return replies.BYE
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
+    async def _authenticate(self, event: Auth) -> Reply:
+        """Check the credentials (scrypt, in a thread); 535 comes later after each failure."""
+        services = self.services
+        try:
+            user = Address.from_text(event.username).key
+        except ValueError:
+            user = None
+        mailbox = services.config.mailboxes.get(user) if user is not None else None
+        stored = mailbox.password_hash if mailbox is not None else None
+        loop = asyncio.get_running_loop()
+        async with services.password_checks:
+            # Unknown users cost one derivation too, so timing does not reveal who exists.
+            ok = await loop.run_in_executor(None, passwords.verify_password, event.password, stored)
+        if ok and user is not None:
+            self.authenticated_user = user
+            log.info(kv(event="auth", client=self._client(), user=user, mechanism=event.mechanism))
+            return replies.AUTH_OK
+        self._auth_failures += 1
+        log.info(
+            kv(
+                event="auth-failed",
+                client=self._client(),
+                user=event.username[:MAX_LOGGED_USER_NAME],
+                mechanism=event.mechanism,
+                failures=self._auth_failures,
+            )
+        )
+        await asyncio.sleep(services.config.smtp.auth_delay(self._auth_failures))
+        return replies.AUTH_FAILED
+
     def _refused(self, command: str, reply: Reply) -> None:
         log.info(kv(event="refused", client=self._client(), command=command, reply=str(reply)))
 
@@ -340,7 +517,7 @@ class SmtpSession(asyncio.Protocol):
         txn = self._transaction
         assert txn is not None
         services = self.services
-        may_relay = services.relay.may_relay(self.peer_host, None)
+        may_relay = services.relay.may_relay(self.peer_host, self.authenticated_user)
         decision = services.router.route_recipient(recipient, may_relay=may_relay)
         if decision.reply.code < 400:
             txn.recipients.append(recipient)
@@ -367,6 +544,11 @@ class SmtpSession(asyncio.Protocol):
         protocol = "ESMTP" if self.conn.esmtp else "SMTP"
         if txn.mail.smtputf8:
             protocol = "UTF8SMTP"  # RFC 6531 3.7.3
+        if protocol != "SMTP":
+            # RFC 3848 (and RFC 6531 for UTF8SMTP): S for TLS, A for AUTH.
+            secured = "S" if self._tls_version else ""
+            authenticated = "A" if self.authenticated_user else ""
+            protocol += secured + authenticated
         helo = self.conn.helo_name or "unknown"
         stamp = format_datetime(datetime.now(UTC))
         rcpt = f"\r\n\tfor <{txn.recipients[0]}>" if len(txn.recipients) == 1 else ""

@@ -1,0 +1,69 @@
+"""The server's TLS context: built from the configured PEM files, re-loadable on SIGHUP.
+
+Every handshake uses ``current``, so a context re-loaded after a certificate
+renewal serves every new handshake while sessions already in TLS keep the one
+they started with: nobody is dropped.  STARTTLS reads ``current`` directly;
+implicit-TLS listeners are built once with ``listening``, whose SNI callback
+(called by OpenSSL for every ClientHello, with or without SNI) hands the
+handshake over to ``current``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from mailwright.config import TlsConfig
+from mailwright.logfmt import kv
+
+log = logging.getLogger("mailwright")
+
+#: RFC 8996 retired TLS 1.0 and 1.1; RFC 8314 4.1 asks for 1.2 or later.
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def server_context(config: TlsConfig) -> ssl.SSLContext:
+    """A server-side context: the system's secure ciphers, TLS 1.2 at least, no client certs."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = MIN_TLS_VERSION
+    context.load_cert_chain(config.certificate, config.key)
+    return context
+
+
+class ServerTls:
+    """The current server context, replaced as a whole by ``reload``."""
+
+    def __init__(self, config: TlsConfig) -> None:
+        self.config = config
+        self.current = server_context(config)
+        self.listening = self.current
+        self.listening.sni_callback = self._use_current
+
+    def _use_current(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        current = self.current
+        if context is not current:
+            ssl_object.context = current
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self.config.handshake_timeout
+
+    def reload(self) -> bool:
+        """Read the certificate and key again; on failure keep the old context and say so."""
+        try:
+            context = server_context(self.config)
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                kv(
+                    event="tls-reload-failed",
+                    certificate=self.config.certificate,
+                    key=self.config.key,
+                    error=exc,
+                )
+            )
+            return False
+        self.current = context
+        log.info(kv(event="tls-reloaded", certificate=self.config.certificate))
+        return True
