@@ -301,25 +301,30 @@ class SmtpClient:
         data = await self._command(conn.data())
         return await self._finish(mail, tuple(rcpts), data, body)
 
-    async def login(self, username: str, password: str) -> Reply:
-        """AUTH PLAIN, else AUTH LOGIN, whichever the server offers (RFC 4954, 4616).
+    async def login(self, username: str, password: str, mechanism: str | None = None) -> Reply:
+        """AUTH with ``mechanism``, by default PLAIN, else LOGIN, as offered (RFC 4954, 4616).
 
         Only over TLS unless the caller knows better: the password goes in the
         clear inside base64.  Returns the 235; CommandRefused otherwise.  The
         transcript never holds the credentials.
         """
-        mechanisms = self._conn.capabilities.auth_mechanisms
-        if "PLAIN" in mechanisms:
+        offered = self._conn.capabilities.auth_mechanisms
+        if mechanism is None:
+            mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), None)
+        if mechanism is None or mechanism.upper() not in offered:
+            raise ExtensionNotOffered(f"AUTH {mechanism or 'PLAIN or LOGIN'}", "not offered")
+        mechanism = mechanism.upper()
+        if mechanism == "PLAIN":
             token = _b64(f"\0{username}\0{password}")
             reply = await self._secret_command(self._conn.auth("PLAIN", token), "AUTH PLAIN ***")
-        elif "LOGIN" in mechanisms:
+        elif mechanism == "LOGIN":
             reply = await self._command(self._conn.auth("LOGIN"))
             for secret in (username, password):
                 if reply.code != 334:
                     break
                 reply = await self._secret_command(self._conn.auth_continue(_b64(secret)), "***")
         else:
-            raise ExtensionNotOffered("AUTH PLAIN or LOGIN", "no usable mechanism offered")
+            raise ExtensionNotOffered(f"AUTH {mechanism}", "this client speaks PLAIN and LOGIN")
         if reply.code != 235:
             raise CommandRefused("AUTH", reply)
         return reply

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,7 +176,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="for referrals: the port of mail exchangers found in DNS (default: 25)",
     )
+    parser.add_argument(
+        "--user",
+        metavar="USER",
+        help="authenticate as USER (AUTH PLAIN or LOGIN, after STARTTLS); the password is "
+        "read from $MAILWRIGHT_PASSWORD, else asked on the terminal",
+    )
     add_connection_options(parser)
+
+
+def _password(user: str | None, err: TextIO) -> tuple[str, str] | None:
+    """The credentials for --user, never from the command line (it shows in ps)."""
+    if user is None:
+        return None
+    password = os.environ.get("MAILWRIGHT_PASSWORD")
+    if password is None:
+        import getpass
+
+        password = getpass.getpass(f"Password for {user}: ", stream=err)
+    return user, password
 
 
 def run_send(
@@ -200,6 +219,11 @@ def run_send(
     body, added = complete_message(
         raw, sender=args.sender, recipients=recipients, now=datetime.now().astimezone()
     )
+    try:
+        login = _password(getattr(args, "user", None), err)
+    except (EOFError, KeyboardInterrupt):
+        err.write(f"{PROG}: error: no password for --user\n")
+        return EXIT_USAGE
     note = f"; added {', '.join(added)}" if added else ""
     print(f"message: {len(raw)} octets from {origin}{note}", file=out)
     plan = _Plan(
@@ -210,6 +234,7 @@ def run_send(
         helo=args.helo,
         timeout=args.timeout,
         verbose=args.verbose,
+        login=login,
         lang=args.lang if args.lang is not None else default_lang(),
         referrals=(
             resolver_config(args.routes, args.dns_servers, args.mx_port)
@@ -242,6 +267,7 @@ class _Plan:
     helo: str | None
     timeout: float
     verbose: bool
+    login: tuple[str, str] | None
     lang: str
     referrals: Config | None  # where --follow-referrals looks for next hops; None: not following
 
@@ -266,7 +292,7 @@ class _Outcome:
 
 
 async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Address]) -> int:
-    result, failure = await _session(out, plan, target, recipients)
+    result, failure = await _session(out, plan, target, recipients, login=plan.login)
     if result is None:
         if isinstance(failure, ExtensionNotOffered) and failure.keyword != "STARTTLS":
             return EXIT_REFUSED  # reached, but it cannot take this message (e.g. SMTPUTF8)
@@ -287,7 +313,12 @@ async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Addre
 
 
 async def _session(
-    out: TextIO, plan: _Plan, target: _Target, recipients: list[Address]
+    out: TextIO,
+    plan: _Plan,
+    target: _Target,
+    recipients: list[Address],
+    *,
+    login: tuple[str, str] | None = None,
 ) -> tuple[SendResult | None, Exception | None]:
     """One connection: send, then print what happened; the result, or the failure."""
     print(f"server: {target.host}:{target.port}", file=out)
@@ -306,6 +337,7 @@ async def _session(
             local_hostname=plan.helo,
             timeout=plan.timeout,
             transcript=transcript,
+            login=login,
         )
     except (SmtpClientError, RemoteProtocolError) as exc:
         if plan.verbose:
