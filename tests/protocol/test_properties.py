@@ -86,8 +86,10 @@ def test_rset_returns_to_the_state_after_ehlo(prefix: list[bytes]) -> None:
     assert not conn.in_transaction
     assert (conn.esmtp, conn.helo_name) == (ref.esmtp, ref.helo_name)
     # and the next transaction behaves exactly the same on both
-    tail = b"RCPT TO:<b@y.test>\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n"
+    tail = b"RCPT TO:<b@y.test>\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
     assert driver.feed(tail) == reference.feed(tail)
+    assert driver.feed(b"x\r\n.\r\n") == reference.feed(b"x\r\n.\r\n")
+    assert driver.bodies[-1:] == reference.bodies == [b"x\r\n"]
 
 
 @given(body=st.binary(max_size=3000), size=st.integers(1, 64))

@@ -80,7 +80,8 @@ def test_ehlo_mid_transaction_clears_it(driver: Driver) -> None:
 def test_full_transaction_with_dot_stuffing(driver: Driver) -> None:
     driver.feed(EHLO)
     body = b"Subject: hi\r\n\r\n..leading dot\r\n.\r\n"
-    out = driver.feed(TXN + body)
+    out = driver.feed(TXN)
+    out += driver.feed(body)  # a client waits for the 354 before the content
     assert codes(out) == [
         "250 2.1.0 Ok",
         "250 2.1.5 Ok",
@@ -278,8 +279,33 @@ def test_too_many_errors_closes_with_421() -> None:
 
 
 def test_quit_closes(driver: Driver) -> None:
-    assert codes(driver.feed(b"QUIT\r\nNOOP\r\n")) == ["221 2.0.0 Bye"]
+    assert codes(driver.feed(b"QUIT\r\n")) == ["221 2.0.0 Bye"]
     assert driver.closed
+
+
+def test_commands_after_quit_in_the_same_write_are_a_sync_error(driver: Driver) -> None:
+    assert codes(driver.feed(b"QUIT\r\nNOOP\r\n")) == ["554 5.5.0 Error: SMTP protocol synchronization"]
+    assert driver.closed
+
+
+def test_content_before_354_is_a_sync_error_and_nothing_is_queued(driver: Driver) -> None:
+    out = driver.feed(EHLO + TXN + b"Subject: eager\r\n\r\nbody\r\n.\r\n")
+    assert codes(out)[-1] == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert "354 End data with <CR><LF>.<CR><LF>" not in codes(out)
+    assert driver.closed and driver.bodies == []
+
+
+def test_data_out_of_sequence_with_more_commands_is_not_a_sync_error(driver: Driver) -> None:
+    out = driver.feed(EHLO + b"DATA\r\nNOOP\r\n")
+    assert codes(out)[-2:] == ["503 5.5.1 Bad sequence of commands: send MAIL FROM first", "250 2.0.0 Ok"]
+
+
+def test_early_talker_gets_554_and_is_closed() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"EHLO eager.example\r\n")
+    out = conn.greeting(Reply(220, None, "test.example ESMTP mailwright"))
+    assert out == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+    assert conn.state.value == "closed" and conn.early_talker
 
 
 def test_vrfy_and_help(driver: Driver) -> None:
@@ -292,7 +318,8 @@ def test_vrfy_and_help(driver: Driver) -> None:
 
 def test_pipelined_commands_answered_in_order(driver: Driver) -> None:
     rcpts = b"".join(b"RCPT TO:<r%d@y.test>\r\n" % i for i in range(100))
-    out = driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n" + rcpts + b"DATA\r\nhi\r\n.\r\nQUIT\r\n")
+    out = driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n" + rcpts + b"DATA\r\n")
+    out += driver.feed(b"hi\r\n.\r\nQUIT\r\n")
     c = codes(out)
     assert len(c) == 1 + 1 + 100 + 1 + 1 + 1
     assert c[-3:] == [

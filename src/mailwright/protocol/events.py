@@ -155,6 +155,16 @@ class ProtocolViolation(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SyncViolation(ProtocolViolation):
+    """The client talked out of turn (RFC 2920 3.1, 5321 4.3.1): reply, then close.
+
+    Bytes after DATA or QUIT in the same write, or before our greeting, mean
+    the client is not waiting for replies; going on would answer the wrong
+    commands, so the session ends and nothing is queued.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BodyRejected(ProtocolViolation):
     """The body was read to its end but refused (too big, bare CR/LF); the transaction is over."""
 

@@ -74,6 +74,9 @@ AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Syntax error: the response is not valid base64")
 AUTH_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 
+# 5xx: talking out of turn (RFC 2920 3.1); the connection is closed after it.
+SYNC_ERROR = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")
+
 # 5xx: message content
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 BARE_LINE_ENDING_IN_DATA = Reply(

@@ -55,6 +55,7 @@ from mailwright.protocol.events import (
     Rcpt,
     Rset,
     StartTls,
+    SyncViolation,
     Vrfy,
     _NeedData,
 )
@@ -114,6 +115,7 @@ class ServerConnection:
     def __init__(self, config: ProtocolConfig | None = None, *, tls: bool = False) -> None:
         self.config = config or ProtocolConfig()
         self.state = State.GREETING
+        self.early_talker = False
         self.helo_name: str | None = None
         self.esmtp = False
         self.errors = 0
@@ -172,6 +174,12 @@ class ServerConnection:
         """Our opening reply: 220 to serve, or 421/554 to refuse the connection."""
         if self.state is not State.GREETING:
             raise LocalProtocolError("the greeting was already sent")
+        if reply.code == 220 and (len(self._lines) or self._eof):
+            # An early talker: it spoke before the greeting (RFC 5321 4.3.1
+            # "the client waits for the greeting"), typical of spam engines.
+            self.early_talker = True
+            self._close()
+            return replies.SYNC_ERROR.format()
         self.state = State.CONNECTED if reply.code == 220 else State.CLOSED
         return reply.format()
 
@@ -216,6 +224,9 @@ class ServerConnection:
         self._pending = None
         out = reply.format()
         if reply.code == 421:
+            self._close()
+            return out
+        if isinstance(event, SyncViolation):
             self._close()
             return out
         if isinstance(event, ProtocolViolation):
@@ -407,6 +418,10 @@ class ServerConnection:
                 return ProtocolViolation(
                     reply=Reply(501, "5.5.4", f"Syntax error: {verb} takes no arguments")
                 )
+            if command_type in (Data, Quit) and len(self._lines):
+                # RFC 2920 3.1: DATA and QUIT end a pipelined group; bytes after
+                # them in the same write were sent without waiting for a reply.
+                return SyncViolation(reply=replies.SYNC_ERROR)
             return _NO_ARGUMENTS[verb]()
         if command_type is Ehlo:
             return Ehlo(hostname=parse_helo_argument(cmd.argument, verb), extended=verb == "EHLO")

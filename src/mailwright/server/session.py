@@ -18,6 +18,7 @@ loop completes the handshake before ``connection_made``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -198,6 +199,8 @@ class SmtpSession(asyncio.Protocol):
         self._lost = False
         self._paused = False
         self._stopping = False
+        self._command_deadline: float | None = None
+        self._data_deadline: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._transaction: _Transaction | None = None
         self._started = time.monotonic()
@@ -310,9 +313,19 @@ class SmtpSession(asyncio.Protocol):
             self._result = f"refused ({refusal.code})"
             log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
             return
+        if config.smtp.greet_delay > 0:
+            # Hold the greeting back to catch clients that talk first (issue: early talkers).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost_or_data(), config.smtp.greet_delay)
         self._write(self.conn.greeting(Reply(220, None, f"{config.hostname} ESMTP mailwright")))
+        if self.conn.early_talker:
+            self._result = "early-talker"
+            self._refused("before greeting", replies.SYNC_ERROR)
+            return
         while True:
             event = self.conn.next_event()
+            if event is not NEED_DATA and not isinstance(event, BodyChunk):
+                self._command_deadline = None  # a whole command line arrived
             if event is NEED_DATA:
                 if not await self._wait_for_input():
                     return
@@ -335,22 +348,50 @@ class SmtpSession(asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        smtp = self.services.config.smtp
         receiving = self.conn.receiving_body
         if self._stopping and not receiving:
             self._write_close(replies.SHUTTING_DOWN)
             self._result = "shutdown"
             return False
-        timeout = smtp.data_timeout if receiving else smtp.idle_timeout
+        timeout, kind = self._timeout(receiving)
         self._wakeup.clear()
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
         except TimeoutError:
             self._write_close(replies.IDLE_TIMEOUT)
-            self._result = "timeout"
-            log.info(kv(event="timeout", client=self._client(), state=self.conn.state.value))
+            self._result = f"timeout ({kind})"
+            log.info(
+                kv(event="timeout", kind=kind, client=self._client(), state=self.conn.state.value)
+            )
             return False
         return True
+
+    def _timeout(self, receiving: bool) -> tuple[float, str]:
+        """How long to wait now, and which limit that is.
+
+        idle_timeout bounds each silence; command_timeout one whole command line
+        and data_timeout the whole DATA phase (RFC 5321 4.5.3.2), so a client
+        that sends a byte a second cannot hold a session forever.
+        """
+        smtp = self.services.config.smtp
+        now = asyncio.get_running_loop().time()
+        limits = [(smtp.idle_timeout, "idle")]
+        if receiving:
+            if self._data_deadline is None:
+                self._data_deadline = now + smtp.data_timeout
+            limits.append((self._data_deadline - now, "data"))
+        else:
+            self._data_deadline = None
+            if self.conn.buffered_bytes > 0:  # part of a command line is waiting for its end
+                if self._command_deadline is None:
+                    self._command_deadline = now + smtp.command_timeout
+                limits.append((self._command_deadline - now, "command"))
+        timeout, kind = min(limits)
+        return max(0.0, timeout), kind
+
+    async def _lost_or_data(self) -> None:
+        self._wakeup.clear()
+        await self._wakeup.wait()
 
     # ------------------------------------------------------------------ TLS
 
