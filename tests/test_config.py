@@ -765,3 +765,12 @@ def test_delivery_queue_and_route_values_are_checked(text, message):
 def test_long_values_are_shortened_in_messages():
     error = refusal(f'[smtp]\nmax_errors = "{"x" * 500}"\n')
     assert len(str(error)) < 120
+
+
+def test_max_body_line_length_is_zero_or_at_least_1000(tmp_path: Path) -> None:
+    from mailwright.config import parse_config as parse
+
+    assert parse("[smtp]\nmax_body_line_length = 1000\n", source="t", base_dir=tmp_path).smtp.max_body_line_length == 1000
+    assert parse("", source="t", base_dir=tmp_path).smtp.max_body_line_length == 0
+    with pytest.raises(ConfigError, match=r"smtp\.max_body_line_length"):
+        parse("[smtp]\nmax_body_line_length = 80\n", source="t", base_dir=tmp_path)

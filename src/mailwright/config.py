@@ -38,6 +38,7 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 50
 DEFAULT_MAX_ERRORS = 10
 DEFAULT_MAX_LINE_LENGTH = 512  # RFC 5321 4.5.3.1.4, including the CRLF
 DEFAULT_GREET_DELAY = 0.0
+DEFAULT_MAX_BODY_LINE = 0  # octets per message line; 0 accepts any length (never buffered whole)
 DEFAULT_MAX_RECEIVED_HEADERS = 30  # loop detection, RFC 5321 6.3
 DEFAULT_LOCAL_DOMAINS = ("localhost",)
 DEFAULT_DELIVERY_PORT = 25
@@ -90,6 +91,7 @@ class SmtpConfig:
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
     greet_delay: float = DEFAULT_GREET_DELAY
     max_received_headers: int = DEFAULT_MAX_RECEIVED_HEADERS
+    max_body_line_length: int = DEFAULT_MAX_BODY_LINE
     auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
 
     @property
@@ -480,6 +482,13 @@ def _seconds(value: object, key: str, *, allow_zero: bool = False) -> float:
     raise ConfigError(key, f"expected {what}, got {_show(value)}")
 
 
+def _body_line(value: object, key: str) -> int:
+    """0 (no limit) or at least RFC 5321 4.5.3.1.6's 1000 octets, CRLF included."""
+    if isinstance(value, bool) or not isinstance(value, int) or (0 < value < 1000) or value < 0:
+        raise ConfigError(key, f"expected 0 (no limit) or at least 1000, got {_show(value)}")
+    return value
+
+
 def _delay(value: object, key: str) -> float:
     return _seconds(value, key, allow_zero=True)
 
@@ -667,6 +676,7 @@ _SMTP_KEYS = (
     "max_line_length",
     "greet_delay",
     "max_received_headers",
+    "max_body_line_length",
     "auth_failure_delay",
 )
 
@@ -752,6 +762,7 @@ class _Builder:
                 "max_received_headers", _positive_int, DEFAULT_MAX_RECEIVED_HEADERS
             ),
             auth_failure_delay=t.get("auth_failure_delay", _delay, DEFAULT_AUTH_FAILURE_DELAY),
+            max_body_line_length=t.get("max_body_line_length", _body_line, DEFAULT_MAX_BODY_LINE),
         )
 
     def _submission(self, raw: object, smtp: SmtpConfig) -> SubmissionConfig:

@@ -379,3 +379,26 @@ def test_bare_postmaster_recipient_is_accepted(driver: Driver) -> None:
     driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n")
     assert codes(driver.feed(b"RCPT TO:<Postmaster>\r\n")) == ["250 2.1.5 Ok"]
     assert codes(driver.feed(b"RCPT TO:<someone>\r\n"))[0].startswith("501 5.1.3")
+
+
+@pytest.mark.parametrize("split", [7, 100, 5000])
+def test_body_line_limit_when_configured(split: int) -> None:
+    driver = make_driver(max_body_line=1000)
+    driver.feed(EHLO + TXN)
+    ok_line = b"a" * 998 + b"\r\n"  # exactly 1000 with CRLF
+    payload = b"Subject: x\r\n\r\n" + ok_line * 3 + b".\r\n"
+    out = b"".join(driver.feed(payload[i : i + split]) for i in range(0, len(payload), split))
+    assert codes(out) == ["250 2.0.0 Ok: queued as TEST"]
+    driver.feed(TXN)
+    payload = b"Subject: x\r\n\r\n" + ok_line + b"b" * 999 + b"\r\n" + ok_line + b".\r\nNOOP\r\n"
+    out = b"".join(driver.feed(payload[i : i + split]) for i in range(0, len(payload), split))
+    assert codes(out) == [
+        "554 5.6.0 Message refused: a line is longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+        "250 2.0.0 Ok",
+    ]
+
+
+def test_long_body_lines_are_accepted_by_default(driver: Driver) -> None:
+    driver.feed(EHLO + TXN)
+    assert codes(driver.feed(b"x" * 100_000 + b"\r\n.\r\n")) == ["250 2.0.0 Ok: queued as TEST"]
+    assert driver.bodies == [b"x" * 100_000 + b"\r\n"]

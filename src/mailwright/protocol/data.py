@@ -23,6 +23,7 @@ _KEEP = len(_END) - 1  # bytes held back: they may be the start of the end marke
 class BodyProblem(enum.Enum):
     TOO_BIG = "too-big"
     BARE_LINE_ENDING = "bare-line-ending"
+    LINE_TOO_LONG = "line-too-long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,10 @@ class DataResult:
 class DataReader:
     """Reads one message body.  Feed bytes, take unstuffed chunks, stop at CRLF.CRLF."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, max_line: int = 0) -> None:
         self.max_size = max_size
+        self.max_line = max_line  # octets with CRLF; 0: any length (it is never buffered whole)
+        self._line_length = 0  # octets of the current, unfinished line
         self.size = 0
         self.problem: BodyProblem | None = None
         self._buf = bytearray()
@@ -92,12 +95,35 @@ class DataReader:
             self.problem = BodyProblem.BARE_LINE_ENDING
         if self.problem is not None:
             return b""
+        if self.max_line and self._line_too_long(piece):
+            self.problem = BodyProblem.LINE_TOO_LONG
+            return b""
         data = piece.replace(b"\r\n.", b"\r\n")
         self.size += len(data)
         if self.size > self.max_size:
             self.problem = BodyProblem.TOO_BIG
             return b""
         return data
+
+
+    def _line_too_long(self, piece: bytes) -> bool:
+        """Whether a line (counted on the wire, CRLF included) passes max_line.
+
+        Only runs when a limit is configured; the lines of a piece are measured
+        by splitting, which costs one small object per line.
+        """
+        limit = self.max_line - 2
+        last = piece.rfind(b"\r\n")
+        if last == -1:
+            self._line_length += len(piece)
+            return self._line_length > limit
+        head_end = piece.find(b"\r\n")
+        if self._line_length + head_end > limit:
+            return True
+        if any(len(line) > limit for line in piece[head_end + 2 : last].split(b"\r\n")):
+            return True
+        self._line_length = len(piece) - last - 2
+        return self._line_length > limit
 
 
 class DotStuffer:

@@ -82,6 +82,7 @@ class ProtocolConfig:
     """The limits and extensions of one server session; immutable, passed in, never global."""
 
     max_line: int = DEFAULT_MAX_LINE
+    max_body_line: int = 0  # octets per message line with CRLF; 0: no limit
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS
@@ -349,7 +350,9 @@ class ServerConnection:
             assert self._transaction is not None
             self._transaction.accepted += 1
         elif isinstance(event, Data):
-            self._reader = DataReader(self.config.max_message_size)
+            self._reader = DataReader(
+                self.config.max_message_size, max_line=self.config.max_body_line
+            )
             self._data_finished = False
             self._reader.feed(self._lines.take_all())
 
@@ -371,6 +374,8 @@ class ServerConnection:
         event: Command
         if reader.problem is BodyProblem.TOO_BIG:
             event = BodyRejected(reply=_too_big(self.config.max_message_size))
+        elif reader.problem is BodyProblem.LINE_TOO_LONG:
+            event = BodyRejected(reply=_line_too_long(self.config.max_body_line))
         elif reader.problem is BodyProblem.BARE_LINE_ENDING:
             event = BodyRejected(reply=replies.BARE_LINE_ENDING_IN_DATA)
         else:
@@ -555,6 +560,12 @@ _VERBS: dict[str, type[Command]] = {
 
 def _unsupported(keyword: str, hint: str) -> ProtocolViolation:
     return ProtocolViolation(reply=Reply(555, "5.5.4", f"Unsupported parameter {keyword}; {hint}"))
+
+
+def _line_too_long(limit: int) -> Reply:
+    return Reply(
+        554, "5.6.0", f"Message refused: a line is longer than {limit} octets (RFC 5321 4.5.3.1.6)"
+    )
 
 
 def _too_big(limit: int) -> Reply:

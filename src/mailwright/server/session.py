@@ -116,6 +116,7 @@ class SessionServices:
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             max_errors=smtp.max_errors,
+            max_body_line=smtp.max_body_line_length,
             starttls=with_tls,
             auth_mechanisms=tuple(MECHANISMS) if with_tls else (),
         )
