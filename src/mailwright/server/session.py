@@ -357,7 +357,9 @@ class SmtpSession(asyncio.Protocol):
         timeout, kind = self._timeout(receiving)
         self._wakeup.clear()
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            # asyncio.timeout, not wait_for: no extra task per wait on the hot path.
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
         except TimeoutError:
             self._write_close(replies.IDLE_TIMEOUT)
             self._result = f"timeout ({kind})"
