@@ -451,6 +451,9 @@ class SqliteQueueStore:
         self._writer: _Writer | None = None
         self._sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock_fd: int | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     @property
     def data_dir(self) -> Path:
@@ -503,6 +506,11 @@ class SqliteQueueStore:
         if writer is None:
             return
         await asyncio.wrap_future(writer.stop())
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for connection in readers:
+            connection.close()
+        self._local = threading.local()
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=False)
             self._sync_pool = None
@@ -686,18 +694,14 @@ class SqliteQueueStore:
         writer = self._require_open()
         if threading.current_thread() is writer.thread:
             raise RuntimeError("open_body cannot be called from the queue's writer thread")
-
-        def fetch(connection: sqlite3.Connection, effects: _Effects) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = connection.execute(
+        # Read on a connection of this thread's own: WAL lets readers run beside the
+        # writer, so delivery never queues behind a group commit (the profile showed
+        # a fifth of the delivery path waiting here when it went through the writer).
+        try:
+            row = self._reader().execute(
                 "SELECT spool_name, body FROM messages WHERE queue_id = ?", (queue_id,)
             ).fetchone()
-            return row
-
-        job = _Job(fetch, writes=False)
-        writer.submit(job)
-        try:
-            row = job.future.result()
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
             raise StorageError(f"cannot read the body of {queue_id}: {exc}") from exc
         if row is None:
             raise StorageError(f"no message {queue_id} in the queue")
@@ -835,6 +839,22 @@ class SqliteQueueStore:
         except BaseException:
             self._unlock()
             raise
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection, made on first use and closed with the store."""
+        connection: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                f"file:{quote(str(self._database))}?mode=ro",
+                uri=True,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,  # closed by close() from another thread
+            )
+            self._local.reader = connection
+            with self._readers_lock:
+                self._readers.append(connection)
         return connection
 
     def _disconnect(self, connection: sqlite3.Connection) -> None:
