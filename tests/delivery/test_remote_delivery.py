@@ -358,3 +358,16 @@ def test_kill_9_during_delivery_under_load_loses_nothing(tmp_path: Path, sink: S
 
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+
+
+def test_deferred_mail_expires_after_max_age_with_a_bounce(server_factory) -> None:
+    port = free_port()  # nothing listens there: every attempt fails temporarily
+    server = server_factory(
+        f'\n[routes]\n"elsewhere.test" = "127.0.0.1:{port}"\n[queue]\nretry = [1]\nmax_age = 2\n'
+    )
+    send(server, "alice@example.test", ["bob@example.test"], "Subject: too late\r\n\r\nb\r\n")
+    raw = dsn_for(server, "alice@example.test").as_bytes()
+    assert b"Status: 4.4.7" in raw
+    assert b"Final-Recipient: rfc822; bob@elsewhere.test" in raw
+    assert b"gave up after retrying for too long" in raw
+    wait_for(lambda: server.call(lambda: server.app.store.list()) == [])
