@@ -196,6 +196,7 @@ class Config:
     relocated: Mapping[str, str] = field(default_factory=_frozen_map)
     relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     routes: Mapping[str, str] = field(default_factory=_frozen_map)
+    route_tls: Mapping[str, str] = field(default_factory=_frozen_map)  # domain -> delivery.tls
     delivery: DeliveryConfig = DeliveryConfig()
     queue: QueueConfig = QueueConfig()
     source: str = EMBEDDED_SOURCE
@@ -717,7 +718,7 @@ class _Builder:
         self._check_overlaps(mailboxes, aliases, forward, relocated)
         self._check_references(mailboxes, aliases, forward, relocated)
         relay_networks = self._relay(top.raw.get("relay", {}))
-        routes = self._routes(top.raw.get("routes", {}))
+        routes, route_tls = self._routes(top.raw.get("routes", {}))
         delivery = self._delivery(top.raw.get("delivery", {}))
         queue = self._queue(top.raw.get("queue", {}))
         return Config(
@@ -736,6 +737,7 @@ class _Builder:
             relocated=MappingProxyType({key: str(a) for key, a in relocated.items()}),
             relay_networks=relay_networks,
             routes=MappingProxyType(routes),
+            route_tls=MappingProxyType(route_tls),
             delivery=delivery,
             queue=queue,
             source=self.source,
@@ -950,18 +952,35 @@ class _Builder:
 
         return t.get("networks", networks, ())
 
-    def _routes(self, raw: object) -> dict[str, str]:
+    def _routes(self, raw: object) -> tuple[dict[str, str], dict[str, str]]:
+        """``[routes]``: domain -> "host:port", or a table ``{ next_hop = "...", tls = "..." }``.
+
+        The table form sets the TLS policy of one destination (``tls`` alone keeps
+        MX lookup for it); returns (next hops, TLS modes) by domain.
+        """
         t = _Table(raw, "routes")
         routes: dict[str, str] = {}
+        tls: dict[str, str] = {}
         for text, value in t.raw.items():
             key = t.key(text)
             domain = "*" if text == "*" else _domain(text, key)
-            if domain in routes:
+            if domain in routes or domain in tls:
                 raise ConfigError(key, f"the route for {_show(domain)} is given twice")
+            if isinstance(value, dict):
+                entry = _Table(value, key, ("next_hop", "tls"))
+                if not entry.raw:
+                    raise ConfigError(key, "a route table needs next_hop, tls or both")
+                hop = entry.get("next_hop", _string, "")
+                mode = entry.get("tls", _tls_mode, "")
+                if mode:
+                    tls[domain] = mode
+                if not hop:
+                    continue
+                value, key = hop, f"{key}.next_hop"
             # Without a port the next hop is reached on delivery.port.
             _host_port(value, key, default_port=DEFAULT_DELIVERY_PORT)
             routes[domain] = value
-        return routes
+        return routes, tls
 
     def _delivery(self, raw: object) -> DeliveryConfig:
         t = _Table(

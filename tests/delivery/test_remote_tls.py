@@ -88,3 +88,37 @@ def test_verify_defers_when_the_certificate_is_not_trusted(server_factory, tls_s
     reply = wait_for(lambda: deferred_reply(server))
     assert "4.7.5" in reply and "TLS" in reply
     assert tls_sink.messages == []
+
+
+def test_a_route_can_require_tls_for_one_destination(server_factory, plain_sink: SinkServer) -> None:
+    server = server_factory(
+        f"""
+[routes]
+"elsewhere.test" = {{ next_hop = "127.0.0.1:{plain_sink.port}", tls = "required" }}
+[delivery]
+tls = "opportunistic"
+[queue]
+retry = [3600]
+"""
+    )
+    send_forward(server)
+    reply = wait_for(lambda: deferred_reply(server))
+    assert "4.7.10" in reply and "delivery.tls=required" in reply
+    assert plain_sink.messages == []
+
+
+def test_route_table_config_is_validated(tmp_path) -> None:
+    from mailwright.config import parse_config
+    from mailwright.errors import ConfigError
+
+    config = parse_config(
+        '[routes]\n"a.test" = { next_hop = "127.0.0.1:2600", tls = "verify" }\n"b.test" = { tls = "required" }\n',
+        source="t",
+        base_dir=tmp_path,
+    )
+    assert dict(config.routes) == {"a.test": "127.0.0.1:2600"}
+    assert dict(config.route_tls) == {"a.test": "verify", "b.test": "required"}
+    with pytest.raises(ConfigError, match="tls"):
+        parse_config('[routes]\n"a.test" = { tls = "sometimes" }\n', source="t", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="next_hop"):
+        parse_config('[routes]\n"a.test" = { next_hop = 25 }\n', source="t", base_dir=tmp_path)

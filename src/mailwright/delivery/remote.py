@@ -52,9 +52,9 @@ class ConnectionPool:
     """Idle connections by (address, port), so one connection carries several messages."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[_Idle]] = defaultdict(list)
+        self._idle: dict[tuple[str, int, str], list[_Idle]] = defaultdict(list)
 
-    def take(self, key: tuple[str, int]) -> _Idle | None:
+    def take(self, key: tuple[str, int, str]) -> _Idle | None:
         now = time.monotonic()
         entries = self._idle.get(key, [])
         while entries:
@@ -64,7 +64,7 @@ class ConnectionPool:
             asyncio.get_running_loop().create_task(_quit(entry.client))
         return None
 
-    def give_back(self, key: tuple[str, int], client: SmtpClient, used: int) -> None:
+    def give_back(self, key: tuple[str, int, str], client: SmtpClient, used: int) -> None:
         if used >= MAX_MESSAGES_PER_CONNECTION or not client.connected:
             asyncio.get_running_loop().create_task(_quit(client))
             return
@@ -132,7 +132,7 @@ class SmtpDeliverer:
         last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
         for hop in hops:
             try:
-                result = await self._via(hop, message, rcpts)
+                result = await self._via(hop, message, rcpts, self._tls_mode(domain))
             except _HostFailed as exc:
                 last = exc.reply
                 log.info(
@@ -148,10 +148,15 @@ class SmtpDeliverer:
             return _attempts(result, rcpts, hop)
         return _all(rcpts, str(last), permanent=False, relay="")
 
+    def _tls_mode(self, domain: str) -> str:
+        """The route's own ``tls`` (exact domain, then "*"), else ``delivery.tls``."""
+        route_tls = self.config.route_tls
+        return route_tls.get(domain) or route_tls.get("*") or self.config.delivery.tls
+
     async def _via(
-        self, hop: NextHop, message: QueuedMessage, rcpts: list[QueuedRecipient]
+        self, hop: NextHop, message: QueuedMessage, rcpts: list[QueuedRecipient], mode: str
     ) -> TransactionResult:
-        key = (hop.address, hop.port)
+        key = (hop.address, hop.port, mode)
         idle = self.pool.take(key)
         client: SmtpClient | None = None
         used = 0
@@ -162,7 +167,7 @@ class SmtpDeliverer:
             except MailwrightError:
                 await idle.client.close()
         if client is None:
-            client = await self._open(hop)
+            client = await self._open(hop, mode)
         body = await asyncio.to_thread(self.store.open_body, message.queue_id)
         try:
             result = await client.send_transaction(
@@ -183,9 +188,8 @@ class SmtpDeliverer:
         self.pool.give_back(key, client, used + 1)
         return result
 
-    async def _open(self, hop: NextHop) -> SmtpClient:
+    async def _open(self, hop: NextHop, mode: str) -> SmtpClient:
         """Connect, EHLO and apply the TLS policy; _HostFailed when this host is no good."""
-        mode = self.config.delivery.tls
         client = SmtpClient(timeouts=self.timeouts)
         try:
             await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
