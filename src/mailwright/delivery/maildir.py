@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from mailwright.durable import fsync_directory, make_directories
+from mailwright.durable import DirectorySyncer, fsync_directory, make_directories
 from mailwright.errors import StorageError
 
 __all__ = ["DEFAULT_COPY_CHUNK_SIZE", "deliver_to_maildir", "maildir_unique_name"]
@@ -63,6 +63,7 @@ def deliver_to_maildir(
     hostname: str,
     sequence: int | None = None,
     chunk_size: int = DEFAULT_COPY_CHUNK_SIZE,
+    syncer: DirectorySyncer | None = None,
 ) -> Path:
     """Deliver ``prefix`` followed by ``body`` as one new message; return its path in new/.
 
@@ -101,7 +102,10 @@ def deliver_to_maildir(
             raise
         raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
     try:
-        fsync_directory(new_path.parent)
+        if syncer is not None:
+            syncer.sync(new_path.parent)  # shared with concurrent deliveries
+        else:
+            fsync_directory(new_path.parent)
     except OSError as exc:
         # The rename may not be durable: take the message back so that the
         # retry this error causes does not leave a duplicate.

@@ -19,6 +19,7 @@ from mailwright.config import Config
 from mailwright.delivery.dsn import FailedRecipient
 from mailwright.delivery.maildir import deliver_to_maildir
 from mailwright.delivery.schedule import next_attempt
+from mailwright.durable import DirectorySyncer
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.policy.routing import mailbox_path
@@ -81,6 +82,7 @@ class DeliveryWorker:
         self._stopping = False
         self._slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._syncer = DirectorySyncer()  # one new/ fsync for concurrent deliveries
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
 
@@ -230,7 +232,9 @@ class DeliveryWorker:
         prefix = f"Return-Path: {sender}\r\nDelivered-To: {address}\r\n".encode()
         try:
             with self.store.open_body(message.queue_id) as body:
-                deliver_to_maildir(path, body, prefix=prefix, hostname=self.config.hostname)
+                deliver_to_maildir(
+                    path, body, prefix=prefix, hostname=self.config.hostname, syncer=self._syncer
+                )
         except (StorageError, OSError) as exc:
             return Attempt(
                 success=False, permanent=False, reply=f"451 4.3.0 Maildir delivery failed: {exc}"

@@ -210,6 +210,10 @@ class _Job(Generic[T]):
 
     apply: Callable[[sqlite3.Connection, _Effects], T]
     writes: bool = True
+    #: False for bookkeeping whose loss in an OS crash only repeats work (claims,
+    #: attempt results): a batch of such jobs commits without fsync (WAL with
+    #: synchronous=NORMAL still survives a crash of the process, kill -9 included).
+    durable: bool = True
     on_failure: Callable[[], None] | None = None
     future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
 
@@ -239,6 +243,7 @@ class _Writer:
         self._spool_dir = spool_dir
         self._max_batch = max_batch
         self._stats = stats
+        self._sync = "FULL"  # the connection opens with synchronous=FULL
         self._jobs: deque[_Job[Any]] = deque()
         self._wakeup = threading.Condition()
         self._accepting = True
@@ -320,7 +325,11 @@ class _Writer:
         if not live:
             return
         writes = any(job.writes for job in live)
+        sync = "FULL" if any(job.writes and job.durable for job in live) else "NORMAL"
         try:
+            if writes and sync != self._sync:
+                connection.execute(f"PRAGMA synchronous={sync}")
+                self._sync = sync
             connection.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         except sqlite3.Error as exc:
             self._fail(live, exc)
@@ -652,7 +661,8 @@ class SqliteQueueStore:
                 claimed.append(_message(message, recipients))
             return claimed
 
-        return await self._call(claim, "cannot claim due messages")
+        # A lost claim only makes the work due again: no fsync for it.
+        return await self._call(claim, "cannot claim due messages", durable=False)
 
     async def record_result(self, queue_id: str, index: int, result: RecipientResult) -> None:
         """Record one attempt (attempts + 1), end the claim; remove the message once all are final.
@@ -683,7 +693,9 @@ class SqliteQueueStore:
             if pending is None:
                 self._delete(connection, effects, queue_id)
 
-        await self._call(record, f"cannot record the result for {queue_id}")
+        # Lost only in an OS crash (not kill -9), and then the attempt is repeated:
+        # at-least-once, like a delivery in flight at the crash.
+        await self._call(record, f"cannot record the result for {queue_id}", durable=False)
 
     def open_body(self, queue_id: str) -> BinaryIO:
         """The stored body from its start: BytesIO for a BLOB, an open file for a spool file.
@@ -776,8 +788,9 @@ class SqliteQueueStore:
         what: str,
         *,
         writes: bool = True,
+        durable: bool = True,
     ) -> T:
-        job = _Job(apply, writes=writes)
+        job = _Job(apply, writes=writes, durable=durable)
         self._require_open().submit(job)
         return await self._result(job, what)
 
