@@ -160,6 +160,7 @@ class DeliveryConfig:
     concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     tls: str = DEFAULT_DELIVERY_TLS
+    ca_file: Path | None = None  # PEM CAs trusted by tls = "verify"; None: the system's
 
 
 @dataclass(frozen=True, slots=True)
@@ -984,7 +985,9 @@ class _Builder:
 
     def _delivery(self, raw: object) -> DeliveryConfig:
         t = _Table(
-            raw, "delivery", ("port", "dns_servers", "concurrency", "connect_timeout", "tls")
+            raw,
+            "delivery",
+            ("port", "dns_servers", "concurrency", "connect_timeout", "tls", "ca_file"),
         )
 
         def dns_servers(value: object, key: str) -> tuple[str, ...]:
@@ -1001,6 +1004,9 @@ class _Builder:
             concurrency=t.get("concurrency", _positive_int, DEFAULT_DELIVERY_CONCURRENCY),
             connect_timeout=t.get("connect_timeout", _seconds, DEFAULT_CONNECT_TIMEOUT),
             tls=t.get("tls", _tls_mode, DEFAULT_DELIVERY_TLS),
+            ca_file=t.get(
+                "ca_file", lambda value, key: _readable_file(value, key, self.base_dir), None
+            ),
         )
 
     def _queue(self, raw: object) -> QueueConfig:

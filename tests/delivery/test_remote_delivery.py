@@ -371,3 +371,12 @@ def test_deferred_mail_expires_after_max_age_with_a_bounce(server_factory) -> No
     assert b"Final-Recipient: rfc822; bob@elsewhere.test" in raw
     assert b"gave up after retrying for too long" in raw
     wait_for(lambda: server.call(lambda: server.app.store.list()) == [])
+
+
+def test_one_connection_carries_several_messages_to_the_same_host(server_factory, sink: SinkServer) -> None:
+    server = server_factory(routed(sink))
+    for i in range(3):
+        send(server, "sender@remote.test", ["bob@example.test"], f"Subject: n{i}\r\n\r\nb\r\n")
+        sink.wait_for_messages(i + 1)
+    assert sink.connections == 1
+    assert [m.body.rsplit(b"Subject: ", 1)[1][:2] for m in sink.messages] == [b"n0", b"n1", b"n2"]

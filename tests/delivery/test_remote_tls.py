@@ -14,10 +14,14 @@ from tests.sink import SinkServer
 
 
 @pytest.fixture(scope="module")
-def sink_tls_context() -> ssl.SSLContext:
-    ca = trustme.CA()  # not trusted by the system: "verify" must refuse it
+def sink_ca() -> trustme.CA:
+    return trustme.CA()  # not trusted by the system: "verify" must refuse it unless told
+
+
+@pytest.fixture(scope="module")
+def sink_tls_context(sink_ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("sink.test", "127.0.0.1").configure_cert(context)
+    sink_ca.issue_cert("sink.test", "127.0.0.1").configure_cert(context)
     return context
 
 
@@ -122,3 +126,18 @@ def test_route_table_config_is_validated(tmp_path) -> None:
         parse_config('[routes]\n"a.test" = { tls = "sometimes" }\n', source="t", base_dir=tmp_path)
     with pytest.raises(ConfigError, match="next_hop"):
         parse_config('[routes]\n"a.test" = { next_hop = 25 }\n', source="t", base_dir=tmp_path)
+
+
+def test_verify_delivers_when_the_ca_file_trusts_the_certificate(
+    server_factory, tls_sink: SinkServer, sink_ca: trustme.CA, tmp_path
+) -> None:
+    ca_file = tmp_path / "sink-ca.pem"
+    sink_ca.cert_pem.write_to_path(str(ca_file))
+    config = config_for(tls_sink, "verify").replace(
+        'tls = "verify"', f'tls = "verify"\nca_file = "{ca_file}"'
+    )
+    server = server_factory(config)
+    send_forward(server)
+    [msg] = tls_sink.wait_for_messages(1)
+    assert msg.tls
+    assert msg.body.endswith(b"Subject: tls\r\n\r\nsecret\r\n")

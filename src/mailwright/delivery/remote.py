@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mailwright.client import (
     SmtpClient,
@@ -195,7 +196,7 @@ class SmtpDeliverer:
             await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
             await client.ehlo()
             if client.capabilities.starttls:
-                context = _tls_context(mode)
+                context = _tls_context(mode, self.config.delivery.ca_file)
                 try:
                     await client.starttls(context, server_hostname=hop.host)
                 except SmtpClientError as exc:
@@ -221,9 +222,9 @@ class SmtpDeliverer:
         return client
 
 
-def _tls_context(mode: str) -> ssl.SSLContext:
+def _tls_context(mode: str, ca_file: Path | None) -> ssl.SSLContext:
     if mode == "verify":
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
     return opportunistic_tls_context()
