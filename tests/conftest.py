@@ -13,6 +13,7 @@ import pytest
 
 from mailwright.app import App
 from mailwright.config import Config, parse_config
+from tests.sink import SinkServer
 
 BASE_CONFIG = """
 hostname = "mx.example.test"
@@ -96,6 +97,14 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkServer]:
+    """A scriptable SMTP peer on loopback (tests/sink.py)."""
+    server = SinkServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

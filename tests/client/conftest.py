@@ -14,13 +14,6 @@ import trustme
 from tests.sink import SinkServer
 
 
-@pytest.fixture
-def sink() -> Iterator[SinkServer]:
-    server = SinkServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()

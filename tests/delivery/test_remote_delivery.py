@@ -17,13 +17,6 @@ from tests.dns_server import LoopbackDns
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
 
-@pytest.fixture
-def sink() -> Iterator[SinkServer]:
-    server = SinkServer()
-    yield server
-    server.stop()
-
-
 def routed(sink: SinkServer, extra: str = "") -> str:
     return f"""
 [routes]

@@ -83,13 +83,6 @@ def tool_process() -> Callable[..., ToolRun]:
     return run
 
 
-@pytest.fixture
-def sink() -> Iterator[SinkServer]:
-    server = SinkServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()
