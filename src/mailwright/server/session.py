@@ -201,6 +201,7 @@ class SmtpSession(asyncio.Protocol):
         self._paused = False
         self._stopping = False
         self._command_deadline: float | None = None
+        self._held: list[bytes] = []  # replies waiting to leave in one write
         self._data_deadline: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._transaction: _Transaction | None = None
@@ -257,6 +258,7 @@ class SmtpSession(asyncio.Protocol):
             log.exception(kv(event="session-error", client=self._client()))
             self._write_close(replies.LOCAL_ERROR.with_text("Local error; closing connection"))
         finally:
+            self._write(b"")  # replies still held (e.g. before a 421 close) leave first
             if self._transaction is not None:
                 self._transaction.discard()
                 self._transaction = None
@@ -292,8 +294,24 @@ class SmtpSession(asyncio.Protocol):
         )
 
     def _write(self, data: bytes) -> None:
+        """Write ``data`` after any replies held back, so replies always leave in order."""
+        if self._held:
+            data = b"".join(self._held) + data
+            self._held.clear()
         if data and self.transport is not None and not self._lost:
             self.transport.write(data)
+
+    def _reply(self, data: bytes) -> None:
+        """Send a reply, or hold it while more pipelined commands are already waiting.
+
+        RFC 2920 lets a server answer a group of commands in one write; holding
+        replies only while input is buffered means one write (one syscall) per
+        group instead of one per command, and never a reply held while we wait.
+        """
+        if self.conn.buffered_bytes and self.conn.state is not State.CLOSED:
+            self._held.append(data)
+        else:
+            self._write(data)
 
     def _write_close(self, reply: Reply) -> None:
         if self.conn.state is not State.CLOSED:
@@ -328,6 +346,7 @@ class SmtpSession(asyncio.Protocol):
             if event is not NEED_DATA and not isinstance(event, BodyChunk):
                 self._command_deadline = None  # a whole command line arrived
             if event is NEED_DATA:
+                self._write(b"")  # nothing more to answer now: send what is held
                 if not await self._wait_for_input():
                     return
                 continue
@@ -340,7 +359,7 @@ class SmtpSession(asyncio.Protocol):
                 continue
             reply = await self._handle(event)
             if reply is not None:
-                self._write(self.conn.send(reply))
+                self._reply(self.conn.send(reply))
             if self.conn.state is State.CLOSED:
                 return
 
