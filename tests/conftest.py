@@ -13,6 +13,7 @@ import pytest
 
 from mailwright.app import App
 from mailwright.config import Config, parse_config
+from tests.peers import ScriptedPeer, free_port
 from tests.sink import SinkServer
 
 BASE_CONFIG = """
@@ -105,6 +106,28 @@ def sink() -> Iterator[SinkServer]:
     server = SinkServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], ScriptedPeer]]:
+    """Start raw scripted peers (tests/peers.py); each is stopped and checked afterwards."""
+    peers: list[ScriptedPeer] = []
+
+    def start(script: Callable[[socket.socket], None]) -> ScriptedPeer:
+        peer = ScriptedPeer(script)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.stop()
+        assert not peer.errors, peer.errors
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    return free_port()
 
 
 @pytest.fixture

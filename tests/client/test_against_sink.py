@@ -23,7 +23,7 @@ from mailwright.client import (
 )
 from mailwright.errors import RemoteProtocolError
 from mailwright.protocol.reply import Reply
-from tests.client.conftest import ScriptedPeer, read_line
+from tests.peers import ScriptedPeer, read_line
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from mailwright.client import (
     send,
 )
 from mailwright.protocol.reply import Reply
-from tests.client.conftest import ScriptedPeer, read_line
+from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ import pytest
 from mailwright.protocol.reply import Reply
 from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
+from tests.peers import free_port
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
 
@@ -119,14 +120,6 @@ def test_hang_up_defers_then_delivers(server_factory, sink: SinkServer) -> None:
     send(server, "sender@remote.test", ["bob@example.test"], "Subject: h\r\n\r\nb\r\n")
     wait_for(lambda: server.call(lambda: server.app.store.list()) == [], timeout=30)
     assert [m.reply.code for m in sink.messages if m.reply is not None] == [250]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def queue_cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

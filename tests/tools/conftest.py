@@ -9,7 +9,6 @@ Everything stays on 127.0.0.1.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import pytest
 import trustme
 
 from mailwright.tools.__main__ import main
-from tests.client.conftest import ScriptedPeer
 from tests.sink import SinkServer
 
 #: Every step of a test run may take this long; a hang fails fast instead of at 30 s.
@@ -108,29 +106,6 @@ def cafile(ca: trustme.CA, tmp_path: Path) -> str:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
-
-
-@pytest.fixture
-def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], ScriptedPeer]]:
-    peers: list[ScriptedPeer] = []
-
-    def start(script: Callable[[socket.socket], None]) -> ScriptedPeer:
-        peer = ScriptedPeer(script)
-        peers.append(peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        peer.stop()
-        assert not peer.errors, peer.errors
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on: bound, then released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def address(host: str, port: int) -> str:

@@ -11,9 +11,9 @@ import pytest
 import trustme
 
 from mailwright.model import Address
-from tests.client.conftest import ScriptedPeer, read_line
 from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
+from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 from tests.tools.conftest import ToolRun, address
 

@@ -1,0 +1,65 @@
+"""Raw peers for tests: scripted TCP servers for hostile or odd behaviour, and free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ScriptedPeer:
+    """A raw TCP peer on loopback: ``script(sock)`` runs in a thread for one connection.
+
+    For servers the core-based sink cannot be: hostile, buggy, or silent.
+    """
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        address = self._listener.getsockname()
+        self.host: str = address[0]
+        self.port: int = address[1]
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(script,), daemon=True)
+        self._thread.start()
+
+    def _run(self, script: Callable[[socket.socket], None]) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            return
+        with sock:
+            sock.settimeout(10)
+            try:
+                script(sock)
+            except OSError:
+                pass  # the client hung up: that is how these scripts end
+            except BaseException as exc:
+                self.errors.append(exc)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            # Wake an accept() that never got its client, then let the script finish.
+            with contextlib.suppress(OSError):
+                socket.create_connection((self.host, self.port), timeout=1).close()
+        self._thread.join(15)
+        self._listener.close()
+
+
+def read_line(sock: socket.socket, buffer: bytearray) -> bytes:
+    """One CRLF-terminated line from ``sock`` (without CRLF), keeping extra bytes in ``buffer``."""
+    while b"\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("client closed")
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\r\n")
+    buffer[:] = rest
+    return line
