@@ -194,7 +194,7 @@ class SmtpClient:
         self.host, self.port = host, port
         connect_timeout = self.timeouts.connect if timeout is None else timeout
         self._stream = await TcpStream.connect(host, port, connect_timeout)
-        self.local_hostname = local_hostname or _default_local_hostname(
+        self.local_hostname = local_hostname or default_local_hostname(
             self._stream.local_address[0]
         )
         greeting_timeout = self.timeouts.greeting if timeout is None else timeout
@@ -513,7 +513,7 @@ async def _chunks(body: MessageBody, size: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _default_local_hostname(local_ip: str) -> str:
+def default_local_hostname(local_ip: str) -> str:
     """Our name for EHLO when none is given: the host name if it is a full domain
     name (RFC 5321 4.1.1.1), else an address literal of our end of the connection.
 

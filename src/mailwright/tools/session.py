@@ -11,14 +11,13 @@ subclasses, and ``RemoteProtocolError`` for replies that break the grammar).
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 
 from mailwright.client import Capabilities, ConnectionLost, TcpStream
+from mailwright.client.session import default_local_hostname
 from mailwright.errors import MailwrightError
 from mailwright.model import Address
 from mailwright.protocol.client import ClientConnection, ReplyReceived
-from mailwright.protocol.commands import is_valid_domain
 from mailwright.protocol.events import ConnectionClosed
 from mailwright.protocol.reply import Reply
 
@@ -49,7 +48,7 @@ class ProbeSession:
         """Open the connection and return the greeting, 220 or not (RFC 5321 3.1)."""
         self._stream = await TcpStream.connect(self.host, self.port, self.timeout)
         if self.helo_name is None:
-            self.helo_name = default_helo_name(self._stream.local_address[0])
+            self.helo_name = default_local_hostname(self._stream.local_address[0])
         self.last_command = "connecting"
         return await self._read_reply()
 
@@ -121,12 +120,3 @@ class ProbeSession:
                 raise ConnectionLost(f"{self.host}:{self.port} closed the connection")
             remaining = max(0.0, deadline - loop.time())
             self._conn.receive_data(await self._stream.read(READ_SIZE, remaining))
-
-
-def default_helo_name(local_ip: str) -> str:
-    """This host's name if it is a full domain name (RFC 5321 4.1.1.1), else an address
-    literal of our end of the connection; no DNS lookup, which can block for seconds."""
-    name = socket.gethostname()
-    if "." in name and is_valid_domain(name, helo=True):
-        return name
-    return f"[IPv6:{local_ip}]" if ":" in local_ip else f"[{local_ip}]"
