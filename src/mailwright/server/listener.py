@@ -121,12 +121,10 @@ class SmtpListener:
             server.close()
         for session in list(self.sessions):
             session.request_stop()
-        tasks = [s.task for s in list(self.sessions) if s.task is not None]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1)
+        waiting = [s.done for s in list(self.sessions) if not s.done.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=grace)
+        for session in list(self.sessions):
+            session.abort()  # still in DATA when the grace period ended
         for _kind, server in self._servers:
             await server.wait_closed()

@@ -18,7 +18,6 @@ loop completes the handshake before ``connection_made``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -170,7 +169,16 @@ class _Transaction:
 
 
 class SmtpSession(asyncio.Protocol):
-    """One connection from accept to close."""
+    """One connection from accept to close.
+
+    Commands are handled synchronously in ``data_received``: parsing, policy
+    and the reply happen in the callback that brought the bytes, with no task
+    switch and no timer operation per command.  Only the steps that must wait
+    (the queue's commit after DATA, a password check, the TLS handshake) run
+    as a task; while one runs, new input waits in the core and is handled when
+    it ends, so replies stay in order.  Timeouts use one lazily re-armed timer
+    per session (see ``_await_input``).
+    """
 
     def __init__(
         self,
@@ -196,14 +204,22 @@ class SmtpSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_host = "?"
         self.peer_port = 0
-        self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        #: Resolved when the session has ended (the listener waits on it at shutdown).
+        self.done: asyncio.Future[None] = self._loop.create_future()
         self._lost = False
         self._paused = False
         self._stopping = False
+        self._greeted = False
+        self._greet_handle: asyncio.TimerHandle | None = None
+        self._busy = False  # a step that must wait (commit, AUTH, TLS) is under way
+        self._finished = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._waiting_since = 0.0
         self._command_deadline: float | None = None
-        self._held: list[bytes] = []  # replies waiting to leave in one write
         self._data_deadline: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._held: list[bytes] = []  # replies waiting to leave in one write
         self._transaction: _Transaction | None = None
         self._started = time.monotonic()
         self._messages = 0
@@ -219,7 +235,7 @@ class SmtpSession(asyncio.Protocol):
         if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
             self._tls_started(self.transport)
         self._on_open(self)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._safely(self._open)
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -227,56 +243,111 @@ class SmtpSession(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self._paused = True
-        self._wakeup.set()
+        self._input_arrived()
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
-        self._wakeup.set()
+        self._input_arrived()
         # Keep our side open to write the last replies; TLS cannot half-close.
         return self._tls_version is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.conn.receive_data(b"")
-        self._wakeup.set()
+        self._input_arrived()
+
+    def _input_arrived(self) -> None:
+        if self._busy or self._finished:
+            return  # handled when the waiting step ends, or never
+        self._safely(self._pump if self._greeted else self._greet)
 
     # ------------------------------------------------------------ lifecycle
 
     def request_stop(self) -> None:
         """Graceful shutdown: close now unless a message body is being received."""
         self._stopping = True
-        self._wakeup.set()
+        self._input_arrived()
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        return self._task
+    def abort(self) -> None:
+        """End the session now (shutdown grace is over); nothing half-received is kept."""
+        if not self._finished:
+            self._result = "shutdown"
+            self._finish()
 
-    async def _run(self) -> None:
+    def _safely(self, step: Callable[[], None]) -> None:
+        """Run a step; a bug ends this session with 451, never the server or a silent close."""
         try:
-            await self._serve()
+            step()
         except Exception:
             log.exception(kv(event="session-error", client=self._client()))
             self._write_close(replies.LOCAL_ERROR.with_text("Local error; closing connection"))
-        finally:
-            self._write(b"")  # replies still held (e.g. before a 421 close) leave first
-            if self._transaction is not None:
-                self._transaction.discard()
-                self._transaction = None
-            if self.transport is not None:
-                self.transport.close()
-            log.info(
-                kv(
-                    event="disconnect",
-                    client=self._client(),
-                    helo=self.conn.helo_name,
-                    tls=self._tls_version,
-                    user=self.authenticated_user,
-                    messages=self._messages,
-                    duration=f"{time.monotonic() - self._started:.3f}",
-                    result=self._result,
-                )
+            self._finish()
+
+    def _open(self) -> None:
+        config = self.services.config
+        log.info(kv(event="connect", client=self._client(), listener=self.kind.value))
+        if self._tls_version is not None:
+            self._log_tls()
+        refusal = self._refuse_with(self.peer_host)
+        if refusal is not None:
+            self._write(self.conn.greeting(refusal))
+            self._result = f"refused ({refusal.code})"
+            log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
+            self._finish()
+            return
+        if config.smtp.greet_delay > 0:
+            # Hold the greeting back to catch clients that talk first (issue: early
+            # talkers); any input or the end of the connection greets at once.
+            self._greet_handle = self._loop.call_later(
+                config.smtp.greet_delay, self._safely, self._greet
             )
-            self._on_close(self)
+        else:
+            self._greet()
+
+    def _greet(self) -> None:
+        if self._greet_handle is not None:
+            self._greet_handle.cancel()
+            self._greet_handle = None
+        self._greeted = True
+        config = self.services.config
+        self._write(self.conn.greeting(Reply(220, None, f"{config.hostname} ESMTP mailwright")))
+        if self.conn.early_talker:
+            self._result = "early-talker"
+            self._refused("before greeting", replies.SYNC_ERROR)
+            self._finish()
+            return
+        self._pump()
+
+    def _finish(self) -> None:
+        """Close once: send what is held, drop an unfinished message, log, tell the listener."""
+        if self._finished:
+            return
+        self._finished = True
+        for handle in (self._timer, self._greet_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._greet_handle = None
+        self._write(b"")  # replies still held (e.g. before a 421 close) leave first
+        if self._transaction is not None:
+            self._transaction.discard()
+            self._transaction = None
+        if self.transport is not None:
+            self.transport.close()
+        log.info(
+            kv(
+                event="disconnect",
+                client=self._client(),
+                helo=self.conn.helo_name,
+                tls=self._tls_version,
+                user=self.authenticated_user,
+                messages=self._messages,
+                duration=f"{time.monotonic() - self._started:.3f}",
+                result=self._result,
+            )
+        )
+        self._on_close(self)
+        if not self.done.done():
+            self.done.set_result(None)
 
     def _client(self) -> str:
         return f"{self.peer_host}:{self.peer_port}"
@@ -321,50 +392,74 @@ class SmtpSession(asyncio.Protocol):
                 self._write(reply.format())
                 self.conn.close_with(replies.SHUTTING_DOWN)
 
-    async def _serve(self) -> None:
-        config = self.services.config
-        log.info(kv(event="connect", client=self._client(), listener=self.kind.value))
-        if self._tls_version is not None:
-            self._log_tls()
-        refusal = self._refuse_with(self.peer_host)
-        if refusal is not None:
-            self._write(self.conn.greeting(refusal))
-            self._result = f"refused ({refusal.code})"
-            log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
-            return
-        if config.smtp.greet_delay > 0:
-            # Hold the greeting back to catch clients that talk first (issue: early talkers).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost_or_data(), config.smtp.greet_delay)
-        self._write(self.conn.greeting(Reply(220, None, f"{config.hostname} ESMTP mailwright")))
-        if self.conn.early_talker:
-            self._result = "early-talker"
-            self._refused("before greeting", replies.SYNC_ERROR)
-            return
-        while True:
-            event = self.conn.next_event()
-            if event is not NEED_DATA and not isinstance(event, BodyChunk):
-                self._command_deadline = None  # a whole command line arrived
+    # ------------------------------------------------------------ the loop
+
+    def _pump(self) -> None:
+        """Handle every event the buffered input makes, until the core needs more bytes."""
+        conn = self.conn
+        while not self._busy and not self._finished:
+            event = conn.next_event()
             if event is NEED_DATA:
                 self._write(b"")  # nothing more to answer now: send what is held
-                if not await self._wait_for_input():
-                    return
-                continue
-            if isinstance(event, ConnectionClosed):
-                self._result = "lost" if self.conn.state is not State.CLOSED else self._result
+                self._await_input()
                 return
-            if isinstance(event, StartTls):
-                if not await self._starttls():
-                    return
-                continue
-            reply = await self._handle(event)
+            if not isinstance(event, BodyChunk):
+                self._command_deadline = None  # a whole command line arrived
+            if isinstance(event, ConnectionClosed):
+                if conn.state is not State.CLOSED:
+                    self._result = "lost"
+                self._finish()
+                return
+            if isinstance(event, StartTls | Auth | EndOfData):
+                self._write(b"")  # never hold a reply while we wait
+                self._busy = True
+                self._loop.create_task(self._wait_then_pump(event))
+                return
+            reply = self._handle(event)
             if reply is not None:
-                self._reply(self.conn.send(reply))
-            if self.conn.state is State.CLOSED:
+                self._reply(conn.send(reply))
+            if conn.state is State.CLOSED:
+                self._finish()
                 return
 
-    async def _wait_for_input(self) -> bool:
-        """Wait for bytes; False when the session must end (timeout, shutdown, lost)."""
+    async def _wait_then_pump(self, event: StartTls | Auth | EndOfData) -> None:
+        """The steps that wait: TLS handshake, password check, the queue's commit."""
+        try:
+            if isinstance(event, StartTls):
+                if not await self._starttls():
+                    self._finish()
+                    return
+            else:
+                if isinstance(event, Auth):
+                    reply = await self._authenticate(event)
+                else:
+                    reply = await self._end_data(event.size)
+                if self._finished:  # aborted at shutdown meanwhile
+                    return
+                self._reply(self.conn.send(reply))
+                if self.conn.state is State.CLOSED:
+                    self._finish()
+                    return
+        except Exception:
+            log.exception(kv(event="session-error", client=self._client()))
+            self._write_close(replies.LOCAL_ERROR.with_text("Local error; closing connection"))
+            self._finish()
+            return
+        self._busy = False
+        if not self._finished:
+            self._safely(self._pump)
+
+    def _await_input(self) -> None:
+        """Wait for bytes: resume reading, end the session at shutdown, arm the timeout.
+
+        idle_timeout bounds each silence; command_timeout one whole command line
+        and data_timeout the whole DATA phase (RFC 5321 4.5.3.2), so a client
+        that sends a byte a second cannot hold a session forever.  The timer is
+        re-armed only when a deadline comes *earlier* than the one it is set
+        for; when it fires it checks the real deadline and re-arms if the
+        session was active meanwhile.  So a busy session costs no timer
+        operation per command.
+        """
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -372,48 +467,51 @@ class SmtpSession(asyncio.Protocol):
         if self._stopping and not receiving:
             self._write_close(replies.SHUTTING_DOWN)
             self._result = "shutdown"
-            return False
-        timeout, kind = self._timeout(receiving)
-        self._wakeup.clear()
-        try:
-            # asyncio.timeout, not wait_for: no extra task per wait on the hot path.
-            async with asyncio.timeout(timeout):
-                await self._wakeup.wait()
-        except TimeoutError:
-            self._write_close(replies.IDLE_TIMEOUT)
-            self._result = f"timeout ({kind})"
-            log.info(
-                kv(event="timeout", kind=kind, client=self._client(), state=self.conn.state.value)
-            )
-            return False
-        return True
-
-    def _timeout(self, receiving: bool) -> tuple[float, str]:
-        """How long to wait now, and which limit that is.
-
-        idle_timeout bounds each silence; command_timeout one whole command line
-        and data_timeout the whole DATA phase (RFC 5321 4.5.3.2), so a client
-        that sends a byte a second cannot hold a session forever.
-        """
+            self._finish()
+            return
+        now = self._loop.time()
+        self._waiting_since = now
         smtp = self.services.config.smtp
-        now = asyncio.get_running_loop().time()
-        limits = [(smtp.idle_timeout, "idle")]
         if receiving:
             if self._data_deadline is None:
                 self._data_deadline = now + smtp.data_timeout
-            limits.append((self._data_deadline - now, "data"))
         else:
             self._data_deadline = None
-            if self.conn.buffered_bytes > 0:  # part of a command line is waiting for its end
-                if self._command_deadline is None:
-                    self._command_deadline = now + smtp.command_timeout
-                limits.append((self._command_deadline - now, "command"))
-        timeout, kind = min(limits)
-        return max(0.0, timeout), kind
+            if self.conn.buffered_bytes > 0 and self._command_deadline is None:
+                # Part of a command line is waiting for its end.
+                self._command_deadline = now + smtp.command_timeout
+        deadline, _kind = self._deadline()
+        if self._timer is None or deadline < self._timer_at:
+            self._set_timer(deadline)
 
-    async def _lost_or_data(self) -> None:
-        self._wakeup.clear()
-        await self._wakeup.wait()
+    def _deadline(self) -> tuple[float, str]:
+        """The earliest limit now in force, and its name for the log."""
+        smtp = self.services.config.smtp
+        limits = [(self._waiting_since + smtp.idle_timeout, "idle")]
+        if self._data_deadline is not None:
+            limits.append((self._data_deadline, "data"))
+        elif self._command_deadline is not None:
+            limits.append((self._command_deadline, "command"))
+        return min(limits)
+
+    def _set_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._safely, self._on_timer)
+        self._timer_at = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._finished or self._busy or not self._greeted:
+            return  # the next wait for input arms it again
+        deadline, kind = self._deadline()
+        if self._loop.time() < deadline:
+            self._set_timer(deadline)  # there was input since: wait on
+            return
+        self._write_close(replies.IDLE_TIMEOUT)
+        self._result = f"timeout ({kind})"
+        log.info(kv(event="timeout", kind=kind, client=self._client(), state=self.conn.state.value))
+        self._finish()
 
     # ------------------------------------------------------------------ TLS
 
@@ -455,9 +553,8 @@ class SmtpSession(asyncio.Protocol):
         """STARTTLS's handshake on the paused transport; False when the session must end."""
         tls = self.services.tls
         assert tls is not None and self.transport is not None
-        loop = asyncio.get_running_loop()
         try:
-            transport = await loop.start_tls(
+            transport = await self._loop.start_tls(
                 self.transport,
                 self,
                 tls.current,
@@ -480,7 +577,7 @@ class SmtpSession(asyncio.Protocol):
 
     # ------------------------------------------------------------- commands
 
-    async def _handle(self, event: Event) -> Reply | None:
+    def _handle(self, event: Event) -> Reply | None:
         match event:
             case BodyChunk(data=data):
                 txn = self._transaction
@@ -515,14 +612,10 @@ class SmtpSession(asyncio.Protocol):
                 return replies.SENDER_OK
             case AuthChallenge(reply=reply):
                 return reply
-            case Auth():
-                return await self._authenticate(event)
             case Rcpt(recipient=recipient):
                 return self._rcpt(recipient)
             case Data():
                 return self._start_data()
-            case EndOfData(size=size):
-                return await self._end_data(size)
             case Rset():
                 self._drop_transaction()
                 return replies.RESET_OK
