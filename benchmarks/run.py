@@ -543,6 +543,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the servers' directories")
     parser.add_argument(
+        "--mailwright-processes",
+        default="auto",
+        metavar="N",
+        help='mailwright\'s [smtp] processes: "auto" (default, one per CPU) or a number',
+    )
+    parser.add_argument(
         "--table-from", type=Path, metavar="JSON", help="print the table of a saved results.json"
     )
     parser.add_argument(
@@ -623,6 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     out = args.out or Path(tempfile.mkdtemp(prefix="mailwright-bench-results-"))
     out.mkdir(parents=True, exist_ok=True)
+    Mailwright.processes = (
+        int(args.mailwright_processes)
+        if args.mailwright_processes.isdigit()
+        else args.mailwright_processes
+    )
     lab = Lab(args.workdir, args.keep)
     chosen = [load for load in (*LOADS, DRAIN) if load.key in args.loads]
     results: list[Result] = []

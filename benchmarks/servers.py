@@ -18,6 +18,7 @@ stopped with SIGTERM, then SIGKILL to the whole group: nothing outlives the run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -164,6 +165,13 @@ class Server:
 
 
 class Mailwright(Server):
+    """``mailwright serve`` as an operator would run it on this machine.
+
+    ``processes`` is ``[smtp] processes``: "auto" (one per CPU, the setting for
+    a busy server; see docs/performance.md) unless --mailwright-processes says.
+    """
+
+    processes: str | int = "auto"
     name = "mailwright"
     label = "mailwright"
     stores = "SQLite queue (fsync, group commit), then Maildir (fsync)"
@@ -184,6 +192,7 @@ class Mailwright(Server):
             f"max_connections = {MAX_CONNECTIONS}",
             f"max_connections_per_ip = {MAX_CONNECTIONS}",
             f"max_message_size = {MAX_MESSAGE_SIZE}",
+            f"processes = {json.dumps(self.processes)}",
             "[domains]",
             f'local = ["{LOCAL_DOMAIN}"]',
             f'auto_mailbox = ["{LOCAL_DOMAIN}"]',

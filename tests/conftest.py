@@ -232,7 +232,10 @@ class ServerProcess:
         def listening() -> tuple[str, int] | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.log()}")
-            m = pattern.search(self.stderr_path.read_bytes())
+            text = self.stderr_path.read_bytes()
+            if b"event=started" not in text:  # every listener is up, delivery too
+                return None
+            m = pattern.search(text)
             return (m.group(1).decode(), int(m.group(2))) if m else None
 
         self.host, self.port = wait_for(listening, timeout=30)  # type: ignore[misc]

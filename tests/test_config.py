@@ -774,3 +774,17 @@ def test_max_body_line_length_is_zero_or_at_least_1000(tmp_path: Path) -> None:
     assert parse("", source="t", base_dir=tmp_path).smtp.max_body_line_length == 0
     with pytest.raises(ConfigError, match=r"smtp\.max_body_line_length"):
         parse("[smtp]\nmax_body_line_length = 80\n", source="t", base_dir=tmp_path)
+
+
+def test_processes_is_a_count_or_auto(tmp_path: Path) -> None:
+    from mailwright.config import parse_config as parse
+
+    def processes(value: str) -> int:
+        return parse(f"[smtp]\nprocesses = {value}\n", source="t", base_dir=tmp_path).smtp.processes
+
+    assert parse("", source="t", base_dir=tmp_path).smtp.processes == 1
+    assert processes("3") == 3
+    assert processes('"auto"') == len(os.sched_getaffinity(0))
+    for bad in ("0", "65", '"many"', "true", "1.5"):
+        with pytest.raises(ConfigError, match=r'smtp\.processes: expected "auto" or a number'):
+            processes(bad)

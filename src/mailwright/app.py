@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+from collections.abc import Sequence
+from typing import Literal
 
 from mailwright.config import Config
 from mailwright.delivery.dsn import DsnBouncer
@@ -29,10 +33,30 @@ log = logging.getLogger("mailwright")
 SHUTDOWN_GRACE = 10.0  # seconds a transaction in DATA may take to finish at shutdown
 
 
+#: "server" runs everything; "acceptor" only receives and enqueues, for a server
+#: process of the same data_dir that delivers (server/processes.py).
+AppRole = Literal["server", "acceptor"]
+
+
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        role: AppRole = "server",
+        sockets: Sequence[socket.socket] | None = None,
+        wake_fd: int | None = None,
+    ) -> None:
+        """``sockets``: pre-bound listening sockets (else the listener binds its own).
+        ``wake_fd``: a pipe to the server process: its read end for the server role
+        (any byte wakes the delivery worker), its write end for an acceptor (one
+        byte after each message it queued)."""
         self.config = config
-        self.store = SqliteQueueStore(config.data_dir)
+        self.role = role
+        self._wake_fd = wake_fd
+        self.store = SqliteQueueStore(
+            config.data_dir, role="server" if role == "server" else "acceptor"
+        )
         router = Router(config)
         bouncer = DsnBouncer(hostname=config.hostname, store=self.store, router=router)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config))
@@ -44,7 +68,7 @@ class App:
             router=router,
             relay=RelayPolicy(config),
             store=self.store,
-            on_enqueued=self.worker.wake,
+            on_enqueued=self.worker.wake if role == "server" else self._wake_server,
             tls=self.tls,
         )
         self.listener = SmtpListener(
@@ -52,6 +76,7 @@ class App:
             config.smtp.listen_endpoints,
             submission=config.submission.listen_endpoints,
             implicit_tls=config.submission.implicit_tls_endpoints,
+            sockets=sockets,
         )
         self._worker_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
@@ -64,11 +89,30 @@ class App:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.listener.start()
-        self._worker_task = asyncio.create_task(self.worker.run())
+        if self.role == "server":
+            if self._wake_fd is not None:
+                asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)
+            self._worker_task = asyncio.create_task(self.worker.run())
+        log.info(kv(event="started", role=self.role, pid=os.getpid()))
+
+    def _wake_server(self, queue_id: str) -> None:
+        """Acceptor: tell the server process's delivery worker that mail is waiting."""
+        if self._wake_fd is not None:
+            # A full pipe already holds a wake-up; the worker also polls.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self._wake_fd, b"!")
+
+    def _woken(self) -> None:
+        assert self._wake_fd is not None
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_fd, 65536)
+        self.worker.wake()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         log.info(kv(event="stopping", sessions=len(self.listener.sessions)))
         await self.listener.stop(grace)
+        if self.role == "server" and self._wake_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._wake_fd)
         await self.worker.stop(grace)
         await self.remote.close()
         if self._worker_task is not None:
@@ -86,13 +130,19 @@ class App:
         if self.tls is not None:
             self.tls.reload()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP re-reads TLS files."""
+    async def serve_forever(self, ready_fd: int | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP re-reads TLS files.
+
+        ``ready_fd``: a pipe on which one byte says "started" (to the supervisor).
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         await self.start()
+        if ready_fd is not None:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
         try:
             await self._stop_requested.wait()
         finally:

@@ -35,6 +35,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     print(describe(config), file=sys.stderr, flush=True)
     try:
+        if config.smtp.processes > 1:
+            from mailwright.server.processes import Supervisor
+
+            return Supervisor(config, _run_async).run()
         _run_async(App(config).serve_forever())
     except OSError as exc:
         print(f"mailwright: cannot start: {exc}", file=sys.stderr)

@@ -93,6 +93,8 @@ class SmtpConfig:
     max_received_headers: int = DEFAULT_MAX_RECEIVED_HEADERS
     max_body_line_length: int = DEFAULT_MAX_BODY_LINE
     auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
+    #: Server processes sharing the listening ports (SO_REUSEPORT); see server/processes.py.
+    processes: int = 1
 
     @property
     def listen_endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -353,6 +355,8 @@ def describe(config: Config) -> str:
         f"mailwright configuration from {config.source}",
         f"  listening on    {', '.join(config.smtp.listen)}",
     ]
+    if config.smtp.processes > 1:
+        lines.append(f"  processes       {config.smtp.processes} (sharing the listening ports)")
     if config.submission.listen:
         submission = ", ".join(config.submission.listen)
         lines.append(f"  submission      {submission} (STARTTLS, then AUTH required)")
@@ -460,6 +464,21 @@ class _Table:
 def _positive_int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(key, f"expected a positive integer, got {_show(value)}")
+    return value
+
+
+#: More processes than this is a mistake, not a tuning (each holds its own interpreter).
+MAX_PROCESSES = 64
+
+
+def _processes(value: object, key: str) -> int:
+    """A count of server processes, or "auto": one per CPU this process may run on."""
+    if value == "auto":
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_PROCESSES))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
+        raise ConfigError(
+            key, f'expected "auto" or a number from 1 to {MAX_PROCESSES}, got {_show(value)}'
+        )
     return value
 
 
@@ -680,6 +699,7 @@ _SMTP_KEYS = (
     "max_received_headers",
     "max_body_line_length",
     "auth_failure_delay",
+    "processes",
 )
 
 
@@ -766,6 +786,7 @@ class _Builder:
             ),
             auth_failure_delay=t.get("auth_failure_delay", _delay, DEFAULT_AUTH_FAILURE_DELAY),
             max_body_line_length=t.get("max_body_line_length", _body_line, DEFAULT_MAX_BODY_LINE),
+            processes=t.get("processes", _processes, 1),
         )
 
     def _submission(self, raw: object, smtp: SmtpConfig) -> SubmissionConfig:

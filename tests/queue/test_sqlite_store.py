@@ -1,19 +1,22 @@
-"""SqliteQueueStore against real files in tmp_path: durability, leases, recovery, two roles."""
+"""SqliteQueueStore against real files in tmp_path: durability, leases, recovery, roles, processes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +33,7 @@ SENDER = Address("sender", "example.test")
 ALICE = Address("alice", "example.test")
 BOB = Address("bob", "elsewhere.test")
 CHILD = Path(__file__).with_name("enqueue_until_killed.py")
+ACCEPTOR = Path(__file__).with_name("enqueue_as_acceptor.py")
 
 
 def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -69,6 +73,46 @@ def spool_files(data_dir: Path) -> list[str]:
 
 def tmp_files(data_dir: Path) -> list[str]:
     return sorted(p.name for p in (data_dir / "spool" / "tmp").iterdir())
+
+
+def lock_is_free(path: Path) -> bool:
+    """Whether a new open file description gets an exclusive flock on ``path`` right now."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+    return True
+
+
+@contextlib.contextmanager
+def holding_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` as another process would (it must be free now)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def descriptors_of(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+    return count
+
+
+def numbered_body(origin: str, number: int) -> bytes:
+    """Distinct per origin and number, 100 to 20,099 octets (some go to spool files)."""
+    seed = hashlib.sha256(f"{origin} {number}".encode()).digest()
+    size = 100 + (number * 7919) % 20_000
+    return (seed * (size // len(seed) + 1))[:size]
 
 
 # ---------------------------------------------------------------- the round trip
@@ -399,6 +443,78 @@ def test_admin_open_without_a_queue_fails_and_creates_nothing(tmp_path: Path) ->
     run(test)
 
 
+def test_acceptor_open_without_a_queue_fails_and_creates_nothing(tmp_path: Path) -> None:
+    async def test() -> None:
+        with pytest.raises(StorageError, match="no queue"):
+            await SqliteQueueStore(tmp_path / "typo", role="acceptor").open()
+        assert not (tmp_path / "typo").exists()
+        with pytest.raises(StorageError, match="no queue"):
+            await SqliteQueueStore(tmp_path, role="acceptor").open()  # the directory, no queue
+        assert list(tmp_path.iterdir()) == []
+
+    run(test)
+
+
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="acceptor"):
+        SqliteQueueStore(Path("unused"), role="reader")  # type: ignore[arg-type]
+
+
+def test_acceptor_opens_beside_the_server_holding_the_queue_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        now = time.time() + 1
+        server = SqliteQueueStore(tmp_path, memory_spool_limit=0)
+        await server.open()
+        try:
+            assert not lock_is_free(tmp_path / "queue.lock")
+            in_flight = await put(server, b"being delivered")
+            assert len(await server.claim_due(now, 10)) == 1
+            receiving = server.new_spool()
+            receiving.write(b"half received by the server")
+            [unfinished] = tmp_files(tmp_path)
+            async with opened(tmp_path, role="acceptor", memory_spool_limit=0) as acceptor:
+                assert acceptor.role == "acceptor"
+                assert tmp_files(tmp_path) == [unfinished]  # the acceptor cleaned nothing
+                queue_id = await put(acceptor, b"received by the acceptor")
+                assert spool_files(tmp_path) == sorted([in_flight, queue_id])
+                # The claim of the server's delivery in flight is untouched.
+                claimed = await server.claim_due(now, 10)
+                assert [m.queue_id for m in claimed] == [queue_id]
+                assert read_body(server, queue_id) == b"received by the acceptor"
+                await server.close()
+                # The acceptor holds no queue.lock: only the server did.
+                assert lock_is_free(tmp_path / "queue.lock")
+            receiving.discard()
+        finally:
+            await server.close()
+
+    run(test)
+
+
+def test_a_new_server_will_not_recover_while_acceptors_of_the_old_one_run(
+    tmp_path: Path,
+) -> None:
+    """Recovery deletes unreferenced spool files: not while an acceptor may own one."""
+
+    async def test() -> None:
+        async with opened(tmp_path):
+            pass  # the server made the queue
+        async with opened(tmp_path, role="acceptor", memory_spool_limit=0) as acceptor:
+            receiving = acceptor.new_spool()
+            receiving.write(b"x" * 100)  # a body on its way to the spool
+            with pytest.raises(StorageError, match="acceptor processes of an earlier server"):
+                await SqliteQueueStore(tmp_path).open()
+            assert lock_is_free(tmp_path / "queue.lock")  # the refused server let it go
+            queue_id = await put(acceptor, b"still stored by the acceptor")
+            receiving.discard()
+        async with opened(tmp_path) as server:  # the acceptor is gone: the server opens
+            assert read_body(server, queue_id) == b"still stored by the acceptor"
+
+    run(test)
+
+
 def test_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     async def test() -> None:
         async with opened(tmp_path):
@@ -406,6 +522,138 @@ def test_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
                 await SqliteQueueStore(tmp_path).open()
         async with opened(tmp_path):  # free again once the first one closed
             pass
+
+    run(test)
+
+
+# ---------------------------------------------------------------- several processes
+
+
+def test_acceptor_process_and_server_enqueue_together_and_every_message_is_stored(
+    tmp_path: Path,
+) -> None:
+    count = 200
+
+    async def enqueue_here(store: SqliteQueueStore) -> dict[str, str]:
+        numbers = iter(range(count))
+        ids: dict[str, str] = {}
+
+        async def sender() -> None:
+            for number in numbers:
+                body = numbered_body("server", number)
+                ids[await put(store, body)] = hashlib.sha256(body).hexdigest()
+
+        await asyncio.gather(*(sender() for _ in range(16)))
+        return ids
+
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=8 * 1024) as server:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ACCEPTOR),
+                str(tmp_path),
+                str(count),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert child.stdin is not None and child.stdout is not None
+            assert child.stderr is not None
+            ready = await child.stdout.readline()
+            if ready != b"ready\n":
+                await child.wait()
+                pytest.fail(f"acceptor did not start: {(await child.stderr.read()).decode()}")
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+            here = await enqueue_here(server)  # while the acceptor process enqueues
+            out, err = await child.communicate()
+            assert child.returncode == 0, err.decode()
+            there = dict(line.split() for line in out.decode().splitlines())
+
+            assert len(here) == count and len(there) == count
+            assert not set(here) & set(there)
+            assert {m.queue_id for m in await server.list()} == set(here) | set(there)
+            for queue_id, digest in {**here, **there}.items():
+                assert hashlib.sha256(read_body(server, queue_id)).hexdigest() == digest
+            assert tmp_files(tmp_path) == []
+
+    run(test)
+
+
+def test_reads_do_not_take_the_write_lock_and_writes_wait_for_it(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, b"before")
+            with holding_lock(tmp_path / "queue.write-lock"):
+                # Would never finish if reads took the lock (the timeout only turns
+                # that into a failure instead of a hang).
+                listed = await asyncio.wait_for(store.list(), 30)
+                assert [m.queue_id for m in listed] == [queue_id]
+                writing = asyncio.ensure_future(put(store, b"after"))
+                done, _ = await asyncio.wait({writing}, timeout=0.2)
+                assert not done  # it cannot commit while another process holds the lock
+            second = await asyncio.wait_for(writing, 30)
+            assert [m.queue_id for m in await store.list()] == [queue_id, second]
+
+    run(test)
+
+
+def test_write_lock_is_released_when_begin_fails(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, busy_timeout=0.05) as store:
+            # SQLite's write lock taken by a connection that ignores queue.write-lock.
+            other = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                with pytest.raises(StorageError, match="locked"):
+                    await put(store, b"cannot be stored")
+                assert lock_is_free(tmp_path / "queue.write-lock")
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            queue_id = await put(store, b"stored")
+            assert [m.queue_id for m in await store.list()] == [queue_id]
+
+    run(test)
+
+
+def test_write_lock_is_released_when_commit_fails(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            spool = tmp_path / "spool"
+            with holding_lock(tmp_path / "queue.write-lock"):
+                writing = asyncio.ensure_future(put(store, b"a body that goes to a spool file"))
+                # Wait until the body is sealed into spool/: the job is then at (or on its
+                # way to) the writer, which waits for the lock held here.
+                deadline = time.monotonic() + 30
+                while not spool_files(tmp_path) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert len(spool_files(tmp_path)) == 1
+                # Make the sync of spool/ before COMMIT fail.
+                spool.rename(tmp_path / "elsewhere")
+                spool.write_text("a file where the directory was")
+            with pytest.raises(StorageError):
+                await asyncio.wait_for(writing, 30)
+            assert lock_is_free(tmp_path / "queue.write-lock")
+            assert await store.list() == []
+
+    run(test)
+
+
+def test_closing_the_store_closes_the_write_lock(tmp_path: Path) -> None:
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    lock = tmp_path / "queue.write-lock"
+
+    async def test() -> None:
+        async with opened(tmp_path):
+            assert descriptors_of(lock) == 1
+            assert lock_is_free(lock)  # held only during write transactions
+            async with opened(tmp_path, role="acceptor"):
+                assert descriptors_of(lock) == 2
+            assert descriptors_of(lock) == 1
+        assert descriptors_of(lock) == 0
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
 
     run(test)
 

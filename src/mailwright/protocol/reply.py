@@ -8,7 +8,7 @@ server role speak about replies in one vocabulary.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _ENHANCED_PREFIX = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?: |$)")
@@ -21,6 +21,8 @@ class Reply:
     code: int
     enhanced: str | None
     lines: tuple[str, ...]
+    #: The wire form, made on first use: most replies are constants sent many times.
+    _wire: bytes | None = field(default=None, compare=False, repr=False)
 
     def __init__(self, code: int, enhanced: str | None, text: str | tuple[str, ...] | list[str]):
         if not 200 <= code <= 599:
@@ -40,6 +42,7 @@ class Reply:
         object.__setattr__(self, "code", code)
         object.__setattr__(self, "enhanced", enhanced)
         object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "_wire", None)
 
     @property
     def text(self) -> str:
@@ -63,6 +66,13 @@ class Reply:
 
     def format(self) -> bytes:
         """The wire form: ``250-first`` continuation lines, then ``250 last`` (RFC 5321 4.2.1)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._format()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _format(self) -> bytes:
         out = []
         last = len(self.lines) - 1
         prefix = f"{self.enhanced} " if self.enhanced else ""

@@ -14,13 +14,33 @@ import logging
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
+from mailwright.config import Config
 from mailwright.logfmt import kv
 from mailwright.protocol import replies
 from mailwright.protocol.reply import Reply
 from mailwright.server.session import ListenerKind, SessionServices, SmtpSession
 
 log = logging.getLogger("mailwright.smtpd")
+
+LISTEN_BACKLOG = 1024  # connections the kernel queues before we accept them
+
+
+def configured_endpoints(config: Config) -> tuple[tuple[ListenerKind, str, int], ...]:
+    """Every address to listen on, in the listener's order: SMTP, submission, implicit TLS."""
+    return (
+        *((ListenerKind.SMTP, host, port) for host, port in config.smtp.listen_endpoints),
+        *(
+            (ListenerKind.SUBMISSION, host, port)
+            for host, port in config.submission.listen_endpoints
+        ),
+        *(
+            (ListenerKind.IMPLICIT_TLS, host, port)
+            for host, port in config.submission.implicit_tls_endpoints
+        ),
+    )
 
 
 class SmtpListener:
@@ -33,7 +53,11 @@ class SmtpListener:
         *,
         submission: tuple[tuple[str, int], ...] = (),
         implicit_tls: tuple[tuple[str, int], ...] = (),
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
+        """``sockets``, when given, are already bound, one per endpoint in ``endpoints``
+        order (server/processes.py binds them for several processes); else each
+        endpoint is bound here."""
         if (submission or implicit_tls) and services.tls is None:
             raise ValueError("submission listeners need a TLS context")
         self.services = services
@@ -43,6 +67,9 @@ class SmtpListener:
             *((ListenerKind.SUBMISSION, host, port) for host, port in submission),
             *((ListenerKind.IMPLICIT_TLS, host, port) for host, port in implicit_tls),
         )
+        if sockets is not None and len(sockets) != len(self.endpoints):
+            raise ValueError("one bound socket per endpoint is needed")
+        self._sockets = sockets
         self.sessions: set[SmtpSession] = set()
         self._per_ip: Counter[str] = Counter()
         self._servers: list[tuple[ListenerKind, asyncio.Server]] = []
@@ -67,18 +94,21 @@ class SmtpListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         tls = self.services.tls
-        for kind, host, port in self.endpoints:
+        for index, (kind, host, port) in enumerate(self.endpoints):
             context: ssl.SSLContext | None = None
             handshake_timeout: float | None = None
             if tls is not None and kind is ListenerKind.IMPLICIT_TLS:
                 context, handshake_timeout = tls.listening, tls.handshake_timeout
+            where: dict[str, Any]
+            if self._sockets is not None:
+                where = {"sock": self._sockets[index]}
+            else:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                where = {"host": host, "port": port, "family": family, "reuse_address": True}
             server = await loop.create_server(
                 lambda kind=kind: self._new_session(kind),
-                host,
-                port,
-                family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                reuse_address=True,
-                backlog=1024,
+                **where,
+                backlog=LISTEN_BACKLOG,
                 ssl=context,
                 ssl_handshake_timeout=handshake_timeout,
             )

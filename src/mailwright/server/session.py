@@ -127,6 +127,22 @@ class SessionServices:
         self.password_checks = asyncio.Semaphore(MAX_CONCURRENT_PASSWORD_CHECKS)
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _received_date() -> str:
+    """RFC 5322 date of this second for the Received header, made once per second.
+
+    email.utils.format_datetime costs as much as parsing a command; a busy
+    server stamps many messages in the same second.
+    """
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, format_datetime(datetime.fromtimestamp(now, UTC)))
+    return _date_cache[1]
+
+
 class _HeaderScanner:
     """Counts Received: headers in the header section, for mail-loop detection (RFC 5321 6.3)."""
 
@@ -706,7 +722,7 @@ class SmtpSession(asyncio.Protocol):
             authenticated = "A" if self.authenticated_user else ""
             protocol += secured + authenticated
         helo = self.conn.helo_name or "unknown"
-        stamp = format_datetime(datetime.now(UTC))
+        stamp = _received_date()
         rcpt = f"\r\n\tfor <{txn.recipients[0]}>" if len(txn.recipients) == 1 else ""
         header = (
             f"Received: from {helo} ([{self.peer_host}])\r\n"
