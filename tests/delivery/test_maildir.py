@@ -107,3 +107,31 @@ def test_missing_new_directory_is_created_again(tmp_path: Path) -> None:
     path = deliver_to_maildir(tmp_path, io.BytesIO(b"second"), prefix=b"", hostname="mx.test")
 
     assert path.read_bytes() == b"second"
+
+
+def test_maildir_writes_run_in_a_few_threads_below_receiving_priority(
+    server_factory,
+) -> None:
+    """[delivery] local_concurrency threads write Maildirs, niced so receiving goes first."""
+    import smtplib
+    import threading
+
+    from mailwright.delivery.worker import MAILDIR_THREAD_NICENESS
+    from tests.conftest import maildir_messages, wait_for
+
+    before = set(threading.enumerate())  # writers of other tests' servers are not ours
+    server = server_factory("[delivery]\nlocal_concurrency = 2\n")
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        for n in range(6):
+            client.sendmail("x@example.test", ["team@example.test"], f"Subject: {n}\r\n\r\nhi\r\n")
+    data = server.config.data_dir
+    wait_for(lambda: len(maildir_messages(data, "alice@example.test")) == 6)
+    wait_for(lambda: len(maildir_messages(data, "dave@example.test")) == 6)
+    writers = [
+        t for t in set(threading.enumerate()) - before if t.name.startswith("mailwright-maildir")
+    ]
+    assert 1 <= len(writers) <= 2
+    for thread in writers:
+        niceness = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        assert niceness == min(base + MAILDIR_THREAD_NICENESS, 19)

@@ -9,8 +9,11 @@ message and reported to the sender in one bounce (dsn.py).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -63,6 +66,23 @@ class Bouncer(Protocol):
         """Tell the sender (once per message) about recipients that failed for good."""
 
 
+#: Niceness of the threads that write Maildirs (Linux: per thread).  Making a
+#: file costs the kernel far more CPU than receiving a message (a millisecond
+#: per new inode on some virtual disks): at equal priority a burst of local
+#: mail is received at the pace it is delivered.  Lower priority lets the
+#: server take the burst first (each message already safe in the queue) and
+#: deliver it as soon as the CPU is free; idle CPU is used all the same.
+MAILDIR_THREAD_NICENESS = 10  # added to the process's own
+
+
+def _yield_to_receiving() -> None:
+    """Thread initializer: this thread's niceness + MAILDIR_THREAD_NICENESS (at most 19)."""
+    with contextlib.suppress(OSError, AttributeError):
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + MAILDIR_THREAD_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -85,6 +105,11 @@ class DeliveryWorker:
         self._syncer = DirectorySyncer()  # one new/ fsync for concurrent deliveries
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
+        self._maildir_threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.delivery.local_concurrency,
+            thread_name_prefix="mailwright-maildir",
+            initializer=_yield_to_receiving,
+        )
 
     def wake(self, queue_id: str | None = None) -> None:
         self._wakeup.set()
@@ -143,13 +168,16 @@ class DeliveryWorker:
             self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
+        self._maildir_threads.shutdown(wait=False)
 
     async def _deliver_message(self, message: QueuedMessage) -> None:
         local = [r for r in message.recipients if r.target.local]
         remote = [r for r in message.recipients if not r.target.local]
         attempts: dict[int, Attempt] = {}
         for rcpt in local:
-            attempts[rcpt.index] = await asyncio.to_thread(self._deliver_local, message, rcpt)
+            attempts[rcpt.index] = await asyncio.get_running_loop().run_in_executor(
+                self._maildir_threads, self._deliver_local, message, rcpt
+            )
         if remote:
             if self.remote is None:
                 for rcpt in remote:
