@@ -46,6 +46,7 @@ class App:
         role: AppRole = "server",
         sockets: Sequence[socket.socket] | None = None,
         wake_fd: int | None = None,
+        receive: bool = True,
     ) -> None:
         """``sockets``: pre-bound listening sockets (else the listener binds its own).
         ``wake_fd``: a pipe to the server process: its read end for the server role
@@ -53,6 +54,7 @@ class App:
         byte after each message it queued)."""
         self.config = config
         self.role = role
+        self.receive = receive
         self._wake_fd = wake_fd
         self.store = SqliteQueueStore(
             config.data_dir, role="server" if role == "server" else "acceptor"
@@ -88,7 +90,8 @@ class App:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        await self.listener.start()
+        if self.receive:
+            await self.listener.start()
         if self.role == "server":
             if self._wake_fd is not None:
                 asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)

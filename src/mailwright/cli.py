@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from mailwright.errors import ConfigError
+from mailwright.errors import ConfigError, StorageError
 
 EXIT_USAGE = 2
 
@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             return Supervisor(config, _run_async).run()
         _run_async(App(config).serve_forever())
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         print(f"mailwright: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -88,7 +88,7 @@ def start(tmp_path: Path, text: str = CONFIG) -> ServerProcess:
     server = ServerProcess(config)
     # The supervisor logs event=processes once the acceptors were started.
     wait_for(lambda: "event=processes count=2" in server.log())
-    wait_for(lambda: server.log().count("event=started") == 2)
+    wait_for(lambda: server.log().count("event=started") == 3)  # the server, 2 acceptors
     return server
 
 
@@ -111,13 +111,14 @@ def test_connections_are_spread_and_every_message_is_delivered(tmp_path: Path) -
     server = start(tmp_path)
     try:
         workers = children(server.proc.pid)
-        assert len(workers) == 2
+        assert len(workers) == 3
+        receiving = workers - {pid_of(server, "server")}  # the server process only delivers
         # Hold 16 connections open at once, then see which process has each.
         held = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(16)]
         for conn in held:
             assert conn.recv(1024).startswith(b"220")
         connections = established_inodes(server.port)
-        per_process = {pid: len(sockets_of(pid) & connections) for pid in workers}
+        per_process = {pid: len(sockets_of(pid) & connections) for pid in receiving}
         assert sum(per_process.values()) == 16
         assert all(count > 0 for count in per_process.values()), per_process
         for conn in held:
@@ -150,8 +151,8 @@ def test_a_killed_acceptor_is_started_again(tmp_path: Path) -> None:
         os.kill(acceptor, signal.SIGKILL)
         replacement = wait_for(lambda: (children(server.proc.pid) - first) or None)
         assert len(replacement) == 1 and acceptor not in children(server.proc.pid)
-        assert "event=process-exited index=1" in server.log()
-        wait_for(lambda: server.log().count("event=started") == 3)
+        assert re.search(rf"event=process-exited index=[12] pid={acceptor} ", server.log())
+        wait_for(lambda: server.log().count("event=started") == 4)
         for n in range(10):
             send(server, n)
         wait_for(lambda: len(maildir_messages(tmp_path / "data", "u@example.test")) == 10)
@@ -181,3 +182,29 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     finally:
         again.proc.send_signal(signal.SIGTERM)
         assert again.wait() == 0
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_second_server_on_the_same_queue_exits_1_with_one_line(
+    tmp_path: Path, processes: int
+) -> None:
+    import subprocess
+    import sys
+
+    first = start(tmp_path)
+    try:
+        config = tmp_path / "second.toml"
+        config.write_text(CONFIG.replace("processes = 2", f"processes = {processes}"))
+        result = subprocess.run(
+            [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
+        assert len(errors) == 1 and "another mailwright server" in errors[0]
+        assert "Traceback" not in result.stderr
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait() == 0

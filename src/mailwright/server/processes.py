@@ -2,18 +2,20 @@
 
 One asyncio process runs Python on one core at a time; on a busy server that
 core is the limit while the others idle.  With ``[smtp] processes = N`` (or
-"auto"), ``mailwright serve`` becomes a small supervisor that, before any
-thread or event loop exists:
+"auto": one per core), ``mailwright serve`` becomes a small supervisor that,
+before any thread or event loop exists:
 
 1. binds every listening address N times with SO_REUSEPORT, so the kernel
-   spreads new connections over N sockets (one per process) instead of waking
-   every process for each one;
-2. forks process 0, the *server*: it holds ``queue.lock``, recovers the queue,
-   runs delivery and also accepts connections;
-3. once the server has opened the queue, forks processes 1..N-1, the
-   *acceptors*: they accept and enqueue only (queue role "acceptor", which
-   shares the SQLite queue through its cross-process write lock) and write
-   one byte into a pipe after each message to wake the server's delivery.
+   spreads new connections over N sockets (one per receiving process)
+   instead of waking every process for each one;
+2. forks the *server* process: it holds ``queue.lock``, recovers the queue
+   and delivers; it takes no connections, so receiving never waits behind
+   delivery work in one event loop (measured: with the server also receiving,
+   its half of the sessions ran slower and delivery fell further behind);
+3. once the server has opened the queue, forks N *acceptors*: they receive
+   and enqueue only (queue role "acceptor", which shares the SQLite queue
+   through its cross-process write lock) and write one byte into a pipe
+   after each message to wake the server's delivery.
 
 The supervisor then only waits: SIGTERM, SIGINT and SIGHUP are passed on to
 every process (each shuts down gracefully, or re-reads its TLS files).  An
@@ -40,6 +42,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mailwright.config import Config
+from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.server.listener import configured_endpoints
 
@@ -127,6 +130,8 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             _die_with_parent(supervisor)
             code = self._child(index, ready_fd)
+        except (OSError, StorageError) as exc:  # e.g. the queue is held by another server
+            print(f"mailwright: cannot start: {exc}", file=sys.stderr)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -139,7 +144,7 @@ class Supervisor:
         mine = []
         for group in self._groups:
             for position, sock in enumerate(group):
-                if position == index:
+                if position == index - 1:  # acceptor i takes copy i-1; the server none
                     mine.append(sock)
                 else:
                     sock.close()
@@ -148,7 +153,8 @@ class Supervisor:
         app = App(
             self.config,
             role="server" if server else "acceptor",
-            sockets=mine,
+            sockets=None if server else mine,
+            receive=not server,
             wake_fd=self._wake_read if server else self._wake_write,
         )
         self._run_loop(app.serve_forever(ready_fd))
@@ -170,7 +176,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGHUP, self._pass_on)
-        for index in range(1, self.count):
+        for index in range(1, self.count + 1):
             self._fork(index, None)
         log.info(kv(event="processes", count=self.count, supervisor=os.getpid()))
         return self._wait()
