@@ -108,6 +108,7 @@ class SinkServer:
         self.default = Behaviour()
         self.messages: list[ReceivedMessage] = []
         self.connections = 0
+        self.hang_up_next = False
         self._script: deque[Behaviour] = deque()
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
@@ -147,6 +148,12 @@ class SinkServer:
             if not self._changed.wait_for(lambda: len(self.messages) >= n, timeout):
                 raise AssertionError(f"{len(self.messages)} messages after {timeout}s, not {n}")
             return list(self.messages)
+
+    def hang_up_at_next_command(self) -> None:
+        """The next command on any open connection is met by a hang-up, no reply: as when
+        a server closed an idle connection just as the client used it again."""
+        with self._changed:
+            self.hang_up_next = True
 
     def stop(self) -> None:
         if self._loop.is_closed():
@@ -282,6 +289,11 @@ class _SinkSession:
     def _answer(self, event: Event) -> Answer | None:
         b = self.behaviour
         conn = self.conn
+        if not isinstance(event, BodyChunk):
+            with self.sink._changed:
+                hang_up, self.sink.hang_up_next = self.sink.hang_up_next, False
+            if hang_up:
+                return HANG_UP
         match event:
             case BodyChunk(data=data):
                 if self.transaction is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import logging
 import smtplib
 import subprocess
 import sys
@@ -366,3 +367,25 @@ def test_one_connection_carries_several_messages_to_the_same_host(server_factory
         sink.wait_for_messages(i + 1)
     assert sink.connections == 1
     assert [m.body.rsplit(b"Subject: ", 1)[1][:2] for m in sink.messages] == [b"n0", b"n1", b"n2"]
+
+
+def test_a_kept_connection_closed_by_the_peer_is_replaced_without_a_deferral(
+    server_factory, sink: SinkServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The RSET before a reused connection's transaction rides in its pipelined write;
+    if the peer hangs up on it unanswered, a new connection carries the message at once."""
+    caplog.set_level(logging.INFO, logger="mailwright.delivery")
+    server = server_factory(routed(sink))
+    send(server, "sender@remote.test", ["bob@example.test"], "Subject: n0\r\n\r\nb\r\n")
+    sink.wait_for_messages(1)
+    sink.hang_up_at_next_command()
+    send(server, "sender@remote.test", ["bob@example.test"], "Subject: n1\r\n\r\nb\r\n")
+    sink.wait_for_messages(2)
+    assert sink.connections == 2
+
+    def outcomes() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "event=delivery " in r.getMessage()]
+
+    wait_for(lambda: len(outcomes()) >= 2)  # logged once the result is recorded
+    assert all("status=sent" in line for line in outcomes()), outcomes()
+    assert [m.body.rsplit(b"Subject: ", 1)[1][:2] for m in sink.messages] == [b"n0", b"n1"]

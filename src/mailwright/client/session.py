@@ -146,6 +146,9 @@ class SmtpClient:
         self.ehlo_reply: Reply | None = None  # the latest EHLO or HELO reply
         self._last_reply: Reply | None = None
         self._needs_rset = False  # the last transaction ended without its end-of-data reply
+        #: Replies read on this connection so far; unchanged across a failed transaction
+        #: means the server answered none of it (so it accepted nothing of it).
+        self.replies_read = 0
 
     async def __aenter__(self) -> SmtpClient:
         return self
@@ -334,6 +337,15 @@ class SmtpClient:
         await self._write(line, self.timeouts.command)
         return (await self._read_reply(self.timeouts.command)).reply
 
+    def reset_before_next(self) -> None:
+        """Send RSET before the next transaction: in the same write when PIPELINING.
+
+        For a connection kept for reuse: the RSET costs no round trip of its
+        own, and if the server closed the connection meanwhile, the next
+        transaction fails before any reply (see ``replies_read``).
+        """
+        self._needs_rset = True
+
     async def rset(self) -> Reply:
         reply = await self._command(self._conn.rset())
         if reply.code == 250:
@@ -450,6 +462,7 @@ class SmtpClient:
                 for line in event.lines:
                     self._note("S", line)
                 self._last_reply = event.reply
+                self.replies_read += 1
                 return event
             if isinstance(event, ConnectionClosed):
                 raise ConnectionLost(

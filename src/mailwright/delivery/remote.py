@@ -30,7 +30,7 @@ from mailwright.client import (
 from mailwright.config import Config
 from mailwright.delivery.routes import NextHop, RouteResolver
 from mailwright.delivery.worker import Attempt
-from mailwright.errors import DeliveryError, MailwrightError
+from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
@@ -159,27 +159,33 @@ class SmtpDeliverer:
     ) -> TransactionResult:
         key = (hop.address, hop.port, mode)
         idle = self.pool.take(key)
-        client: SmtpClient | None = None
-        used = 0
         if idle is not None:
-            try:
-                await idle.client.rset()
-                client, used = idle.client, idle.used
-            except MailwrightError:
-                await idle.client.close()
-        if client is None:
-            client = await self._open(hop, mode)
+            # RSET goes in front of the transaction's pipelined commands: no round trip.
+            idle.client.reset_before_next()
+            client, used = idle.client, idle.used
+        else:
+            client, used = await self._open(hop, mode), 0
         body = await asyncio.to_thread(self.store.open_body, message.queue_id)
         try:
-            result = await client.send_transaction(
-                message.sender,
-                [r.target.address for r in rcpts],
-                body,
-                size=message.size,
-            )
-        except SmtpClientError as exc:
-            await client.close()
-            raise _HostFailed(_reply_of(exc)) from None
+            while True:
+                replies_before = client.replies_read
+                try:
+                    result = await client.send_transaction(
+                        message.sender,
+                        [r.target.address for r in rcpts],
+                        body,
+                        size=message.size,
+                    )
+                    break
+                except SmtpClientError as exc:
+                    await client.close()
+                    if idle is None or client.replies_read != replies_before:
+                        raise _HostFailed(_reply_of(exc)) from None
+                    # The kept connection had been closed by the server: it answered
+                    # nothing of this transaction, so it took nothing. A new one.
+                    idle = None
+                    body.seek(0)
+                    client, used = await self._open(hop, mode), 0
         finally:
             body.close()
         if result.mail.is_transient and not result.accepted:
