@@ -83,6 +83,7 @@ def profile(
                         "record",
                         "--pid",
                         str(server.pid),
+                        "--subprocesses",  # with [smtp] processes, the work is in children
                         "--duration",
                         str(int(seconds)),
                         "--rate",
@@ -117,7 +118,9 @@ def _is_wrapper(frame: str) -> bool:
 def _thread(frames: list[str]) -> str:
     """A thread's role, from its stack (names of executor threads differ by loop)."""
     if any("cmd_serve" in f for f in frames):
-        return "event loop (main thread)"
+        if any(f.startswith(("DeliveryWorker.", "SmtpDeliverer.")) for f in frames):
+            return "event loop, delivering"
+        return "event loop, receiving (main thread)"
     if any(f.startswith("_Writer._run ") for f in frames):
         return "queue writer thread"
     if any(f.startswith("_worker (concurrent/futures") for f in frames):
@@ -138,7 +141,7 @@ def summarize(raw: Path, mode: str, top: int = 20) -> str:
         if not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith("thread (")]
+        frames = [f for f in stack.split(";") if not f.startswith(("thread (", "process "))]
         if not frames:
             continue
         total += n

@@ -647,11 +647,11 @@ def test_closing_the_store_closes_the_write_lock(tmp_path: Path) -> None:
 
     async def test() -> None:
         async with opened(tmp_path):
-            assert descriptors_of(lock) == 1
+            assert descriptors_of(lock) == 2  # the writer's and the checkpointer's
             assert lock_is_free(lock)  # held only during write transactions
             async with opened(tmp_path, role="acceptor"):
-                assert descriptors_of(lock) == 2
-            assert descriptors_of(lock) == 1
+                assert descriptors_of(lock) == 3
+            assert descriptors_of(lock) == 2
         assert descriptors_of(lock) == 0
         assert stat.S_IMODE(lock.stat().st_mode) == 0o600
 
@@ -814,3 +814,27 @@ def test_operations_on_a_closed_store_raise_storage_error(tmp_path: Path) -> Non
             await store.claim_due(time.time(), 1)
 
     run(test)
+
+
+def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+    """Commits leave checkpoints to the server's checkpointer thread: the pages reach
+    the database file without any commit crossing SQLite's automatic mark."""
+    from mailwright.queue import sqlite as module
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            database = tmp_path / "queue.sqlite3"
+            before = database.stat().st_size
+            ids = [await put(store, bytes([65 + n]) * 200_000) for n in range(10)]
+            # 2 MB of WAL: far below the automatic mark, so only the checkpointer
+            # can bring it into the database file.
+            assert module.WAL_AUTOCHECKPOINT_PAGES * 4096 > 10 * 200_000
+            for _ in range(400):  # up to 20 s; the checkpointer runs every 0.5 s
+                if database.stat().st_size > before + 10 * 200_000:
+                    break
+                await asyncio.sleep(0.05)
+            assert database.stat().st_size > before + 10 * 200_000
+            assert read_body(store, ids[-1]) == b"J" * 200_000
+
+    run(test)
+
