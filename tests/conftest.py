@@ -238,7 +238,11 @@ class ServerProcess:
             m = pattern.search(text)
             return (m.group(1).decode(), int(m.group(2))) if m else None
 
-        self.host, self.port = wait_for(listening, timeout=30)  # type: ignore[misc]
+        try:
+            self.host, self.port = wait_for(listening, timeout=30)  # type: ignore[misc]
+        except BaseException:
+            self.kill()  # never leave a half-started server behind a failed test
+            raise
 
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")

@@ -13,6 +13,7 @@ import signal
 import smtplib
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,24 @@ def sockets_of(pid: int) -> set[str]:
     return inodes
 
 
+@pytest.fixture(autouse=True)
+def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a test does or fails to do, no server process outlives it."""
+    yield
+    for server in STARTED:
+        if server.proc.poll() is None:
+            server.kill()  # the children get SIGTERM from the kernel (PDEATHSIG)
+    STARTED.clear()
+
+
+STARTED: list[ServerProcess] = []
+
+
 def start(tmp_path: Path, text: str = CONFIG) -> ServerProcess:
     config = tmp_path / "mailwright.toml"
     config.write_text(text)
     server = ServerProcess(config)
+    STARTED.append(server)
     # The supervisor logs event=processes once the acceptors were started.
     wait_for(lambda: "event=processes count=2" in server.log())
     wait_for(lambda: server.log().count("event=started") == 3)  # the server, 2 acceptors
@@ -176,6 +191,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     wait_for(lambda: not any(alive(pid) for pid in workers))
     # The port is free again and the queue can be opened by a new server.
     again = ServerProcess(tmp_path / "mailwright.toml")
+    STARTED.append(again)
     try:
         send(again, 1)
         wait_for(lambda: maildir_messages(tmp_path / "data", "u@example.test"))
