@@ -422,12 +422,17 @@ class SmtpClient:
             return TransactionResult(mail, rcpts, data, None)
         conn = self._conn
         total = 0
+        # The last piece of the body leaves in one write with the final dot: a small
+        # message costs one write() instead of two.
+        held = b""
         async for chunk in _chunks(body, BODY_CHUNK_SIZE):
             total += len(chunk)
-            await self._write(conn.body(chunk), self.timeouts.data_block)
+            if held:
+                await self._write(held, self.timeouts.data_block)
+            held = conn.body(chunk)
         self._note("C", f"[message body, {total} octets]")
         self._note("C", ".")
-        await self._write(conn.end_body(), self.timeouts.data_block)
+        await self._write(held + conn.end_body(), self.timeouts.data_block)
         end = (await self._read_reply(self.timeouts.end_of_data)).reply
         self._needs_rset = False  # the end of data ends the transaction, whatever the reply
         return TransactionResult(mail, rcpts, data, end)
