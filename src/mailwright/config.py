@@ -42,7 +42,10 @@ DEFAULT_MAX_BODY_LINE = 0  # octets per message line; 0 accepts any length (neve
 DEFAULT_MAX_RECEIVED_HEADERS = 30  # loop detection, RFC 5321 6.3
 DEFAULT_LOCAL_DOMAINS = ("localhost",)
 DEFAULT_DELIVERY_PORT = 25
-DEFAULT_DELIVERY_CONCURRENCY = 20
+#: Messages in delivery at once (Postfix's default_process_limit is 100 too).  A
+#: relay is bound by round trips and commits, not CPU: with 20, relayed mail left
+#: at 60 % of the rate it came in on the benchmark; with 100, as fast as it came.
+DEFAULT_DELIVERY_CONCURRENCY = 100
 #: Maildir writes at once: making files is disk- and kernel-bound, and more
 #: writers in parallel finish a backlog no sooner (docs/performance.md) while
 #: taking CPU and fsyncs from the sessions receiving mail.
