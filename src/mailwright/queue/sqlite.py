@@ -1107,13 +1107,7 @@ class SqliteQueueStore:
                 self._acceptor_fd = _hold_shared(self._data_dir / ACCEPTORS_LOCK_NAME)
             mode = "rw"
         try:
-            connection = sqlite3.connect(
-                f"file:{quote(str(self._database))}?mode={mode}",
-                uri=True,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=True,
-            )
+            connection = self._open_connection(mode)
             try:
                 journal = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(journal).lower() != "wal":
@@ -1133,16 +1127,20 @@ class SqliteQueueStore:
             raise
         return connection
 
-    def _checkpoint_connection(self) -> sqlite3.Connection:
-        """The checkpointer's connection: read-write, synchronous=FULL (the database's
-        fsync after copying belongs to the checkpoint)."""
-        connection = sqlite3.connect(
-            f"file:{quote(str(self._database))}?mode=rw",
+    def _open_connection(self, mode: str) -> sqlite3.Connection:
+        """A connection for one thread, in autocommit (transactions are explicit)."""
+        return sqlite3.connect(
+            f"file:{quote(str(self._database))}?mode={mode}",
             uri=True,
             timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=True,
         )
+
+    def _checkpoint_connection(self) -> sqlite3.Connection:
+        """The checkpointer's connection: read-write, synchronous=FULL (the database's
+        fsync after copying belongs to the checkpoint)."""
+        connection = self._open_connection("rw")
         connection.execute("PRAGMA synchronous=FULL")
         return connection
 
