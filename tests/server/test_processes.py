@@ -224,3 +224,28 @@ def test_a_second_server_on_the_same_queue_exits_1_with_one_line(
     finally:
         first.proc.send_signal(signal.SIGTERM)
         assert first.wait() == 0
+
+
+def test_a_second_server_cannot_share_the_port_of_a_running_one(tmp_path: Path) -> None:
+    """SO_REUSEPORT must not let a second instance take half the connections."""
+    import subprocess
+    import sys
+
+    first = start(tmp_path)
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        config = other / "mailwright.toml"
+        config.write_text(CONFIG.replace("127.0.0.1:0", f"127.0.0.1:{first.port}"))
+        result = subprocess.run(
+            [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        assert "cannot start" in result.stderr and "in use" in result.stderr
+        assert not (other / "data").exists()  # it stopped before touching a queue
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait() == 0

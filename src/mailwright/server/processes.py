@@ -66,6 +66,8 @@ def bind_sockets(endpoints: Sequence[tuple[str, int]], copies: int) -> list[list
     try:
         for host, port in endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            if port:
+                _refuse_if_taken(family, host, port)
             group: list[socket.socket] = []
             groups.append(group)
             for _ in range(copies):
@@ -83,6 +85,21 @@ def bind_sockets(endpoints: Sequence[tuple[str, int]], copies: int) -> list[list
                 sock.close()
         raise
     return groups
+
+
+def _refuse_if_taken(family: socket.AddressFamily, host: str, port: int) -> None:
+    """OSError (address in use) when something already listens on (host, port).
+
+    SO_REUSEPORT lets any process of the same user bind a port that sockets
+    with that option hold: a second mailwright started by mistake would share
+    the port with the first and take half its connections, into another
+    queue.  A plain bind first fails as a single process's would.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((host, port))
 
 
 def _die_with_parent(parent: int) -> None:
