@@ -12,6 +12,8 @@ import re
 import signal
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,23 +202,25 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         assert again.wait() == 0
 
 
+def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """``mailwright serve`` expected to refuse to start: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_second_server_on_the_same_queue_exits_1_with_one_line(
     tmp_path: Path, processes: int
 ) -> None:
-    import subprocess
-    import sys
-
     first = start(tmp_path)
     try:
         config = tmp_path / "second.toml"
         config.write_text(CONFIG.replace("processes = 2", f"processes = {processes}"))
-        result = subprocess.run(
-            [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = serve_once(config)
         assert result.returncode == 1
         errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
         assert len(errors) == 1 and "another mailwright server" in errors[0]
@@ -228,21 +232,13 @@ def test_a_second_server_on_the_same_queue_exits_1_with_one_line(
 
 def test_a_second_server_cannot_share_the_port_of_a_running_one(tmp_path: Path) -> None:
     """SO_REUSEPORT must not let a second instance take half the connections."""
-    import subprocess
-    import sys
-
     first = start(tmp_path)
     try:
         other = tmp_path / "other"
         other.mkdir()
         config = other / "mailwright.toml"
         config.write_text(CONFIG.replace("127.0.0.1:0", f"127.0.0.1:{first.port}"))
-        result = subprocess.run(
-            [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = serve_once(config)
         assert result.returncode == 1
         assert "cannot start" in result.stderr and "in use" in result.stderr
         assert not (other / "data").exists()  # it stopped before touching a queue
