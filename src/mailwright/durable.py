@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 
-def fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path | str) -> None:
     """Make a directory's entries (creations, renames) durable: fsync the directory itself."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -47,11 +47,11 @@ class DirectorySyncer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._states: dict[Path, _SyncState] = {}
+        self._states: dict[str, _SyncState] = {}
 
-    def sync(self, path: Path) -> None:
+    def sync(self, path: Path | str) -> None:
         with self._lock:
-            state = self._states.setdefault(path, _SyncState())
+            state = self._states.setdefault(os.fspath(path), _SyncState())
         with state.condition:
             state.requested += 1
             mine = state.requested
@@ -74,8 +74,7 @@ class DirectorySyncer:
                 state.completed = max(state.completed, covers)
                 state.condition.notify_all()
 
-
-    def _fsync(self, path: Path) -> None:
+    def _fsync(self, path: Path | str) -> None:
         fsync_directory(path)
 
 

@@ -16,13 +16,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from mailwright.durable import DirectorySyncer, fsync_directory, make_directories
 from mailwright.errors import StorageError
 
-__all__ = ["DEFAULT_COPY_CHUNK_SIZE", "deliver_to_maildir", "maildir_unique_name"]
+__all__ = [
+    "DEFAULT_COPY_CHUNK_SIZE",
+    "deliver_to_maildir",
+    "maildir_unique_name",
+    "sync_new_messages",
+    "write_to_maildir",
+]
 
 #: Bytes read from the queued body per copy step: memory stays bounded whatever the size.
 DEFAULT_COPY_CHUNK_SIZE = 256 * 1024
@@ -77,16 +84,51 @@ def deliver_to_maildir(
     returns the message survives a crash.  On any error the partial file is
     removed and StorageError is raised (the worker then defers the recipient).
     """
+    new_path = write_to_maildir(
+        mailbox_dir,
+        body,
+        prefix=prefix,
+        hostname=hostname,
+        sequence=sequence,
+        chunk_size=chunk_size,
+    )
+    sync_new_messages(os.path.dirname(new_path), [new_path], syncer)
+    return Path(new_path)
+
+
+def write_to_maildir(
+    mailbox_dir: Path | str,
+    body: BinaryIO,
+    *,
+    prefix: bytes,
+    hostname: str,
+    sequence: int | None = None,
+    chunk_size: int = DEFAULT_COPY_CHUNK_SIZE,
+    directories_exist: bool = False,
+) -> str:
+    """deliver_to_maildir without its last step: new/ is not synced yet.  Returns the new path.
+
+    The message is complete and synced, and renamed into new/, but the rename
+    itself is durable only once the caller has called sync_new_messages(): a
+    batch of deliveries into one Maildir then shares one directory fsync.
+    ``directories_exist`` skips checking for tmp/, new/ and cur/ (a caller that
+    delivered there before); if tmp/ is gone after all, they are made again.
+    Paths are strings here: pathlib's objects cost more than the syscalls.
+    """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive: {chunk_size}")
+    mailbox_dir = os.fspath(mailbox_dir)
+    if not directories_exist:
+        _make_maildir(mailbox_dir)
+    tmp_dir = os.path.join(mailbox_dir, "tmp")
     try:
-        for name in _SUBDIRECTORIES:
-            make_directories(mailbox_dir / name, DIRECTORY_MODE)
-    except OSError as exc:
-        raise StorageError(f"cannot create Maildir {mailbox_dir}: {exc}") from exc
-
-    tmp_path, fd = _create_unique(mailbox_dir / "tmp", hostname, sequence)
-    new_path = mailbox_dir / "new" / tmp_path.name
+        tmp_path, fd = _create_unique(tmp_dir, hostname, sequence)
+    except FileNotFoundError:
+        if not directories_exist:
+            raise StorageError(f"cannot create a file in {tmp_dir}: it vanished") from None
+        _make_maildir(mailbox_dir)
+        tmp_path, fd = _create_unique(tmp_dir, hostname, sequence)
+    new_path = os.path.join(mailbox_dir, "new", os.path.basename(tmp_path))
     try:
         with open(fd, "wb", closefd=True) as out:
             out.write(prefix)
@@ -101,22 +143,43 @@ def deliver_to_maildir(
         if isinstance(exc, StorageError) or not isinstance(exc, Exception):
             raise
         raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
-    try:
-        if syncer is not None:
-            syncer.sync(new_path.parent)  # shared with concurrent deliveries
-        else:
-            fsync_directory(new_path.parent)
-    except OSError as exc:
-        # The rename may not be durable: take the message back so that the
-        # retry this error causes does not leave a duplicate.
-        with contextlib.suppress(OSError):
-            os.unlink(new_path)
-        raise StorageError(f"cannot sync {new_path.parent}: {exc}") from exc
     return new_path
 
 
-def _create_unique(tmp_dir: Path, hostname: str, sequence: int | None) -> tuple[Path, int]:
-    """Open a new file in tmp/ under a fresh Maildir name (O_EXCL: never reuse one)."""
+def _make_maildir(mailbox_dir: str) -> None:
+    try:
+        for name in _SUBDIRECTORIES:
+            make_directories(Path(mailbox_dir, name), DIRECTORY_MODE)
+    except OSError as exc:
+        raise StorageError(f"cannot create Maildir {mailbox_dir}: {exc}") from exc
+
+
+def sync_new_messages(
+    new_dir: Path | str, new_paths: Sequence[Path | str], syncer: DirectorySyncer | None = None
+) -> None:
+    """Make the renames of ``new_paths`` into ``new_dir`` durable with one directory fsync.
+
+    When the fsync fails the renames may not be durable: the messages are taken
+    back (unlinked) so that the retry this error causes leaves no duplicate,
+    and StorageError is raised.
+    """
+    try:
+        if syncer is not None:
+            syncer.sync(new_dir)  # shared with concurrent deliveries
+        else:
+            fsync_directory(new_dir)
+    except OSError as exc:
+        for path in new_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise StorageError(f"cannot sync {new_dir}: {exc}") from exc
+
+
+def _create_unique(tmp_dir: str, hostname: str, sequence: int | None) -> tuple[str, int]:
+    """Open a new file in tmp/ under a fresh Maildir name (O_EXCL: never reuse one).
+
+    FileNotFoundError (tmp/ itself is missing) is left to the caller.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     last_error: OSError | None = None
     for _ in range(MAX_NAME_ATTEMPTS):
@@ -127,11 +190,13 @@ def _create_unique(tmp_dir: Path, hostname: str, sequence: int | None) -> tuple[
             random_hex=os.urandom(8).hex(),
             sequence=sequence,
         )
-        path = tmp_dir / name
+        path = os.path.join(tmp_dir, name)
         try:
             return path, os.open(path, flags, MESSAGE_MODE)
         except FileExistsError as exc:
             last_error = exc
+        except FileNotFoundError:
+            raise
         except OSError as exc:
             raise StorageError(f"cannot create a file in {tmp_dir}: {exc}") from exc
     raise StorageError(f"no unused file name in {tmp_dir}: {last_error}")

@@ -28,8 +28,8 @@ from mailwright.client import (
     opportunistic_tls_context,
 )
 from mailwright.config import Config
+from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.routes import NextHop, RouteResolver
-from mailwright.delivery.worker import Attempt
 from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
 from mailwright.protocol.reply import Reply

@@ -9,23 +9,19 @@ message and reported to the sender in one bounce (dsn.py).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailwright.config import Config
+from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.dsn import FailedRecipient
-from mailwright.delivery.maildir import deliver_to_maildir
+from mailwright.delivery.local import LocalDelivery
 from mailwright.delivery.schedule import next_attempt
-from mailwright.durable import DirectorySyncer
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
-from mailwright.policy.routing import mailbox_path
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
@@ -40,18 +36,6 @@ POLL_INTERVAL = 5.0  # seconds between looks at the queue when nobody wakes us
 CLAIM_BATCH = 100  # messages claimed at once
 
 
-class Attempt:
-    """The outcome of delivering to one recipient, before scheduling."""
-
-    __slots__ = ("permanent", "relay", "reply", "success")
-
-    def __init__(self, *, success: bool, permanent: bool, reply: str, relay: str = "") -> None:
-        self.success = success
-        self.permanent = permanent
-        self.reply = reply
-        self.relay = relay
-
-
 class RemoteDeliverer(Protocol):
     """Delivers one message to its remote recipients (delivery/remote.py)."""
 
@@ -64,23 +48,6 @@ class RemoteDeliverer(Protocol):
 class Bouncer(Protocol):
     async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
         """Tell the sender (once per message) about recipients that failed for good."""
-
-
-#: Niceness of the threads that write Maildirs (Linux: per thread).  Making a
-#: file costs the kernel far more CPU than receiving a message (a millisecond
-#: per new inode on some virtual disks): at equal priority a burst of local
-#: mail is received at the pace it is delivered.  Lower priority lets the
-#: server take the burst first (each message already safe in the queue) and
-#: deliver it as soon as the CPU is free; idle CPU is used all the same.
-MAILDIR_THREAD_NICENESS = 10  # added to the process's own
-
-
-def _yield_to_receiving() -> None:
-    """Thread initializer: this thread's niceness + MAILDIR_THREAD_NICENESS (at most 19)."""
-    with contextlib.suppress(OSError, AttributeError):
-        thread = threading.get_native_id()
-        niceness = os.getpriority(os.PRIO_PROCESS, thread) + MAILDIR_THREAD_NICENESS
-        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
 
 
 class DeliveryWorker:
@@ -102,13 +69,13 @@ class DeliveryWorker:
         self._stopping = False
         self._slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._syncer = DirectorySyncer()  # one new/ fsync for concurrent deliveries
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
-        self._maildir_threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.delivery.local_concurrency,
-            thread_name_prefix="mailwright-maildir",
-            initializer=_yield_to_receiving,
+        self._local = LocalDelivery(
+            data_dir=config.data_dir,
+            hostname=config.hostname,
+            store=store,
+            threads=config.delivery.local_concurrency,
         )
 
     def wake(self, queue_id: str | None = None) -> None:
@@ -168,16 +135,14 @@ class DeliveryWorker:
             self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
-        self._maildir_threads.shutdown(wait=False)
+        self._local.shutdown()
 
     async def _deliver_message(self, message: QueuedMessage) -> None:
         local = [r for r in message.recipients if r.target.local]
         remote = [r for r in message.recipients if not r.target.local]
         attempts: dict[int, Attempt] = {}
         for rcpt in local:
-            attempts[rcpt.index] = await asyncio.get_running_loop().run_in_executor(
-                self._maildir_threads, self._deliver_local, message, rcpt
-            )
+            attempts[rcpt.index] = await self._local.deliver(message, rcpt)
         if remote:
             if self.remote is None:
                 for rcpt in remote:
@@ -246,25 +211,3 @@ class DeliveryWorker:
                 reply=attempt.reply,
             )
         )
-
-    def _deliver_local(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Attempt:
-        """Blocking: runs in a worker thread."""
-        address = rcpt.target.address
-        try:
-            path = mailbox_path(self.config.data_dir, address)
-        except ValueError as exc:
-            return Attempt(
-                success=False, permanent=True, reply=f"550 5.1.3 Bad mailbox name ({exc})"
-            )
-        sender = f"<{message.sender}>" if message.sender is not None else "<>"
-        prefix = f"Return-Path: {sender}\r\nDelivered-To: {address}\r\n".encode()
-        try:
-            with self.store.open_body(message.queue_id) as body:
-                deliver_to_maildir(
-                    path, body, prefix=prefix, hostname=self.config.hostname, syncer=self._syncer
-                )
-        except (StorageError, OSError) as exc:
-            return Attempt(
-                success=False, permanent=False, reply=f"451 4.3.0 Maildir delivery failed: {exc}"
-            )
-        return Attempt(success=True, permanent=False, reply="250 2.0.0 delivered to Maildir")

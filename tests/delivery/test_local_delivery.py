@@ -1,0 +1,174 @@
+"""LocalDelivery: Maildir writes in batches, against a real queue and real directories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailwright.delivery.attempt import Attempt
+from mailwright.delivery.local import MAX_BATCH, LocalDelivery
+from mailwright.durable import DirectorySyncer
+from mailwright.model import Address
+from mailwright.queue.base import QueuedMessage, QueuedRecipient, Target
+from mailwright.queue.sqlite import SqliteQueueStore
+
+SENDER = Address("sender", "example.test")
+ALICE = Address("alice", "example.test")
+BOB = Address("bob", "example.test")
+
+
+class CountingDelivery(LocalDelivery):
+    """Remembers the size of every batch a thread was given."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.batches: list[int] = []
+
+    def _deliver_batch(
+        self, jobs: Sequence[tuple[QueuedMessage, QueuedRecipient]]
+    ) -> list[Attempt]:
+        self.batches.append(len(jobs))
+        return super()._deliver_batch(jobs)
+
+
+class FailingSyncer(DirectorySyncer):
+    """A directory fsync that fails, as on a disk that reports an I/O error."""
+
+    def _fsync(self, path: Path | str) -> None:
+        raise OSError(5, "Input/output error")
+
+
+async def queued(
+    store: SqliteQueueStore, bodies: Sequence[bytes], to: Address
+) -> list[QueuedMessage]:
+    for body in bodies:
+        spool = store.new_spool()
+        spool.write(body)
+        await store.enqueue(SENDER, [Target(to, to, True)], spool)
+    return await store.claim_due(time.time(), len(bodies) + 1)
+
+
+def new_files(data_dir: Path, local: str) -> list[bytes]:
+    new = data_dir / "mailboxes" / "example.test" / local / "new"
+    return sorted(path.read_bytes() for path in new.iterdir()) if new.is_dir() else []
+
+
+def body_of(message: bytes) -> bytes:
+    return message.split(b"\r\n", 2)[2]
+
+
+def test_deliveries_asked_for_together_share_batches_and_all_arrive(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteQueueStore(tmp_path)
+        await store.open()
+        local = CountingDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=2)
+        try:
+            bodies = [b"Subject: %d\r\n\r\nhi\r\n" % n for n in range(100)]
+            messages = await queued(store, bodies, ALICE)
+            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
+        finally:
+            local.shutdown()
+            await store.close()
+        assert all(outcome.success for outcome in outcomes)
+        assert sorted(body_of(m) for m in new_files(tmp_path, "alice")) == sorted(bodies)
+        assert sum(local.batches) == 100
+        assert len(local.batches) < 100  # batched: fewer thread hand-offs than messages
+        assert max(local.batches) <= MAX_BATCH
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_delivery_is_not_held_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteQueueStore(tmp_path)
+        await store.open()
+        local = CountingDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=4)
+        try:
+            (message,) = await queued(store, [b"Subject: one\r\n\r\nx\r\n"], ALICE)
+            outcome = await local.deliver(message, message.recipients[0])
+        finally:
+            local.shutdown()
+            await store.close()
+        assert outcome.success and outcome.reply.startswith("250")
+        assert local.batches == [1]
+        (delivered,) = new_files(tmp_path, "alice")
+        assert delivered.startswith(b"Return-Path: <sender@example.test>\r\n")
+        assert b"Delivered-To: alice@example.test\r\n" in delivered
+
+    asyncio.run(scenario())
+
+
+def test_one_bad_mailbox_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    """A hostile local part gets a permanent 550; the batch's other messages arrive."""
+
+    async def scenario() -> None:
+        store = SqliteQueueStore(tmp_path)
+        await store.open()
+        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
+        try:
+            good = await queued(store, [b"good %d\r\n" % n for n in range(3)], ALICE)
+            bad = await queued(store, [b"bad\r\n"], Address("../escape", "example.test"))
+            jobs = [good[0], *bad, good[1], good[2]]
+            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in jobs))
+        finally:
+            local.shutdown()
+            await store.close()
+        assert [o.success for o in outcomes] == [True, False, True, True]
+        assert outcomes[1].permanent and outcomes[1].reply.startswith("550 5.1.3")
+        assert len(new_files(tmp_path, "alice")) == 3
+        assert not (tmp_path / "mailboxes" / "escape").exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_maildir_removed_after_a_delivery_is_made_again(tmp_path: Path) -> None:
+    """The Maildirs known to exist are a cache: one deleted behind its back is recreated."""
+
+    async def scenario() -> None:
+        store = SqliteQueueStore(tmp_path)
+        await store.open()
+        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
+        try:
+            (first,) = await queued(store, [b"first\r\n"], BOB)
+            assert (await local.deliver(first, first.recipients[0])).success
+            shutil.rmtree(tmp_path / "mailboxes" / "example.test" / "bob")
+            (second,) = await queued(store, [b"second\r\n"], BOB)
+            outcome = await local.deliver(second, second.recipients[0])
+        finally:
+            local.shutdown()
+            await store.close()
+        assert outcome.success
+        assert [body_of(m) for m in new_files(tmp_path, "bob")] == [b"second\r\n"]
+        for sub in ("tmp", "new", "cur"):
+            assert (tmp_path / "mailboxes" / "example.test" / "bob" / sub).is_dir()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_directory_sync_defers_the_whole_batch_and_takes_the_files_back(
+    tmp_path: Path,
+) -> None:
+    """Without the new/ fsync a rename may not survive a crash: nothing is called delivered."""
+
+    async def scenario() -> None:
+        store = SqliteQueueStore(tmp_path)
+        await store.open()
+        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
+        local._syncer = FailingSyncer()
+        try:
+            messages = await queued(store, [b"m%d\r\n" % n for n in range(5)], ALICE)
+            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
+        finally:
+            local.shutdown()
+            await store.close()
+        assert all(not o.success and not o.permanent for o in outcomes)
+        assert all(o.reply.startswith("451 4.3.0") for o in outcomes)
+        mailbox = tmp_path / "mailboxes" / "example.test" / "alice"
+        assert os.listdir(mailbox / "new") == []
+        assert os.listdir(mailbox / "tmp") == []
+
+    asyncio.run(scenario())
