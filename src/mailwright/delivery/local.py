@@ -33,8 +33,9 @@ from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 __all__ = ["MAILDIR_THREAD_NICENESS", "MAX_BATCH", "LocalDelivery"]
 
 #: Niceness of the threads that write Maildirs (Linux: per thread).  Making a
-#: file costs the kernel far more CPU than receiving a message (up to a
-#: millisecond per new inode on some virtual disks): at equal priority a burst
+#: file can cost the kernel more CPU than receiving a message (up to a
+#: millisecond per new inode on ext4 without a journal, after many deletions,
+#: see docs/performance.md): at equal priority a burst
 #: of local mail is received at the pace it is delivered.  Lower priority lets
 #: the server take the burst first (each message already safe in the queue) and
 #: deliver it as soon as the CPU is free; idle CPU is used all the same.
