@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -43,15 +44,15 @@ class Address:
         return cls(local, domain)
 
 
-_ATEXT = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
-)
+# RFC 5321 4.1.2 Dot-string: Atoms of atext joined by single dots; any non-ASCII
+# character counts as atext too (RFC 6531 3.3).  One compiled pattern, not a
+# loop over characters: every log line and delivery formats addresses.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+"
+_DOT_STRING = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 
 
 def _is_dot_string(local: str) -> bool:
-    if not local or local.startswith(".") or local.endswith(".") or ".." in local:
-        return False
-    return all(c in _ATEXT or c == "." or ord(c) > 127 for c in local)
+    return _DOT_STRING.fullmatch(local) is not None
 
 
 @dataclass(frozen=True, slots=True)
