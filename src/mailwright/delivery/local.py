@@ -125,19 +125,15 @@ class LocalDelivery:
         done: asyncio.Future[list[Attempt]],
     ) -> None:
         self._idle += 1
-        if done.cancelled():
-            outcomes: list[Attempt] | BaseException = asyncio.CancelledError()
-        elif (error := done.exception()) is not None:
-            outcomes = error
-        else:
-            outcomes = done.result()
         for position, (_, _, future) in enumerate(batch):
             if future.done():
                 continue
-            if isinstance(outcomes, BaseException):
-                future.set_exception(outcomes)
+            if done.cancelled():  # the executor was shut down before the batch ran
+                future.cancel()
+            elif (error := done.exception()) is not None:
+                future.set_exception(error)
             else:
-                future.set_result(outcomes[position])
+                future.set_result(done.result()[position])
         if self._pending:
             self._flush()
 
