@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
 from mailwright.delivery.attempt import Attempt
@@ -52,6 +53,27 @@ async def queued(
     return await store.claim_due(time.time(), len(bodies) + 1)
 
 
+@contextlib.asynccontextmanager
+async def delivering(
+    data_dir: Path, threads: int, kind: type[LocalDelivery] = LocalDelivery
+) -> AsyncIterator[tuple[SqliteQueueStore, LocalDelivery]]:
+    """A real queue in ``data_dir`` and a LocalDelivery on it, both closed at the end."""
+    store = SqliteQueueStore(data_dir)
+    await store.open()
+    local = kind(data_dir=data_dir, hostname="mx.test", store=store, threads=threads)
+    try:
+        yield store, local
+    finally:
+        local.shutdown()
+        await store.close()
+
+
+def deliver_all(
+    local: LocalDelivery, messages: Sequence[QueuedMessage]
+) -> Awaitable[list[Attempt]]:
+    return asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
+
+
 def new_files(data_dir: Path, local: str) -> list[bytes]:
     new = data_dir / "mailboxes" / "example.test" / local / "new"
     return sorted(path.read_bytes() for path in new.iterdir()) if new.is_dir() else []
@@ -63,18 +85,13 @@ def body_of(message: bytes) -> bytes:
 
 def test_deliveries_asked_for_together_share_batches_and_all_arrive(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SqliteQueueStore(tmp_path)
-        await store.open()
-        local = CountingDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=2)
-        try:
+        async with delivering(tmp_path, 2, CountingDelivery) as (store, local):
             bodies = [b"Subject: %d\r\n\r\nhi\r\n" % n for n in range(100)]
             messages = await queued(store, bodies, ALICE)
-            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
-        finally:
-            local.shutdown()
-            await store.close()
+            outcomes = await deliver_all(local, messages)
         assert all(outcome.success for outcome in outcomes)
         assert sorted(body_of(m) for m in new_files(tmp_path, "alice")) == sorted(bodies)
+        assert isinstance(local, CountingDelivery)
         assert sum(local.batches) == 100
         assert len(local.batches) < 100  # batched: fewer thread hand-offs than messages
         assert max(local.batches) <= MAX_BATCH
@@ -84,16 +101,11 @@ def test_deliveries_asked_for_together_share_batches_and_all_arrive(tmp_path: Pa
 
 def test_a_lone_delivery_is_not_held_back(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SqliteQueueStore(tmp_path)
-        await store.open()
-        local = CountingDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=4)
-        try:
+        async with delivering(tmp_path, 4, CountingDelivery) as (store, local):
             (message,) = await queued(store, [b"Subject: one\r\n\r\nx\r\n"], ALICE)
             outcome = await local.deliver(message, message.recipients[0])
-        finally:
-            local.shutdown()
-            await store.close()
         assert outcome.success and outcome.reply.startswith("250")
+        assert isinstance(local, CountingDelivery)
         assert local.batches == [1]
         (delivered,) = new_files(tmp_path, "alice")
         assert delivered.startswith(b"Return-Path: <sender@example.test>\r\n")
@@ -106,17 +118,11 @@ def test_one_bad_mailbox_in_a_batch_fails_alone(tmp_path: Path) -> None:
     """A hostile local part gets a permanent 550; the batch's other messages arrive."""
 
     async def scenario() -> None:
-        store = SqliteQueueStore(tmp_path)
-        await store.open()
-        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
-        try:
+        async with delivering(tmp_path, 1) as (store, local):
             good = await queued(store, [b"good %d\r\n" % n for n in range(3)], ALICE)
             bad = await queued(store, [b"bad\r\n"], Address("../escape", "example.test"))
             jobs = [good[0], *bad, good[1], good[2]]
-            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in jobs))
-        finally:
-            local.shutdown()
-            await store.close()
+            outcomes = await deliver_all(local, jobs)
         assert [o.success for o in outcomes] == [True, False, True, True]
         assert outcomes[1].permanent and outcomes[1].reply.startswith("550 5.1.3")
         assert len(new_files(tmp_path, "alice")) == 3
@@ -129,18 +135,12 @@ def test_a_maildir_removed_after_a_delivery_is_made_again(tmp_path: Path) -> Non
     """The Maildirs known to exist are a cache: one deleted behind its back is recreated."""
 
     async def scenario() -> None:
-        store = SqliteQueueStore(tmp_path)
-        await store.open()
-        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
-        try:
+        async with delivering(tmp_path, 1) as (store, local):
             (first,) = await queued(store, [b"first\r\n"], BOB)
             assert (await local.deliver(first, first.recipients[0])).success
             shutil.rmtree(tmp_path / "mailboxes" / "example.test" / "bob")
             (second,) = await queued(store, [b"second\r\n"], BOB)
             outcome = await local.deliver(second, second.recipients[0])
-        finally:
-            local.shutdown()
-            await store.close()
         assert outcome.success
         assert [body_of(m) for m in new_files(tmp_path, "bob")] == [b"second\r\n"]
         for sub in ("tmp", "new", "cur"):
@@ -155,16 +155,10 @@ def test_a_failed_directory_sync_defers_the_whole_batch_and_takes_the_files_back
     """Without the new/ fsync a rename may not survive a crash: nothing is called delivered."""
 
     async def scenario() -> None:
-        store = SqliteQueueStore(tmp_path)
-        await store.open()
-        local = LocalDelivery(data_dir=tmp_path, hostname="mx.test", store=store, threads=1)
-        local._syncer = FailingSyncer()
-        try:
+        async with delivering(tmp_path, 1) as (store, local):
+            local._syncer = FailingSyncer()
             messages = await queued(store, [b"m%d\r\n" % n for n in range(5)], ALICE)
-            outcomes = await asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
-        finally:
-            local.shutdown()
-            await store.close()
+            outcomes = await deliver_all(local, messages)
         assert all(not o.success and not o.permanent for o in outcomes)
         assert all(o.reply.startswith("451 4.3.0") for o in outcomes)
         mailbox = tmp_path / "mailboxes" / "example.test" / "alice"
