@@ -149,6 +149,21 @@ def test_a_maildir_removed_after_a_delivery_is_made_again(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
+def test_a_new_directory_removed_after_a_delivery_is_made_again(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with delivering(tmp_path, 1) as (store, local):
+            (first,) = await queued(store, [b"first\r\n"], BOB)
+            assert (await local.deliver(first, first.recipients[0])).success
+            shutil.rmtree(tmp_path / "mailboxes" / "example.test" / "bob" / "new")
+            (second,) = await queued(store, [b"second\r\n"], BOB)
+            outcome = await local.deliver(second, second.recipients[0])
+        assert outcome.success
+        assert [body_of(m) for m in new_files(tmp_path, "bob")] == [b"second\r\n"]
+        assert os.listdir(tmp_path / "mailboxes" / "example.test" / "bob" / "tmp") == []
+
+    asyncio.run(scenario())
+
+
 def test_a_failed_directory_sync_defers_the_whole_batch_and_takes_the_files_back(
     tmp_path: Path,
 ) -> None:

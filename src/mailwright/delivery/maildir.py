@@ -136,7 +136,13 @@ def write_to_maildir(
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        os.rename(tmp_path, new_path)
+        try:
+            os.rename(tmp_path, new_path)
+        except FileNotFoundError:
+            if not directories_exist:
+                raise
+            _make_maildir(mailbox_dir)  # new/ was removed since the caller last looked
+            os.rename(tmp_path, new_path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
