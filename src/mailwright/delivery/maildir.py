@@ -121,13 +121,9 @@ def write_to_maildir(
     if not directories_exist:
         _make_maildir(mailbox_dir)
     tmp_dir = os.path.join(mailbox_dir, "tmp")
-    try:
-        tmp_path, fd = _create_unique(tmp_dir, hostname, sequence)
-    except FileNotFoundError:
-        if not directories_exist:
-            raise StorageError(f"cannot create a file in {tmp_dir}: it vanished") from None
-        _make_maildir(mailbox_dir)
-        tmp_path, fd = _create_unique(tmp_dir, hostname, sequence)
+    tmp_path, fd = _create_unique(
+        tmp_dir, hostname, sequence, remake=mailbox_dir if directories_exist else None
+    )
     new_path = os.path.join(mailbox_dir, "new", os.path.basename(tmp_path))
     try:
         with open(fd, "wb", closefd=True) as out:
@@ -181,10 +177,13 @@ def sync_new_messages(
         raise StorageError(f"cannot sync {new_dir}: {exc}") from exc
 
 
-def _create_unique(tmp_dir: str, hostname: str, sequence: int | None) -> tuple[str, int]:
+def _create_unique(
+    tmp_dir: str, hostname: str, sequence: int | None, *, remake: str | None = None
+) -> tuple[str, int]:
     """Open a new file in tmp/ under a fresh Maildir name (O_EXCL: never reuse one).
 
-    FileNotFoundError (tmp/ itself is missing) is left to the caller.
+    ``remake``: the Maildir to make again, once, if tmp/ turns out to be missing
+    (a caller that skipped checking for it because it delivered there before).
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     last_error: OSError | None = None
@@ -201,8 +200,11 @@ def _create_unique(tmp_dir: str, hostname: str, sequence: int | None) -> tuple[s
             return path, os.open(path, flags, MESSAGE_MODE)
         except FileExistsError as exc:
             last_error = exc
-        except FileNotFoundError:
-            raise
+        except FileNotFoundError as exc:
+            if remake is None:
+                raise StorageError(f"cannot create a file in {tmp_dir}: {exc}") from exc
+            _make_maildir(remake)  # tmp/ was removed since the caller last looked
+            remake = None
         except OSError as exc:
             raise StorageError(f"cannot create a file in {tmp_dir}: {exc}") from exc
     raise StorageError(f"no unused file name in {tmp_dir}: {last_error}")
