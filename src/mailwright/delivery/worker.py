@@ -141,8 +141,11 @@ class DeliveryWorker:
         local = [r for r in message.recipients if r.target.local]
         remote = [r for r in message.recipients if not r.target.local]
         attempts: dict[int, Attempt] = {}
-        for rcpt in local:
-            attempts[rcpt.index] = await self._local.deliver(message, rcpt)
+        if local:  # together: the copies of one message go to a Maildir thread as one batch
+            copies = await asyncio.gather(*(self._local.deliver(message, r) for r in local))
+            attempts.update(
+                (rcpt.index, attempt) for rcpt, attempt in zip(local, copies, strict=True)
+            )
         if remote:
             if self.remote is None:
                 for rcpt in remote:
