@@ -108,6 +108,9 @@ class SinkServer:
         self.default = Behaviour()
         self.messages: list[ReceivedMessage] = []
         self.connections = 0
+        self.open_sessions = 0  # connections open right now
+        self.peak_sessions = 0  # the most ever open at once
+        self.end_of_data_delay = 0.0  # seconds before answering the end of data (a slow peer)
         self.hang_up_next = False
         self._script: deque[Behaviour] = deque()
         self._changed = threading.Condition()
@@ -119,9 +122,7 @@ class SinkServer:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(
-                    self._serve, host, port, limit=1 << 20, reuse_address=True
-                )
+                asyncio.start_server(self._serve, host, port, limit=1 << 20, reuse_address=True)
             )
             ready.set()
             self._loop.run_forever()
@@ -188,11 +189,15 @@ class SinkServer:
         self._sessions.add(task)
         with self._changed:
             self.connections += 1
+            self.open_sessions += 1
+            self.peak_sessions = max(self.peak_sessions, self.open_sessions)
         try:
             await _SinkSession(self, reader, writer).run()
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
             pass  # the client went away or failed the handshake: nothing to answer
         finally:
+            with self._changed:
+                self.open_sessions -= 1
             self._sessions.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
@@ -261,6 +266,8 @@ class _SinkSession:
             answer = self._answer(event)
             if isinstance(answer, HangUp):
                 return False
+            if isinstance(event, EndOfData) and self.sink.end_of_data_delay:
+                await asyncio.sleep(self.sink.end_of_data_delay)
             if answer is not None:
                 await self._write(self.conn.send(answer))
             if self.conn.state is State.CLOSED:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.config import (
+    DEFAULT_DESTINATION_CONCURRENCY,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RETRY,
     EMBEDDED_SOURCE,
@@ -64,6 +65,8 @@ networks = ["10.0.0.0/8", "2001:db8::/32"]
 port = 2525
 dns_servers = ["127.0.0.1:5353", "127.0.0.1", "[::1]:53"]
 concurrency = 4
+local_concurrency = 2
+destination_concurrency = 3
 connect_timeout = 10
 tls = "verify"
 [queue]
@@ -107,6 +110,7 @@ def test_empty_file_gives_every_default(tmp_path):
     assert config.smtp.max_message_size == DEFAULT_MAX_MESSAGE_SIZE
     assert config.queue.retry == DEFAULT_RETRY
     assert config.delivery.tls == "opportunistic"
+    assert config.delivery.destination_concurrency == DEFAULT_DESTINATION_CONCURRENCY == 20
     assert config.source == str(path)
 
 
@@ -145,6 +149,8 @@ def test_full_example_parses_every_key():
     assert config.delivery.port == 2525
     assert config.delivery.dns_servers == ("127.0.0.1:5353", "127.0.0.1", "[::1]:53")
     assert config.delivery.concurrency == 4
+    assert config.delivery.local_concurrency == 2
+    assert config.delivery.destination_concurrency == 3
     assert config.delivery.connect_timeout == 10.0
     assert config.delivery.tls == "verify"
     assert config.queue.retry == (1, 2, 3)
@@ -268,7 +274,7 @@ def test_toml_syntax_error_names_the_file_and_line(tmp_path):
         ("[smtpd]\n", "smtpd: unknown key; did you mean smtp?"),
         (
             "[delivery]\nzzz = 1",
-            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, connect_timeout, tls, ca_file",
+            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, destination_concurrency, connect_timeout, tls, ca_file",
         ),
         (
             '[mailboxes]\n"alice@localhost" = { pasword = "$scrypt$x" }',
@@ -724,6 +730,10 @@ def test_bad_relay_networks_are_refused(networks, message):
             "delivery.port: expected a port number from 1 to 65535, got true",
         ),
         ("[delivery]\nconcurrency = 0", "delivery.concurrency: expected a positive integer, got 0"),
+        (
+            "[delivery]\ndestination_concurrency = 0",
+            "delivery.destination_concurrency: expected a positive integer, got 0",
+        ),
         (
             "[delivery]\nconnect_timeout = 0",
             "delivery.connect_timeout: expected a positive number of seconds, got 0",

@@ -50,6 +50,12 @@ DEFAULT_DELIVERY_CONCURRENCY = 100
 #: writers in parallel finish a backlog no sooner (docs/performance.md) while
 #: taking CPU and fsyncs from the sessions receiving mail.
 DEFAULT_LOCAL_CONCURRENCY = 4
+#: Connections at once to one destination (its first next hop: the route's host
+#: or the primary MX), as Postfix's default_destination_concurrency_limit.  Big
+#: providers answer more connections from one client with 421, which would defer
+#: the excess for a whole retry interval; messages over the limit wait for a
+#: connection instead and reuse it.
+DEFAULT_DESTINATION_CONCURRENCY = 20
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_DELIVERY_TLS = "opportunistic"
 DEFAULT_RETRY = (60, 300, 900, 3600, 14400)
@@ -168,6 +174,7 @@ class DeliveryConfig:
     dns_servers: tuple[str, ...] = ()
     concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
     local_concurrency: int = DEFAULT_LOCAL_CONCURRENCY
+    destination_concurrency: int = DEFAULT_DESTINATION_CONCURRENCY
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     tls: str = DEFAULT_DELIVERY_TLS
     ca_file: Path | None = None  # PEM CAs trusted by tls = "verify"; None: the system's
@@ -1021,6 +1028,7 @@ class _Builder:
                 "dns_servers",
                 "concurrency",
                 "local_concurrency",
+                "destination_concurrency",
                 "connect_timeout",
                 "tls",
                 "ca_file",
@@ -1040,6 +1048,9 @@ class _Builder:
             dns_servers=t.get("dns_servers", dns_servers, ()),
             concurrency=t.get("concurrency", _positive_int, DEFAULT_DELIVERY_CONCURRENCY),
             local_concurrency=t.get("local_concurrency", _positive_int, DEFAULT_LOCAL_CONCURRENCY),
+            destination_concurrency=t.get(
+                "destination_concurrency", _positive_int, DEFAULT_DESTINATION_CONCURRENCY
+            ),
             connect_timeout=t.get("connect_timeout", _seconds, DEFAULT_CONNECT_TIMEOUT),
             tls=t.get("tls", _tls_mode, DEFAULT_DELIVERY_TLS),
             ca_file=t.get(

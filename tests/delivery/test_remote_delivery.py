@@ -46,7 +46,9 @@ def test_forwarded_message_arrives_at_next_hop_intact(server_factory, sink: Sink
     [msg] = sink.wait_for_messages(1)
     assert str(msg.sender) == "sender@remote.test"
     assert [str(r) for r in msg.recipients] == ["bob@elsewhere.test"]
-    assert msg.body.startswith(b"Received: from client.example ([127.0.0.1])\r\n\tby mx.example.test")
+    assert msg.body.startswith(
+        b"Received: from client.example ([127.0.0.1])\r\n\tby mx.example.test"
+    )
     assert msg.body.endswith(b"Subject: moved\r\n\r\n.leading dot\r\nline two\r\n")
     assert msg.helo == "mx.example.test"
     wait_for(lambda: server.call(lambda: server.app.store.list()) == [])
@@ -68,10 +70,17 @@ def dsn_for(server: RunningServer, address: str) -> email.message.Message:
     return email.message_from_bytes(raw)
 
 
-def test_550_bounces_to_local_sender_with_original_headers(server_factory, sink: SinkServer) -> None:
+def test_550_bounces_to_local_sender_with_original_headers(
+    server_factory, sink: SinkServer
+) -> None:
     sink.default = Behaviour(rcpt=Reply(550, "5.1.1", "No such user here"))
     server = server_factory(routed(sink))
-    send(server, "alice@example.test", ["bob@example.test"], "Subject: doomed\r\nX-Trace: 42\r\n\r\nbody\r\n")
+    send(
+        server,
+        "alice@example.test",
+        ["bob@example.test"],
+        "Subject: doomed\r\nX-Trace: 42\r\n\r\nbody\r\n",
+    )
     dsn = dsn_for(server, "alice@example.test")
     assert dsn["From"].startswith("Mail Delivery System <MAILER-DAEMON@mx.example.test>")
     assert dsn.get_content_type() == "multipart/report"
@@ -90,7 +99,9 @@ def test_550_bounces_to_local_sender_with_original_headers(server_factory, sink:
 
 
 def test_551_from_next_hop_bounces_naming_the_address(server_factory, sink: SinkServer) -> None:
-    sink.default = Behaviour(rcpt=Reply(551, "5.1.6", "User not local; please try <bob@third.test>"))
+    sink.default = Behaviour(
+        rcpt=Reply(551, "5.1.6", "User not local; please try <bob@third.test>")
+    )
     server = server_factory(routed(sink))
     send(server, "alice@example.test", ["bob@example.test"], "Subject: s\r\n\r\nb\r\n")
     raw = dsn_for(server, "alice@example.test").as_bytes()
@@ -99,7 +110,9 @@ def test_551_from_next_hop_bounces_naming_the_address(server_factory, sink: Sink
 
 
 def test_251_from_next_hop_counts_as_delivered(server_factory, sink: SinkServer) -> None:
-    sink.default = Behaviour(rcpt=Reply(251, "2.1.5", "User not local; will forward to <b@far.test>"))
+    sink.default = Behaviour(
+        rcpt=Reply(251, "2.1.5", "User not local; will forward to <b@far.test>")
+    )
     server = server_factory(routed(sink))
     send(server, "alice@example.test", ["bob@example.test"], "Subject: s\r\n\r\nb\r\n")
     sink.wait_for_messages(1)
@@ -134,12 +147,15 @@ def queue_cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_peer_down_defers_and_queue_retry_delivers(tmp_path: Path) -> None:
     port = free_port()
-    config_text = BASE_CONFIG + f"""
+    config_text = (
+        BASE_CONFIG
+        + f"""
 [routes]
 "elsewhere.test" = "127.0.0.1:{port}"
 [queue]
 retry = [3600]
 """
+    )
     config_path = tmp_path / "mw.toml"
     config_path.write_text(config_text)
     from mailwright.config import load_config
@@ -180,7 +196,10 @@ retry = [3600]
 
 def test_queue_delete_removes_a_message(tmp_path: Path) -> None:
     config_path = tmp_path / "mw.toml"
-    config_path.write_text(BASE_CONFIG + f'\n[routes]\n"elsewhere.test" = "127.0.0.1:{free_port()}"\n[queue]\nretry = [3600]\n')
+    config_path.write_text(
+        BASE_CONFIG
+        + f'\n[routes]\n"elsewhere.test" = "127.0.0.1:{free_port()}"\n[queue]\nretry = [3600]\n'
+    )
     from mailwright.config import load_config
 
     server = RunningServer(load_config(config_path))
@@ -239,7 +258,9 @@ local = ["example.test"]
 
 
 def mx_config(port: int, dns: LoopbackDns, aliases: str) -> str:
-    return MX_BASE + f"""
+    return (
+        MX_BASE
+        + f"""
 [delivery]
 port = {port}
 dns_servers = ["{dns.address}"]
@@ -249,11 +270,14 @@ max_age = 60
 [aliases]
 {aliases}
 """
+    )
 
 
 def test_mx_preference_order(server_factory, mx_world) -> None:
     primary, backup, dns = mx_world
-    server = server_factory(base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@pref.test"]'))
+    server = server_factory(
+        base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@pref.test"]')
+    )
     send(server, "sender@remote.test", ["ext@example.test"], "Subject: mx\r\n\r\nb\r\n")
     [msg] = primary.wait_for_messages(1)
     assert [str(r) for r in msg.recipients] == ["u@pref.test"]
@@ -263,7 +287,9 @@ def test_mx_preference_order(server_factory, mx_world) -> None:
 def test_mx_falls_back_to_next_preference_when_first_is_down(server_factory, mx_world) -> None:
     primary, backup, dns = mx_world
     primary.default = Behaviour(greeting=Reply(421, "4.3.2", "Going away"))
-    server = server_factory(base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@pref.test"]'))
+    server = server_factory(
+        base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@pref.test"]')
+    )
     send(server, "sender@remote.test", ["ext@example.test"], "Subject: mx\r\n\r\nb\r\n")
     [msg] = backup.wait_for_messages(1)
     assert msg.body.endswith(b"Subject: mx\r\n\r\nb\r\n")
@@ -271,7 +297,9 @@ def test_mx_falls_back_to_next_preference_when_first_is_down(server_factory, mx_
 
 def test_no_mx_falls_back_to_address_record(server_factory, mx_world) -> None:
     primary, backup, dns = mx_world
-    server = server_factory(base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@plain.test"]'))
+    server = server_factory(
+        base=mx_config(primary.port, dns(ZONE), '"ext@example.test" = ["u@plain.test"]')
+    )
     send(server, "sender@remote.test", ["ext@example.test"], "Subject: a\r\n\r\nb\r\n")
     [msg] = backup.wait_for_messages(1)
     assert [str(r) for r in msg.recipients] == ["u@plain.test"]
@@ -280,9 +308,13 @@ def test_no_mx_falls_back_to_address_record(server_factory, mx_world) -> None:
 @pytest.mark.parametrize(
     ("domain", "status"), [("nullmx.test", b"Status: 5.1.10"), ("missing.test", b"Status: 5.1.2")]
 )
-def test_null_mx_and_missing_domain_bounce(server_factory, mx_world, domain: str, status: bytes) -> None:
+def test_null_mx_and_missing_domain_bounce(
+    server_factory, mx_world, domain: str, status: bytes
+) -> None:
     primary, backup, dns = mx_world
-    server = server_factory(base=mx_config(primary.port, dns(ZONE), f'"ext@example.test" = ["u@{domain}"]'))
+    server = server_factory(
+        base=mx_config(primary.port, dns(ZONE), f'"ext@example.test" = ["u@{domain}"]')
+    )
     send(server, "alice@example.test", ["ext@example.test"], "Subject: nowhere\r\n\r\nb\r\n")
     raw = dsn_for(server, "alice@example.test").as_bytes()
     assert status in raw
@@ -290,7 +322,10 @@ def test_null_mx_and_missing_domain_bounce(server_factory, mx_world, domain: str
 
 
 def test_too_many_received_headers_is_a_loop(server: RunningServer) -> None:
-    hops = "".join(f"Received: from hop{i}.test by hop{i + 1}.test; Sat, 28 Nov 2026 10:00:00 +0000\r\n" for i in range(31))
+    hops = "".join(
+        f"Received: from hop{i}.test by hop{i + 1}.test; Sat, 28 Nov 2026 10:00:00 +0000\r\n"
+        for i in range(31)
+    )
     with smtplib.SMTP(server.host, server.port, timeout=10) as s:
         s.ehlo()
         s.mail("a@remote.test")
@@ -318,7 +353,11 @@ def test_kill_9_during_delivery_under_load_loses_nothing(tmp_path: Path, sink: S
             marker = f"k{n}x{i}"
             try:
                 with smtplib.SMTP(server.host, server.port, timeout=5) as s:
-                    s.sendmail("load@remote.test", ["bob@example.test"], f"Subject: {marker}\r\n\r\n{marker}\r\n")
+                    s.sendmail(
+                        "load@remote.test",
+                        ["bob@example.test"],
+                        f"Subject: {marker}\r\n\r\n{marker}\r\n",
+                    )
             except (OSError, smtplib.SMTPException):
                 return
             with lock:
@@ -335,6 +374,7 @@ def test_kill_9_during_delivery_under_load_loses_nothing(tmp_path: Path, sink: S
         t.join(10)
     server = ServerProcess(config_path)
     try:
+
         def all_arrived() -> bool:
             got = {m.body.rsplit(b"\r\n\r\n", 1)[-1].strip().decode() for m in sink.messages}
             return all(marker in got for marker in acknowledged)
@@ -360,7 +400,9 @@ def test_deferred_mail_expires_after_max_age_with_a_bounce(server_factory) -> No
     wait_for(lambda: server.call(lambda: server.app.store.list()) == [])
 
 
-def test_one_connection_carries_several_messages_to_the_same_host(server_factory, sink: SinkServer) -> None:
+def test_one_connection_carries_several_messages_to_the_same_host(
+    server_factory, sink: SinkServer
+) -> None:
     server = server_factory(routed(sink))
     for i in range(3):
         send(server, "sender@remote.test", ["bob@example.test"], f"Subject: n{i}\r\n\r\nb\r\n")
@@ -389,3 +431,23 @@ def test_a_kept_connection_closed_by_the_peer_is_replaced_without_a_deferral(
     wait_for(lambda: len(outcomes()) >= 2)  # logged once the result is recorded
     assert all("status=sent" in line for line in outcomes()), outcomes()
     assert [m.body.rsplit(b"Subject: ", 1)[1][:2] for m in sink.messages] == [b"n0", b"n1"]
+
+
+def test_deliveries_to_one_destination_are_limited_and_wait_for_a_connection(
+    server_factory, sink: SinkServer
+) -> None:
+    """[delivery] destination_concurrency: a burst to one slow destination opens at most
+    that many connections; the other messages wait, reuse them, and all arrive."""
+    sink.end_of_data_delay = 0.2
+    server = server_factory(routed(sink, "[delivery]\ndestination_concurrency = 2\n"))
+    with smtplib.SMTP(server.host, server.port, timeout=10) as s:
+        for i in range(8):
+            assert (
+                s.sendmail("sender@remote.test", ["bob@example.test"], f"Subject: {i}\r\n\r\n")
+                == {}
+            )
+    sink.wait_for_messages(8, timeout=30)
+    assert sink.peak_sessions == 2
+    assert sink.connections == 2  # the waiting messages took the connections given back
+    limits = server.app.remote.limits
+    wait_for(lambda: limits.in_use() == 0)  # nothing left behind for the destination

@@ -12,11 +12,12 @@ when every host failed, defer.  Errors are temporary unless proven permanent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,41 @@ class ConnectionPool:
         await asyncio.gather(*(_quit(e.client) for e in entries), return_exceptions=True)
 
 
+class DestinationLimits:
+    """At most ``limit`` deliveries at once per destination; the rest wait their turn.
+
+    A destination is named by its first next hop (the route's host, or the
+    primary MX): domains hosted together share one limit, as they share the
+    receiving servers.  A waiting delivery then usually takes the connection the
+    previous one gave back to the pool.  Entries exist only while in use, so
+    many different destinations leave nothing behind.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: dict[str, int] = defaultdict(int)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, destination: str) -> AsyncIterator[None]:
+        semaphore = self._slots.get(destination)
+        if semaphore is None:
+            semaphore = self._slots[destination] = asyncio.Semaphore(self.limit)
+        self._users[destination] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            self._users[destination] -= 1
+            if not self._users[destination]:
+                del self._users[destination]
+                del self._slots[destination]
+
+    def in_use(self) -> int:
+        """Destinations with a delivery running or waiting (for tests and stats)."""
+        return len(self._slots)
+
+
 async def _quit(client: SmtpClient) -> None:
     try:
         await client.quit()
@@ -102,6 +138,7 @@ class SmtpDeliverer:
         self.store = store
         self.resolver = resolver
         self.pool = ConnectionPool()
+        self.limits = DestinationLimits(config.delivery.destination_concurrency)
         connect = config.delivery.connect_timeout
         self.timeouts = Timeouts(
             connect=connect,
@@ -133,22 +170,24 @@ class SmtpDeliverer:
         except DeliveryError as exc:
             return _all(rcpts, str(exc.reply), permanent=not exc.temporary)
         last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
-        for hop in hops:
-            try:
-                result = await self._via(hop, message, rcpts, self._tls_mode(domain))
-            except _HostFailed as exc:
-                last = exc.reply
-                log.info(
-                    kv(
-                        event="host-failed",
-                        id=message.queue_id,
-                        host=hop.host,
-                        address=f"{hop.address}:{hop.port}",
-                        reply=str(exc.reply),
+        destination = hops[0].host.lower() if hops else domain
+        async with self.limits.slot(destination):
+            for hop in hops:
+                try:
+                    result = await self._via(hop, message, rcpts, self._tls_mode(domain))
+                except _HostFailed as exc:
+                    last = exc.reply
+                    log.info(
+                        kv(
+                            event="host-failed",
+                            id=message.queue_id,
+                            host=hop.host,
+                            address=f"{hop.address}:{hop.port}",
+                            reply=str(exc.reply),
+                        )
                     )
-                )
-                continue
-            return _attempts(result, rcpts, hop)
+                    continue
+                return _attempts(result, rcpts, hop)
         return _all(rcpts, str(last), permanent=False, relay="")
 
     def _tls_mode(self, domain: str) -> str:
