@@ -1,4 +1,4 @@
-"""Fuzz target for the server core's command parser and DATA reader (atheris).
+"""Fuzz target for the server core: command parser, DATA reader, STARTTLS and AUTH (atheris).
 
 Run by hand (not in CI), e.g. for ten minutes:
 
@@ -18,6 +18,8 @@ import sys
 from mailwright.protocol import replies
 from mailwright.protocol.events import (
     NEED_DATA,
+    Auth,
+    AuthChallenge,
     BodyChunk,
     ConnectionClosed,
     Data,
@@ -27,17 +29,37 @@ from mailwright.protocol.events import (
     ProtocolViolation,
     Quit,
     Rcpt,
+    StartTls,
 )
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ProtocolConfig, ServerConnection
 from mailwright.protocol.state import State
 
-CONFIG = ProtocolConfig(max_message_size=4096, max_recipients=5, max_errors=20)
+#: STARTTLS and AUTH offered, so the fuzzer reaches the TLS restart, the SASL
+#: exchanges (PLAIN and LOGIN, initial responses, continuations, cancels) and
+#: the commands refused before and after them.
+CONFIG = ProtocolConfig(
+    max_message_size=4096,
+    max_recipients=5,
+    max_errors=20,
+    starttls=True,
+    auth_mechanisms=("PLAIN", "LOGIN"),
+)
+#: The same as a submission port (RFC 6409): MAIL needs AUTH first.  An input
+#: whose first byte is 0x01 runs against this one.
+SUBMISSION = ProtocolConfig(
+    max_message_size=4096,
+    max_recipients=5,
+    max_errors=20,
+    starttls=True,
+    auth_mechanisms=("PLAIN", "LOGIN"),
+    auth_required=True,
+)
 
 
 def run_one(data: bytes) -> int:
     """Feed ``data`` in pieces split at every 0xFF byte; return the number of replies."""
-    conn = ServerConnection(CONFIG)
+    conn = ServerConnection(SUBMISSION if data[:1] == b"\x01" else CONFIG)
     conn.greeting(Reply(220, None, "fuzz ESMTP"))
     replies_sent = 0
     for piece in [*data.split(b"\xff"), b""]:
@@ -63,6 +85,12 @@ def _answer(event: object) -> Reply:
             return reply
         case Ehlo():
             return Reply(250, None, "fuzz")
+        case StartTls():
+            return replies.READY_FOR_TLS  # the core now expects a new EHLO, as after a handshake
+        case AuthChallenge(reply=reply):
+            return reply
+        case Auth(password=password):
+            return replies.AUTH_OK if password == "pw" else replies.AUTH_FAILED
         case Mail():
             return replies.SENDER_OK
         case Rcpt(recipient=rcpt):
