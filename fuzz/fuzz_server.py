@@ -13,6 +13,7 @@ session would, so the core is driven through all its states.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from mailwright.protocol import replies
@@ -47,14 +48,7 @@ CONFIG = ProtocolConfig(
 )
 #: The same as a submission port (RFC 6409): MAIL needs AUTH first.  An input
 #: whose first byte is 0x01 runs against this one.
-SUBMISSION = ProtocolConfig(
-    max_message_size=4096,
-    max_recipients=5,
-    max_errors=20,
-    starttls=True,
-    auth_mechanisms=("PLAIN", "LOGIN"),
-    auth_required=True,
-)
+SUBMISSION = dataclasses.replace(CONFIG, auth_required=True)
 
 
 def run_one(data: bytes) -> int:

@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
+import pytest
+
 from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.local import MAX_BATCH, LocalDelivery
 from mailwright.durable import DirectorySyncer
@@ -131,35 +133,25 @@ def test_one_bad_mailbox_in_a_batch_fails_alone(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_maildir_removed_after_a_delivery_is_made_again(tmp_path: Path) -> None:
-    """The Maildirs known to exist are a cache: one deleted behind its back is recreated."""
+@pytest.mark.parametrize("removed", ["", "new", "tmp"])
+def test_a_maildir_removed_after_a_delivery_is_made_again(tmp_path: Path, removed: str) -> None:
+    """The Maildirs known to exist are a cache: the whole Maildir, or its new/ or tmp/,
+    deleted behind its back is made again at once, and the next delivery arrives."""
 
     async def scenario() -> None:
+        mailbox = tmp_path / "mailboxes" / "example.test" / "bob"
         async with delivering(tmp_path, 1) as (store, local):
             (first,) = await queued(store, [b"first\r\n"], BOB)
             assert (await local.deliver(first, first.recipients[0])).success
-            shutil.rmtree(tmp_path / "mailboxes" / "example.test" / "bob")
+            shutil.rmtree(mailbox / removed if removed else mailbox)
             (second,) = await queued(store, [b"second\r\n"], BOB)
             outcome = await local.deliver(second, second.recipients[0])
         assert outcome.success
-        assert [body_of(m) for m in new_files(tmp_path, "bob")] == [b"second\r\n"]
+        delivered = [body_of(m) for m in new_files(tmp_path, "bob")]
+        assert delivered == ([b"first\r\n"] if removed == "tmp" else []) + [b"second\r\n"]
         for sub in ("tmp", "new", "cur"):
-            assert (tmp_path / "mailboxes" / "example.test" / "bob" / sub).is_dir()
-
-    asyncio.run(scenario())
-
-
-def test_a_new_directory_removed_after_a_delivery_is_made_again(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with delivering(tmp_path, 1) as (store, local):
-            (first,) = await queued(store, [b"first\r\n"], BOB)
-            assert (await local.deliver(first, first.recipients[0])).success
-            shutil.rmtree(tmp_path / "mailboxes" / "example.test" / "bob" / "new")
-            (second,) = await queued(store, [b"second\r\n"], BOB)
-            outcome = await local.deliver(second, second.recipients[0])
-        assert outcome.success
-        assert [body_of(m) for m in new_files(tmp_path, "bob")] == [b"second\r\n"]
-        assert os.listdir(tmp_path / "mailboxes" / "example.test" / "bob" / "tmp") == []
+            assert (mailbox / sub).is_dir()
+        assert os.listdir(mailbox / "tmp") == []
 
     asyncio.run(scenario())
 
