@@ -92,27 +92,31 @@ class DestinationLimits:
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._users: dict[str, int] = defaultdict(int)
+        self._entries: dict[str, _Slots] = {}
 
     @contextlib.asynccontextmanager
     async def slot(self, destination: str) -> AsyncIterator[None]:
-        semaphore = self._slots.get(destination)
-        if semaphore is None:
-            semaphore = self._slots[destination] = asyncio.Semaphore(self.limit)
-        self._users[destination] += 1
+        entry = self._entries.get(destination)
+        if entry is None:
+            entry = self._entries[destination] = _Slots(asyncio.Semaphore(self.limit))
+        entry.users += 1  # running or waiting
         try:
-            async with semaphore:
+            async with entry.semaphore:
                 yield
         finally:
-            self._users[destination] -= 1
-            if not self._users[destination]:
-                del self._users[destination]
-                del self._slots[destination]
+            entry.users -= 1
+            if not entry.users:
+                del self._entries[destination]
 
     def in_use(self) -> int:
         """Destinations with a delivery running or waiting (for tests and stats)."""
-        return len(self._slots)
+        return len(self._entries)
+
+
+@dataclass
+class _Slots:
+    semaphore: asyncio.Semaphore
+    users: int = 0
 
 
 async def _quit(client: SmtpClient) -> None:
