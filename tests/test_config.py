@@ -631,7 +631,7 @@ def test_tls_paths_are_relative_to_the_config_file(pem_files):
     assert config.tls is not None
     assert config.tls.certificate == pem_files / "cert.pem"
     assert config.tls.key == pem_files / "key.pem"
-    assert config.tls.handshake_timeout == 30.0
+    assert config.tls.handshake_timeout == 10.0
     assert config.submission.listen_endpoints == (("127.0.0.1", 587),)
     assert config.submission.implicit_tls_endpoints == (("127.0.0.1", 465),)
     text = describe(config)

@@ -36,6 +36,9 @@ DEFAULT_DATA_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_CONNECTIONS_PER_IP = 50
 DEFAULT_MAX_ERRORS = 10
+#: RCPTs refused (5xx) in one session before 421: guessing addresses (directory
+#: harvesting) is cut off, as Postfix's smtpd_hard_error_limit does.
+DEFAULT_MAX_REFUSED_RECIPIENTS = 20
 DEFAULT_MAX_LINE_LENGTH = 512  # RFC 5321 4.5.3.1.4, including the CRLF
 DEFAULT_GREET_DELAY = 0.0
 DEFAULT_MAX_BODY_LINE = 0  # octets per message line; 0 accepts any length (never buffered whole)
@@ -63,7 +66,8 @@ DEFAULT_MAX_AGE = 432_000
 DEFAULT_MAX_ALIAS_DEPTH = 10  # how many aliases deep an expansion may go before it is cut
 DEFAULT_AUTH_FAILURE_DELAY = 1.0  # seconds added before each 535, per failure so far
 AUTH_FAILURE_DELAY_MAX_STEPS = 5  # the delay stops growing after this many failures
-DEFAULT_TLS_HANDSHAKE_TIMEOUT = 30.0
+#: Short: a handshake that has not finished holds a connection slot for nothing.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 #: ``Config.source`` when no file was read.
 EMBEDDED_SOURCE = "<embedded default>"
@@ -101,6 +105,7 @@ class SmtpConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
     max_errors: int = DEFAULT_MAX_ERRORS
+    max_refused_recipients: int = DEFAULT_MAX_REFUSED_RECIPIENTS
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
     greet_delay: float = DEFAULT_GREET_DELAY
     max_received_headers: int = DEFAULT_MAX_RECEIVED_HEADERS
@@ -708,6 +713,7 @@ _SMTP_KEYS = (
     "data_timeout",
     "max_connections",
     "max_connections_per_ip",
+    "max_refused_recipients",
     "max_errors",
     "max_line_length",
     "greet_delay",
@@ -794,6 +800,9 @@ class _Builder:
                 "max_connections_per_ip", _positive_int, DEFAULT_MAX_CONNECTIONS_PER_IP
             ),
             max_errors=t.get("max_errors", _positive_int, DEFAULT_MAX_ERRORS),
+            max_refused_recipients=t.get(
+                "max_refused_recipients", _positive_int, DEFAULT_MAX_REFUSED_RECIPIENTS
+            ),
             max_line_length=t.get("max_line_length", _line_length, DEFAULT_MAX_LINE_LENGTH),
             greet_delay=t.get("greet_delay", _delay, DEFAULT_GREET_DELAY),
             max_received_headers=t.get(

@@ -358,6 +358,8 @@ def test_auto_mailbox_accepts_safe_local_parts(router, local_part):
         "a\u2215b",  # DIVISION SLASH looks like / but must not pass either
         "a\x00b",
         "tab\there",
+        "\u0130",  # İ is safe, but its lower case "i" + U+0307 (a combining mark) is not
+        "Ab\u0130",
     ],
 )
 def test_auto_mailbox_refuses_unsafe_local_parts(router, local_part):
@@ -387,6 +389,7 @@ def test_mailbox_path_is_data_dir_mailboxes_domain_local_part(tmp_path):
         Address(".hidden", "auto.test"),
         Address("a..b", "auto.test"),
         Address("user%host", "auto.test"),
+        Address("\u0130", "auto.test"),
         Address("", "auto.test"),
         Address("alice", "../etc"),
         Address("alice", "a/b.test"),

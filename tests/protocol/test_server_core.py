@@ -402,3 +402,25 @@ def test_long_body_lines_are_accepted_by_default(driver: Driver) -> None:
     driver.feed(EHLO + TXN)
     assert codes(driver.feed(b"x" * 100_000 + b"\r\n.\r\n")) == ["250 2.0.0 Ok: queued as TEST"]
     assert driver.bodies == [b"x" * 100_000 + b"\r\n"]
+
+
+def test_refused_recipients_past_the_limit_close_with_421() -> None:
+    driver = make_driver(max_refused_recipients=3)
+    driver.refuse = {f"guess{i}" for i in range(10)}
+    driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n")
+    out = driver.feed(b"".join(b"RCPT TO:<guess%d@y.test>\r\n" % i for i in range(10)))
+    assert codes(out) == ["550 5.1.1 Mailbox unavailable"] * 4 + [
+        "421 4.7.0 Too many refused recipients; closing connection"
+    ]
+    assert driver.closed
+
+
+def test_refused_recipients_do_not_count_as_errors_and_accepted_ones_not_at_all() -> None:
+    driver = make_driver(max_refused_recipients=3, max_errors=2)
+    driver.refuse = {"gone"}
+    driver.feed(EHLO + b"MAIL FROM:<a@x.test>\r\n")
+    out = driver.feed(
+        b"RCPT TO:<gone@y.test>\r\n" * 3 + b"RCPT TO:<here@y.test>\r\n" * 20 + b"DATA\r\n"
+    )
+    assert codes(out)[-1] == "354 End data with <CR><LF>.<CR><LF>"
+    assert not driver.closed and driver.conn.errors == 0

@@ -112,3 +112,19 @@ def test_slow_body_cannot_hold_data_open(server_factory) -> None:
     assert client.read_until_closed().endswith(b"421 4.4.2 Timeout exceeded; closing connection\r\n")
     client.close()
     assert server.call(lambda: server.app.store.list()) == []
+
+
+def test_guessing_recipients_is_cut_off_after_max_refused_recipients(server_factory) -> None:
+    server: RunningServer = server_factory(base=HOSTILE)
+    client = RawClient(server.host, server.port)
+    client.read_reply()
+    # 500 pipelined guesses, as a directory-harvesting client sends them
+    client.send(
+        b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\n"
+        + b"".join(b"RCPT TO:<unknown%d@example.test>\r\n" % i for i in range(500))
+    )
+    answers = client.read_until_closed().decode().split("\r\n")
+    refused = [a for a in answers if a.startswith("550 5.1.1")]
+    assert len(refused) == 21  # the default max_refused_recipients is 20: the 21st closes
+    assert answers[-2] == "421 4.7.0 Too many refused recipients; closing connection"
+    client.close()

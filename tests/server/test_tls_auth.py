@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -368,6 +369,34 @@ def test_submission_with_smtplib(server: RunningServer, client_tls: ssl.SSLConte
         s.sendmail(ALICE, ["dave@example.test"], b"Subject: sub\r\n\r\nhi\r\n")
     messages = wait_for(lambda: maildir_messages(server.data_dir, "dave@example.test"))
     assert b"with ESMTPSA" in messages[0]  # type: ignore[index]
+
+
+def test_silent_connections_to_the_tls_port_count_from_accept(
+    server_factory: Callable[..., RunningServer], tmp_path: Path, ca: trustme.CA,
+    client_tls: ssl.SSLContext,
+) -> None:
+    """A handshake never started holds a connection slot; past the limit, no handshake at all."""
+    write_pems(ca, tmp_path)
+    config = TLS_CONFIG.replace(
+        "auth_failure_delay = 0.01", "auth_failure_delay = 0.01\nmax_connections_per_ip = 3"
+    ).replace('key = "key.pem"', 'key = "key.pem"\nhandshake_timeout = 120')
+    server = server_factory(base=config)
+    host, port = address(server, ListenerKind.IMPLICIT_TLS)
+    silent = [socket.create_connection((host, port), timeout=30) for _ in range(3)]
+    over = socket.create_connection((host, port), timeout=30)
+    assert over.recv(1) == b""  # closed at once, long before the handshake timeout
+    over.close()
+    for sock in silent:
+        sock.close()
+    assert server.app is not None
+    listener = server.app.listener
+    wait_for(lambda: server.call(lambda: _count(listener)) == 0)
+    with smtps(server, client_tls) as s:  # the slots the silent ones held are free again
+        assert s.ehlo()[0] == 250
+
+
+async def _count(listener: object) -> int:
+    return len(listener.sessions)  # type: ignore[attr-defined]
 
 
 def test_implicit_tls_from_the_first_byte(

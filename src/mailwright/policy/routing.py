@@ -70,13 +70,13 @@ def mailbox_path(data_dir: Path | str, address: Address) -> Path:
     calls this rather than joining paths itself, so a hostile address can never
     reach the filesystem.
     """
-    local_part = address.local_part
+    local_part = address.local_part.lower()  # the name on disk: checked as it will be used
     domain = address.domain_key
     if not is_safe_local_part(local_part):
         raise ValueError(f"local part is not safe as a mailbox name: {local_part!r}")
     if not is_domain_name(domain):
         raise ValueError(f"domain is not safe as a directory name: {domain!r}")
-    return Path(data_dir) / "mailboxes" / domain / local_part.lower()
+    return Path(data_dir) / "mailboxes" / domain / local_part
 
 
 def unique_targets(targets: Iterable[Target]) -> tuple[Target, ...]:
@@ -153,9 +153,12 @@ class Router:
         Maildir, postmaster@<domain>, unless an entry says otherwise; in an
         auto_mailbox domain every local part safe as a directory name is one.
         """
-        if address.local_part.lower() == POSTMASTER:
+        local_part = address.local_part.lower()
+        if local_part == POSTMASTER:
             return True
-        return address.domain_key in self._auto_mailbox and is_safe_local_part(address.local_part)
+        # The canonical (lower-case) form is the Maildir's name: check that one, or an
+        # address accepted here (İ) is refused at delivery and bounces to a forged sender.
+        return address.domain_key in self._auto_mailbox and is_safe_local_part(local_part)
 
     def _expand_for(
         self, rcpt: Address, start: tuple[Address, ...], reply: Reply

@@ -26,6 +26,9 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again late
 TOO_MANY_CONNECTIONS_FROM_IP = Reply(
     421, "4.7.0", "Too many connections from your address; try again later"
 )
+TOO_MANY_REFUSED_RECIPIENTS = Reply(
+    421, "4.7.0", "Too many refused recipients; closing connection"
+)
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in a new transaction")
 STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing; try again later")

@@ -66,6 +66,7 @@ DEFAULT_MAX_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
 DEFAULT_MAX_MESSAGE_SIZE = 26_214_400
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 DEFAULT_MAX_ERRORS = 10
+DEFAULT_MAX_REFUSED_RECIPIENTS = 20
 
 DEFAULT_MAX_AUTH_LINE = auth.DEFAULT_MAX_AUTH_LINE
 
@@ -86,6 +87,8 @@ class ProtocolConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS
+    #: RCPTs answered 5xx before the session is closed with 421 (directory harvesting).
+    max_refused_recipients: int = DEFAULT_MAX_REFUSED_RECIPIENTS
     smtputf8: bool = True
     extra_capabilities: tuple[str, ...] = ()
     #: A certificate is configured: STARTTLS is offered while TLS is not active.
@@ -120,6 +123,8 @@ class ServerConnection:
         self.helo_name: str | None = None
         self.esmtp = False
         self.errors = 0
+        #: RCPTs answered 5xx in this session; not errors of the client's protocol.
+        self.refused_recipients = 0
         self.tls = tls
         #: The user name of the ``Auth`` event answered 235, None before.
         self.authenticated: str | None = None
@@ -247,6 +252,8 @@ class ServerConnection:
             # RFC 4954 4: continue-req = "334" SP [base64] CRLF, the space even when empty.
             out = f"334 {reply.text}\r\n".encode("ascii")
         self._apply(event, reply)
+        if isinstance(event, Rcpt) and reply.code >= 500:
+            return self._count_refused_recipient(out)
         if isinstance(event, Auth) and reply.code == 535:
             # Guessing passwords is an error like any other: bounded by max_errors.
             return self._count_error(out)
@@ -290,6 +297,19 @@ class ServerConnection:
             # RFC 5321 3.8: a server that must close may send 421 at any time.
             self._close()
             return out + replies.TOO_MANY_ERRORS.format()
+        return out
+
+    def _count_refused_recipient(self, out: bytes) -> bytes:
+        """A client that keeps naming unknown recipients is guessing addresses: close.
+
+        Counted apart from ``errors``: a refused recipient is the server's
+        decision, not a mistake in the client's protocol.  RFC 5321 3.8 allows
+        the 421.
+        """
+        self.refused_recipients += 1
+        if self.refused_recipients > self.config.max_refused_recipients:
+            self._close()
+            return out + replies.TOO_MANY_REFUSED_RECIPIENTS.format()
         return out
 
     def _close(self) -> None:

@@ -1,10 +1,11 @@
 """Listeners: accept connections, enforce connection limits, shut down gracefully.
 
 One SmtpListener holds every listening socket (SMTP, submission, implicit TLS),
-so the connection limits count all of them together.  Implicit TLS is
-``create_server(ssl=...)`` with the TLS context that always hands the
-handshake to the current certificate (server/tls.py), so SIGHUP reaches every
-port.  A session counts once its handshake is done: ``connection_made``.
+so the connection limits count all of them together.  Every connection counts
+from the moment it is accepted (``connection_made``): an implicit-TLS session
+runs its handshake itself after that (server/session.py), so silent clients
+that never finish a handshake fill no more than their share of the limits.
+Per-address limits count an IPv6 client by its /64 (policy/clientkey.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from mailwright.config import Config
 from mailwright.logfmt import kv
+from mailwright.policy.clientkey import client_key
 from mailwright.protocol import replies
 from mailwright.protocol.reply import Reply
 from mailwright.server.session import ListenerKind, SessionServices, SmtpSession
@@ -93,12 +94,7 @@ class SmtpListener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        tls = self.services.tls
         for index, (kind, host, port) in enumerate(self.endpoints):
-            context: ssl.SSLContext | None = None
-            handshake_timeout: float | None = None
-            if tls is not None and kind is ListenerKind.IMPLICIT_TLS:
-                context, handshake_timeout = tls.listening, tls.handshake_timeout
             where: dict[str, Any]
             if self._sockets is not None:
                 where = {"sock": self._sockets[index]}
@@ -109,8 +105,6 @@ class SmtpListener:
                 lambda kind=kind: self._new_session(kind),
                 **where,
                 backlog=LISTEN_BACKLOG,
-                ssl=context,
-                ssl_handshake_timeout=handshake_timeout,
             )
             self._servers.append((kind, server))
         for kind, (host, port) in self._bound():
@@ -128,18 +122,18 @@ class SmtpListener:
     def _admit(self, peer_host: str) -> Reply | None:
         """Count the connection; a reply when it is over a limit (then it is greeted with 421)."""
         smtp = self.services.config.smtp
-        self._per_ip[peer_host] += 1
+        self._per_ip[client_key(peer_host)] += 1
         if self._stopping:  # e.g. a TLS handshake that finished after stop() began
             return replies.SHUTTING_DOWN
         if len(self.sessions) > smtp.max_connections:
             return replies.TOO_MANY_CONNECTIONS
-        if self._per_ip[peer_host] > smtp.max_connections_per_ip:
+        if self._per_ip[client_key(peer_host)] > smtp.max_connections_per_ip:
             return replies.TOO_MANY_CONNECTIONS_FROM_IP
         return None
 
     def _closed(self, session: SmtpSession) -> None:
         self.sessions.discard(session)
-        host = session.peer_host
+        host = client_key(session.peer_host)
         self._per_ip[host] -= 1
         if self._per_ip[host] <= 0:
             del self._per_ip[host]

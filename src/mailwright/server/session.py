@@ -7,12 +7,17 @@ This module only moves bytes, keeps time and writes the log.
 It is an ``asyncio.Protocol`` (not streams) so received bytes go straight into
 the core, with a small task per connection that awaits policy and storage.
 Reading pauses while the core holds more unprocessed input than
-``MAX_BUFFERED_INPUT``: a client that floods us cannot grow our memory.
+``MAX_BUFFERED_INPUT``: a client that floods us cannot grow our memory.  The
+other direction is bounded too: while the transport holds more unsent replies
+than its high-water mark (``pause_writing``), no input is processed and reading
+is paused, so a client that pipelines commands and never reads what we answer
+costs at most the two buffers, not 30 times what it sent.
 
 STARTTLS is ``loop.start_tls`` on the same transport with this same protocol
 object; reading is paused before the 220 is written, so no plain-text byte
-reaches the core after it (RFC 3207 4.2).  On an implicit-TLS listener the
-loop completes the handshake before ``connection_made``.
+reaches the core after it (RFC 3207 4.2).  An implicit-TLS session (RFC 8314)
+runs the same handshake right after ``connection_made``, so the connection is
+counted against the limits before a handshake is spent on it.
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailwright.smtpd")
 
 MAX_BUFFERED_INPUT = 1 << 20  # pause reading above this much unprocessed input
+#: Replies to pipelined commands held for one write stop being held past this size;
+#: the write then lets the transport's flow control (pause_writing) stop the session.
+MAX_HELD_REPLIES = 64 * 1024
+#: The transport calls pause_writing above this many octets not yet sent.
+WRITE_BUFFER_HIGH_WATER = 64 * 1024
 #: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
 MAX_CONCURRENT_PASSWORD_CHECKS = 4
 MAX_LOGGED_USER_NAME = 256  # a failed AUTH logs the name tried, cut to this many characters
@@ -115,6 +125,7 @@ class SessionServices:
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             max_errors=smtp.max_errors,
+            max_refused_recipients=smtp.max_refused_recipients,
             max_body_line=smtp.max_body_line_length,
             starttls=with_tls,
             auth_mechanisms=tuple(MECHANISMS) if with_tls else (),
@@ -143,26 +154,35 @@ def _received_date() -> str:
     return _date_cache[1]
 
 
-class _HeaderScanner:
-    """Counts Received: headers in the header section, for mail-loop detection (RFC 5321 6.3)."""
+class HeaderScanner:
+    """Counts Received: headers in the header section, for mail-loop detection (RFC 5321 6.3).
 
-    def __init__(self) -> None:
+    Linear in the header section however it arrives: each piece is searched for
+    the blank line once, with the three bytes before it (a CRLF CRLF split
+    across pieces), never the whole section again.  ``examined`` counts the
+    bytes searched, so a test can prove it.
+    """
+
+    def __init__(self, limit: int = HEADER_SCAN_LIMIT) -> None:
         self.received = 0
-        self._head = bytearray()
         self.done = False
+        self.examined = 0
+        self._limit = limit
+        self._head = bytearray()
 
     def feed(self, data: bytes) -> None:
         if self.done:
             return
+        start = max(0, len(self._head) - 3)
         self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end != -1 or len(self._head) >= HEADER_SCAN_LIMIT:
-            head = bytes(self._head[: end if end != -1 else HEADER_SCAN_LIMIT])
-            self.done = True
-            self._head = bytearray()
-            self.received = sum(
-                1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:"
-            )
+        self.examined += len(self._head) - start
+        end = self._head.find(b"\r\n\r\n", start)
+        if end == -1 and len(self._head) < self._limit:
+            return
+        head = bytes(self._head[: end if end != -1 else self._limit])
+        self.done = True
+        self._head = bytearray()
+        self.received = sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
 
     def finish(self) -> None:
         if not self.done:
@@ -176,7 +196,7 @@ class _Transaction:
     recipients: list[Address] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     spool: BodySpool | None = None
-    headers: _HeaderScanner = field(default_factory=_HeaderScanner)
+    headers: HeaderScanner = field(default_factory=HeaderScanner)
 
     def discard(self) -> None:
         if self.spool is not None:
@@ -225,6 +245,8 @@ class SmtpSession(asyncio.Protocol):
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._lost = False
         self._paused = False
+        #: The transport's write buffer is over its high-water mark: handle no input.
+        self._write_paused = False
         self._stopping = False
         self._greeted = False
         self._greet_handle: asyncio.TimerHandle | None = None
@@ -236,6 +258,7 @@ class SmtpSession(asyncio.Protocol):
         self._command_deadline: float | None = None
         self._data_deadline: float | None = None
         self._held: list[bytes] = []  # replies waiting to leave in one write
+        self._held_bytes = 0
         self._transaction: _Transaction | None = None
         self._started = time.monotonic()
         self._messages = 0
@@ -246,10 +269,9 @@ class SmtpSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
-        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
-            self._tls_started(self.transport)
         self._on_open(self)
         self._safely(self._open)
 
@@ -273,9 +295,21 @@ class SmtpSession(asyncio.Protocol):
         self._input_arrived()
 
     def _input_arrived(self) -> None:
-        if self._busy or self._finished:
-            return  # handled when the waiting step ends, or never
+        if self._busy or self._finished or self._write_paused:
+            return  # handled when the waiting step ends or the client reads, or never
         self._safely(self._pump if self._greeted else self._greet)
+
+    def pause_writing(self) -> None:
+        """The client is not reading our replies: stop making more until it does."""
+        self._write_paused = True
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._greeted:
+            self._input_arrived()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -300,17 +334,42 @@ class SmtpSession(asyncio.Protocol):
             self._finish()
 
     def _open(self) -> None:
-        config = self.services.config
+        """Count the connection against the limits, then TLS (port 465) and the greeting."""
         log.info(kv(event="connect", client=self._client(), listener=self.kind.value))
-        if self._tls_version is not None:
-            self._log_tls()
         refusal = self._refuse_with(self.peer_host)
+        implicit_tls = self.kind is ListenerKind.IMPLICIT_TLS
         if refusal is not None:
-            self._write(self.conn.greeting(refusal))
-            self._result = f"refused ({refusal.code})"
+            if implicit_tls:
+                # Nothing can be said before TLS, and a handshake is what the limit saves.
+                self._result = f"refused ({refusal.code}, before TLS)"
+            else:
+                self._write(self.conn.greeting(refusal))
+                self._result = f"refused ({refusal.code})"
             log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
             self._finish()
             return
+        if implicit_tls:
+            self._pause_for_tls()
+            self._busy = True
+            self._loop.create_task(self._implicit_tls())
+            return
+        self._welcome()
+
+    async def _implicit_tls(self) -> None:
+        """RFC 8314 3.3: TLS from the first byte, then the greeting inside it."""
+        try:
+            started = await self._handshake()
+        except Exception:
+            log.exception(kv(event="session-error", client=self._client()))
+            started = False
+        self._busy = False
+        if not started:
+            self._finish()
+        elif not self._finished:
+            self._safely(self._welcome)
+
+    def _welcome(self) -> None:
+        config = self.services.config
         if config.smtp.greet_delay > 0:
             # Hold the greeting back to catch clients that talk first (issue: early
             # talkers); any input or the end of the connection greets at once.
@@ -348,7 +407,10 @@ class SmtpSession(asyncio.Protocol):
             self._transaction.discard()
             self._transaction = None
         if self.transport is not None:
-            self.transport.close()
+            if self._write_paused:
+                self.transport.abort()  # close() would wait for a client that does not read
+            else:
+                self.transport.close()
         log.info(
             kv(
                 event="disconnect",
@@ -385,6 +447,7 @@ class SmtpSession(asyncio.Protocol):
         if self._held:
             data = b"".join(self._held) + data
             self._held.clear()
+            self._held_bytes = 0
         if data and self.transport is not None and not self._lost:
             self.transport.write(data)
 
@@ -397,6 +460,9 @@ class SmtpSession(asyncio.Protocol):
         """
         if self.conn.buffered_bytes and self.conn.state is not State.CLOSED:
             self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > MAX_HELD_REPLIES:
+                self._write(b"")  # may pause_writing: then the pump stops here
         else:
             self._write(data)
 
@@ -414,6 +480,8 @@ class SmtpSession(asyncio.Protocol):
         """Handle every event the buffered input makes, until the core needs more bytes."""
         conn = self.conn
         while not self._busy and not self._finished:
+            if self._write_paused:
+                return  # resume_writing pumps again; reading stays paused until then
             event = conn.next_event()
             if event is NEED_DATA:
                 self._write(b"")  # nothing more to answer now: send what is held
@@ -518,12 +586,14 @@ class SmtpSession(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._finished or self._busy or not self._greeted:
+        if self._finished or not self._greeted or (self._busy and not self._write_paused):
             return  # the next wait for input arms it again
         deadline, kind = self._deadline()
         if self._loop.time() < deadline:
             self._set_timer(deadline)  # there was input since: wait on
             return
+        if self._write_paused:
+            kind = "write"  # the client has read none of our replies for that long
         self._write_close(replies.IDLE_TIMEOUT)
         self._result = f"timeout ({kind})"
         log.info(kv(event="timeout", kind=kind, client=self._client(), state=self.conn.state.value))

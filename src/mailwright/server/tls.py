@@ -2,10 +2,8 @@
 
 Every handshake uses ``current``, so a context re-loaded after a certificate
 renewal serves every new handshake while sessions already in TLS keep the one
-they started with: nobody is dropped.  STARTTLS reads ``current`` directly;
-implicit-TLS listeners are built once with ``listening``, whose SNI callback
-(called by OpenSSL for every ClientHello, with or without SNI) hands the
-handshake over to ``current``.
+they started with: nobody is dropped.  STARTTLS and implicit TLS alike start
+their handshake in the session (``loop.start_tls``) and read ``current`` then.
 """
 
 from __future__ import annotations
@@ -36,15 +34,6 @@ class ServerTls:
     def __init__(self, config: TlsConfig) -> None:
         self.config = config
         self.current = server_context(config)
-        self.listening = self.current
-        self.listening.sni_callback = self._use_current
-
-    def _use_current(
-        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
-    ) -> None:
-        current = self.current
-        if context is not current:
-            ssl_object.context = current
 
     @property
     def handshake_timeout(self) -> float:
