@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -33,6 +34,25 @@ local = ["example.test"]
 [relocated]
 "carol@example.test" = "carol@newcorp.test"
 """
+
+
+#: A skip whose reason starts with this names something the machine lacks (root, a
+#: mount, a service); CI has all of them, so there such a skip is a failure.
+ENVIRONMENT_SKIP_PREFIX = "needs "
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under CI (``CI`` set), a test skipped for want of root, a mount or a service fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if not os.environ.get("CI") or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason.startswith(ENVIRONMENT_SKIP_PREFIX):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where it must run: {reason}"
 
 
 class RunningServer:

@@ -24,7 +24,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         text=True,
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        pytest.skip(f"needs root and a tmpfs mount: {result.stderr.strip()}")
     try:
         yield mount_point
     finally:

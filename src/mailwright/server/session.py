@@ -15,9 +15,9 @@ costs at most the two buffers, not 30 times what it sent.
 
 STARTTLS is ``loop.start_tls`` on the same transport with this same protocol
 object; reading is paused before the 220 is written, so no plain-text byte
-reaches the core after it (RFC 3207 4.2).  An implicit-TLS session (RFC 8314)
-runs the same handshake right after ``connection_made``, so the connection is
-counted against the limits before a handshake is spent on it.
+reaches the core after it (RFC 3207 4.2).  On an implicit-TLS listener the
+listener counts the connection when it accepts it and has the loop complete the
+handshake before ``connection_made`` (server/listener.py).
 """
 
 from __future__ import annotations
@@ -224,8 +224,12 @@ class SmtpSession(asyncio.Protocol):
         refuse_with: Callable[[str], Reply | None],
         kind: ListenerKind = ListenerKind.SMTP,
         on_open: Callable[[SmtpSession], None] = lambda session: None,
+        admitted: bool = False,
     ) -> None:
+        """``admitted``: the listener already counted this connection against the limits
+        (implicit TLS, counted at accept before its handshake)."""
         self.services = services
+        self._admitted = admitted
         self.kind = kind
         self._on_open = on_open
         self._on_close = on_close
@@ -272,6 +276,8 @@ class SmtpSession(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
+        if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
+            self._tls_started(self.transport)
         self._on_open(self)
         self._safely(self._open)
 
@@ -334,42 +340,17 @@ class SmtpSession(asyncio.Protocol):
             self._finish()
 
     def _open(self) -> None:
-        """Count the connection against the limits, then TLS (port 465) and the greeting."""
+        config = self.services.config
         log.info(kv(event="connect", client=self._client(), listener=self.kind.value))
-        refusal = self._refuse_with(self.peer_host)
-        implicit_tls = self.kind is ListenerKind.IMPLICIT_TLS
+        if self._tls_version is not None:
+            self._log_tls()
+        refusal = None if self._admitted else self._refuse_with(self.peer_host)
         if refusal is not None:
-            if implicit_tls:
-                # Nothing can be said before TLS, and a handshake is what the limit saves.
-                self._result = f"refused ({refusal.code}, before TLS)"
-            else:
-                self._write(self.conn.greeting(refusal))
-                self._result = f"refused ({refusal.code})"
+            self._write(self.conn.greeting(refusal))
+            self._result = f"refused ({refusal.code})"
             log.info(kv(event="refused", client=self._client(), reply=str(refusal)))
             self._finish()
             return
-        if implicit_tls:
-            self._pause_for_tls()
-            self._busy = True
-            self._loop.create_task(self._implicit_tls())
-            return
-        self._welcome()
-
-    async def _implicit_tls(self) -> None:
-        """RFC 8314 3.3: TLS from the first byte, then the greeting inside it."""
-        try:
-            started = await self._handshake()
-        except Exception:
-            log.exception(kv(event="session-error", client=self._client()))
-            started = False
-        self._busy = False
-        if not started:
-            self._finish()
-        elif not self._finished:
-            self._safely(self._welcome)
-
-    def _welcome(self) -> None:
-        config = self.services.config
         if config.smtp.greet_delay > 0:
             # Hold the greeting back to catch clients that talk first (issue: early
             # talkers); any input or the end of the connection greets at once.
