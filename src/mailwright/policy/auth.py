@@ -40,7 +40,7 @@ import asyncio
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -56,6 +56,7 @@ MAX_ACCOUNT_NAME = 256
 
 Clock = Callable[[], float]
 PasswordCheck = Callable[[str, str | None], bool]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -225,7 +226,7 @@ class Authenticator:
     ``verify`` runs in a thread (scrypt takes a tenth of a second and 32 MiB),
     at most ``max_checks`` at once over all clients and one at a time per
     client; unknown users cost one derivation too, so timing does not reveal
-    who exists.
+    who exists.  ``clock`` and ``sleep`` are injected so tests need not wait.
     """
 
     def __init__(
@@ -234,11 +235,13 @@ class Authenticator:
         *,
         clock: Clock = time.monotonic,
         verify: PasswordCheck = passwords.verify_password,
+        sleep: Sleep = asyncio.sleep,
         max_checks: int = MAX_CONCURRENT_PASSWORD_CHECKS,
     ) -> None:
         self._mailboxes = config.mailboxes
         self.guard = AuthGuard(config, clock=clock)
         self._verify = verify
+        self._sleep = sleep
         self._checks = asyncio.Semaphore(max_checks)
         self._per_client = _KeyedLocks()
 
@@ -252,7 +255,7 @@ class Authenticator:
                 return AuthResult(AuthOutcome.LOCKED_OUT, client)
             delay = guard.delay(account)
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
             mailbox = self._mailboxes.get(account)
             stored = mailbox.password_hash if mailbox is not None else None
             loop = asyncio.get_running_loop()
