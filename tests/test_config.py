@@ -750,6 +750,7 @@ def test_the_default_reserve_is_the_smaller_of_100_mb_and_5_percent():
     assert SpaceReserve(octets=1000, percent=None).required(1 << 40) == 1000
     assert SpaceReserve(octets=None, percent=50).required(8 << 20) == 4 << 20
     assert "104857600 octets or 5% of the file system, whichever is smaller" in describe(parse(""))
+    assert "no reserve (min_free_space = 0)" in describe(parse("[queue]\nmin_free_space = 0\n"))
 
 
 @pytest.mark.parametrize(

@@ -215,6 +215,11 @@ class SpaceReserve:
             limits.append(int(total * self.percent / 100))
         return min(limits)
 
+    @property
+    def off(self) -> bool:
+        """True when nothing is kept back (0 octets or 0 %)."""
+        return self.octets == 0 or self.percent == 0
+
     def __str__(self) -> str:
         parts = [] if self.octets is None else [f"{self.octets} octets"]
         if self.percent is not None:
@@ -429,7 +434,7 @@ def describe(config: Config) -> str:
         f"  TLS             {tls}",
         f"  hostname        {config.hostname}",
         f"  data directory  {Path(config.data_dir).absolute()}",
-        f"  free space      new mail refused below {config.queue.min_free_space}",
+        f"  free space      {_reserve(config.queue.min_free_space)}",
         f"  local domains   {domains}",
         f"  addresses       {counts}",
         f"  relaying        {relaying}",
@@ -467,6 +472,12 @@ def _show(value: object) -> str:
     if isinstance(value, dict):
         return "a table"
     return "a date/time value"
+
+
+def _reserve(reserve: SpaceReserve) -> str:
+    if reserve.off:
+        return "no reserve (min_free_space = 0): new mail may fill the disk"
+    return f"new mail refused below {reserve}"
 
 
 def _plural(count: int, noun: str) -> str:
