@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from mailwright.config import (
+    DEFAULT_AUTH_LOCKOUT,
+    DEFAULT_AUTH_MAX_FAILURES,
     DEFAULT_DESTINATION_CONCURRENCY,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RETRY,
     EMBEDDED_SOURCE,
     Config,
     MailboxConfig,
+    SpaceReserve,
     describe,
     load_config,
     parse_config,
@@ -44,6 +47,8 @@ max_line_length = 1000
 greet_delay = 0
 max_received_headers = 25
 auth_failure_delay = 0.5
+auth_max_failures = 7
+auth_lockout = 600
 [domains]
 local = ["Example.TEST.", "other.test"]
 auto_mailbox = ["other.test"]
@@ -72,6 +77,7 @@ tls = "verify"
 [queue]
 retry = [1, 2, 3]
 max_age = 3600
+min_free_space = "2.5%"
 """
 
 
@@ -111,6 +117,9 @@ def test_empty_file_gives_every_default(tmp_path):
     assert config.queue.retry == DEFAULT_RETRY
     assert config.delivery.tls == "opportunistic"
     assert config.delivery.destination_concurrency == DEFAULT_DESTINATION_CONCURRENCY == 20
+    assert config.smtp.auth_max_failures == DEFAULT_AUTH_MAX_FAILURES == 5
+    assert config.smtp.auth_lockout == DEFAULT_AUTH_LOCKOUT == 300.0
+    assert config.queue.min_free_space == SpaceReserve(octets=104_857_600, percent=5.0)
     assert config.source == str(path)
 
 
@@ -130,6 +139,8 @@ def test_full_example_parses_every_key():
     assert config.smtp.auth_failure_delay == 0.5
     assert config.smtp.auth_delay(1) == 0.5
     assert config.smtp.auth_delay(100) == 2.5
+    assert (config.smtp.auth_max_failures, config.smtp.auth_lockout) == (7, 600.0)
+    assert config.queue.min_free_space == SpaceReserve(octets=None, percent=2.5)
     assert config.tls is None
     assert config.submission.listen == () and config.submission.implicit_tls == ()
     assert config.local_domains == {"example.test", "other.test"}
@@ -212,6 +223,7 @@ def test_describe_names_what_the_server_uses():
     assert "2 mailboxes, 1 alias, 1 forward, 1 relocated address" in text
     assert "10.0.0.0/8, 2001:db8::/32" in text
     assert "elsewhere.test -> 127.0.0.1:2600" in text
+    assert "new mail refused below 2.5% of the file system" in text
 
 
 def test_describe_of_the_embedded_default_says_only_authenticated_clients_relay():
@@ -684,6 +696,61 @@ def test_auth_failure_delay_may_be_zero_but_not_negative():
     assert str(refusal("[smtp]\nauth_failure_delay = -1\n")) == (
         "smtp.auth_failure_delay: expected a number of seconds, 0 or more, got -1"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("auth_max_failures = 0", "smtp.auth_max_failures: expected a positive integer, got 0"),
+        ("auth_max_failures = 2.5", "smtp.auth_max_failures: expected a positive integer, got 2.5"),
+        ("auth_lockout = 0", "smtp.auth_lockout: expected a positive number of seconds, got 0"),
+        ('auth_lockout = "5m"', 'smtp.auth_lockout: expected a positive number of seconds, got "5m"'),
+    ],
+)
+def test_auth_lockout_keys_refuse_bad_values(text, message):
+    assert str(refusal(f"[smtp]\n{text}\n")) == message
+
+
+def test_describe_names_the_auth_lockout(pem_files):
+    config = parse(
+        '[smtp]\nauth_max_failures = 3\nauth_lockout = 90\n'
+        '[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n',
+        base_dir=pem_files,
+    )
+    assert "(3 failures lock a client out for 90 s)" in describe(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "reserve"),
+    [
+        ("104857600", SpaceReserve(octets=104_857_600, percent=None)),
+        ("0", SpaceReserve(octets=0, percent=None)),
+        ('"5%"', SpaceReserve(octets=None, percent=5.0)),
+        ('" 2.5 % "', SpaceReserve(octets=None, percent=2.5)),
+        ('"0%"', SpaceReserve(octets=None, percent=0.0)),
+    ],
+)
+def test_min_free_space_in_octets_or_percent(value, reserve):
+    assert parse(f"[queue]\nmin_free_space = {value}\n").queue.min_free_space == reserve
+
+
+@pytest.mark.parametrize("value", ["-1", '"100%"', '"5 percent"', '"5"', "1.5", "true", '""'])
+def test_min_free_space_refuses_other_values(value):
+    error = refusal(f"[queue]\nmin_free_space = {value}\n")
+    assert error.key == "queue.min_free_space"
+    assert error.problem.startswith(
+        'expected a number of octets (104857600) or a percentage of the file system below 100 ("5%")'
+    )
+
+
+def test_the_default_reserve_is_the_smaller_of_100_mb_and_5_percent():
+    reserve = parse("").queue.min_free_space
+    assert reserve.required(1 << 40) == 104_857_600  # 1 TiB: 5 % would be 51 GiB
+    assert reserve.required(1 << 30) == (1 << 30) * 5 // 100  # 1 GiB: 51 MiB
+    assert SpaceReserve(octets=1000, percent=None).required(1 << 40) == 1000
+    assert SpaceReserve(octets=None, percent=50).required(8 << 20) == 4 << 20
+    assert "104857600 octets or 5% of the file system, whichever is smaller" in describe(parse(""))
+    assert "no reserve (min_free_space = 0)" in describe(parse("[queue]\nmin_free_space = 0\n"))
 
 
 @pytest.mark.parametrize(

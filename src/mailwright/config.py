@@ -64,10 +64,22 @@ DEFAULT_DELIVERY_TLS = "opportunistic"
 DEFAULT_RETRY = (60, 300, 900, 3600, 14400)
 DEFAULT_MAX_AGE = 432_000
 DEFAULT_MAX_ALIAS_DEPTH = 10  # how many aliases deep an expansion may go before it is cut
-DEFAULT_AUTH_FAILURE_DELAY = 1.0  # seconds added before each 535, per failure so far
+DEFAULT_AUTH_FAILURE_DELAY = 1.0  # seconds of delay per recent failure of the same account
 AUTH_FAILURE_DELAY_MAX_STEPS = 5  # the delay stops growing after this many failures
 #: Short: a handshake that has not finished holds a connection slot for nothing.
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Failed AUTHs from one client (an IPv4 address, an IPv6 /64) before it is locked out.
+DEFAULT_AUTH_MAX_FAILURES = 5
+#: Seconds a locked-out client gets 454 to AUTH; failures are remembered as long.
+DEFAULT_AUTH_LOCKOUT = 300.0
+#: Entries kept in each AUTH failure table (per client, per client and account, per
+#: account); the oldest is dropped beyond it, so a flood of names costs bounded memory.
+AUTH_TRACKED_ENTRIES = 10_000
+#: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
+MAX_CONCURRENT_PASSWORD_CHECKS = 4
+#: ``[queue] min_free_space`` by default: the smaller of these two (octets, percent).
+DEFAULT_MIN_FREE_OCTETS = 104_857_600
+DEFAULT_MIN_FREE_PERCENT = 5.0
 
 #: ``Config.source`` when no file was read.
 EMBEDDED_SOURCE = "<embedded default>"
@@ -111,6 +123,8 @@ class SmtpConfig:
     max_received_headers: int = DEFAULT_MAX_RECEIVED_HEADERS
     max_body_line_length: int = DEFAULT_MAX_BODY_LINE
     auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
+    auth_max_failures: int = DEFAULT_AUTH_MAX_FAILURES
+    auth_lockout: float = DEFAULT_AUTH_LOCKOUT
     #: Server processes sharing the listening ports (SO_REUSEPORT); see server/processes.py.
     processes: int = 1
 
@@ -123,7 +137,7 @@ class SmtpConfig:
         return _endpoints(self.listen)
 
     def auth_delay(self, failures: int) -> float:
-        """Seconds to wait before answering the ``failures``-th failed AUTH of a session."""
+        """Seconds an AUTH waits when its account has ``failures`` recent failures."""
         return self.auth_failure_delay * min(failures, AUTH_FAILURE_DELAY_MAX_STEPS)
 
 
@@ -186,9 +200,43 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SpaceReserve:
+    """``[queue] min_free_space``: free space new mail may not take.
+
+    Results, bounces and the queue's own bookkeeping need room to be written;
+    a disk filled by incoming mail would stop delivery itself.  The reserve is
+    a number of octets, a percentage of the file system, or (the default) the
+    smaller of both, so it stays sensible on a tiny disk and on a huge one.
+    A field that is None does not apply; 0 octets turns the reserve off.
+    """
+
+    octets: int | None = DEFAULT_MIN_FREE_OCTETS
+    percent: float | None = DEFAULT_MIN_FREE_PERCENT
+
+    def required(self, total: int) -> int:
+        """Octets to keep free on a file system of ``total`` octets."""
+        limits = [] if self.octets is None else [self.octets]
+        if self.percent is not None:
+            limits.append(int(total * self.percent / 100))
+        return min(limits)
+
+    @property
+    def off(self) -> bool:
+        """True when nothing is kept back (0 octets or 0 %)."""
+        return self.octets == 0 or self.percent == 0
+
+    def __str__(self) -> str:
+        parts = [] if self.octets is None else [f"{self.octets} octets"]
+        if self.percent is not None:
+            parts.append(f"{self.percent:g}% of the file system")
+        return " or ".join(parts) + (", whichever is smaller" if len(parts) > 1 else "")
+
+
+@dataclass(frozen=True, slots=True)
 class QueueConfig:
     retry: tuple[int, ...] = DEFAULT_RETRY
     max_age: int = DEFAULT_MAX_AGE
+    min_free_space: SpaceReserve = SpaceReserve()
 
 
 def _frozen_map(d: Mapping | None = None) -> Mapping:
@@ -365,9 +413,13 @@ def describe(config: Config) -> str:
         relaying = "only for authenticated clients"
     users = sum(1 for box in config.mailboxes.values() if box.password_hash)
     if config.tls is not None:
+        smtp = config.smtp
         tls = (
             f"certificate {config.tls.certificate}; STARTTLS offered, "
-            f"AUTH after TLS for {_plural(users, 'user')}"
+            f"AUTH after TLS for {_plural(users, 'user')} "
+            f"({_plural(smtp.auth_max_failures, 'failure')} "
+            f"{'locks' if smtp.auth_max_failures == 1 else 'lock'} a client out "
+            f"for {smtp.auth_lockout:g} s)"
         )
     else:
         tls = "off (no [tls] certificate: no STARTTLS, no AUTH)"
@@ -387,6 +439,7 @@ def describe(config: Config) -> str:
         f"  TLS             {tls}",
         f"  hostname        {config.hostname}",
         f"  data directory  {Path(config.data_dir).absolute()}",
+        f"  free space      {_reserve(config.queue.min_free_space)}",
         f"  local domains   {domains}",
         f"  addresses       {counts}",
         f"  relaying        {relaying}",
@@ -424,6 +477,12 @@ def _show(value: object) -> str:
     if isinstance(value, dict):
         return "a table"
     return "a date/time value"
+
+
+def _reserve(reserve: SpaceReserve) -> str:
+    if reserve.off:
+        return "no reserve (min_free_space = 0): new mail may fill the disk"
+    return f"new mail refused below {reserve}"
 
 
 def _plural(count: int, noun: str) -> str:
@@ -532,6 +591,24 @@ def _body_line(value: object, key: str) -> int:
 
 def _delay(value: object, key: str) -> float:
     return _seconds(value, key, allow_zero=True)
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _space_reserve(value: object, key: str) -> SpaceReserve:
+    """Octets (an integer, 0 or more) or a percentage below 100 written ``"5%"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return SpaceReserve(octets=value, percent=None)
+    if isinstance(value, str) and (match := _PERCENT.match(value)):
+        percent = float(match.group(1))
+        if percent < 100:
+            return SpaceReserve(octets=None, percent=percent)
+    raise ConfigError(
+        key,
+        "expected a number of octets (104857600) or a percentage of the file system below "
+        f'100 ("5%"), got {_show(value)}',
+    )
 
 
 def _port(value: object, key: str) -> int:
@@ -720,6 +797,8 @@ _SMTP_KEYS = (
     "max_received_headers",
     "max_body_line_length",
     "auth_failure_delay",
+    "auth_max_failures",
+    "auth_lockout",
     "processes",
 )
 
@@ -809,6 +888,8 @@ class _Builder:
                 "max_received_headers", _positive_int, DEFAULT_MAX_RECEIVED_HEADERS
             ),
             auth_failure_delay=t.get("auth_failure_delay", _delay, DEFAULT_AUTH_FAILURE_DELAY),
+            auth_max_failures=t.get("auth_max_failures", _positive_int, DEFAULT_AUTH_MAX_FAILURES),
+            auth_lockout=t.get("auth_lockout", _seconds, DEFAULT_AUTH_LOCKOUT),
             max_body_line_length=t.get("max_body_line_length", _body_line, DEFAULT_MAX_BODY_LINE),
             processes=t.get("processes", _processes, 1),
         )
@@ -1068,7 +1149,7 @@ class _Builder:
         )
 
     def _queue(self, raw: object) -> QueueConfig:
-        t = _Table(raw, "queue", ("retry", "max_age"))
+        t = _Table(raw, "queue", ("retry", "max_age", "min_free_space"))
 
         def retry(value: object, key: str) -> tuple[int, ...]:
             items = _list(value, key, allow_empty=False)
@@ -1077,4 +1158,5 @@ class _Builder:
         return QueueConfig(
             retry=t.get("retry", retry, DEFAULT_RETRY),
             max_age=t.get("max_age", _positive_int, DEFAULT_MAX_AGE),
+            min_free_space=t.get("min_free_space", _space_reserve, SpaceReserve()),
         )

@@ -42,7 +42,12 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: Path) -> None:
-    config = make_config(tmp_path, base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'))
+    # The disk is filled on purpose past any reserve: no free-space reserve here.
+    config = make_config(
+        tmp_path,
+        "[queue]\nmin_free_space = 0",
+        base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'),
+    )
     server = RunningServer(config)
     try:
         with smtplib.SMTP(server.host, server.port, timeout=10) as s:

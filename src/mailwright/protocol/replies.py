@@ -31,6 +31,12 @@ TOO_MANY_REFUSED_RECIPIENTS = Reply(
 )
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in a new transaction")
 STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+#: RFC 1870 6.1 (1): MAIL's SIZE= is more than the server can store now, but may fit later.
+NO_ROOM_FOR_SIZE = Reply(
+    452,
+    "4.3.1",
+    "Insufficient system storage for a message of the declared SIZE; try again later",
+)
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing; try again later")
 
 # 5xx: syntax
@@ -63,6 +69,13 @@ STARTTLS_IN_TRANSACTION = Reply(
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_UNAVAILABLE = Reply(454, "4.7.0", "Temporary authentication failure; try again later")
+#: RFC 4954 6's temporary failure, for a client locked out after too many failed attempts:
+#: no password is checked, the right one neither, until the lockout ends.
+AUTH_LOCKED_OUT = Reply(
+    454,
+    "4.7.0",
+    "Temporary authentication failure: too many failed attempts from your address; try again later",
+)
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required; send AUTH first")
 ENCRYPTION_REQUIRED = Reply(
     538,

@@ -32,11 +32,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, cast
 
-from mailwright import passwords
 from mailwright.config import Config
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.model import Address, SessionInfo
+from mailwright.policy.auth import Authenticator, AuthOutcome
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router, unique_targets
 from mailwright.protocol import replies
@@ -66,6 +66,7 @@ from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ProtocolConfig, ServerConnection
 from mailwright.protocol.state import State
 from mailwright.queue.base import BodySpool, QueueStore, Target
+from mailwright.queue.space import SpaceGuard
 
 if TYPE_CHECKING:
     from mailwright.server.tls import ServerTls
@@ -78,8 +79,6 @@ MAX_BUFFERED_INPUT = 1 << 20  # pause reading above this much unprocessed input
 MAX_HELD_REPLIES = 64 * 1024
 #: The transport calls pause_writing above this many octets not yet sent.
 WRITE_BUFFER_HIGH_WATER = 64 * 1024
-#: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
-MAX_CONCURRENT_PASSWORD_CHECKS = 4
 MAX_LOGGED_USER_NAME = 256  # a failed AUTH logs the name tried, cut to this many characters
 HEADER_SCAN_LIMIT = 256 * 1024  # bytes of the header section scanned for Received: lines
 HELP_REPLY = Reply(
@@ -106,6 +105,8 @@ class SessionServices:
     """What every session of a listener shares; built once by app.py.
 
     ``tls`` None means no certificate: no STARTTLS, no AUTH, no submission.
+    ``auth`` (failure counts, lockouts) and ``space`` (the free-space reserve)
+    are shared by every session of this process.
     """
 
     config: Config
@@ -115,7 +116,8 @@ class SessionServices:
     on_enqueued: Callable[[str], None] = lambda queue_id: None
     tls: ServerTls | None = None
     protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
-    password_checks: asyncio.Semaphore = field(init=False)
+    auth: Authenticator = field(init=False)
+    space: SpaceGuard = field(init=False)
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp
@@ -135,7 +137,8 @@ class SessionServices:
             ListenerKind.SUBMISSION: replace(base, auth_required=True),
             ListenerKind.IMPLICIT_TLS: replace(base, auth_required=True),
         }
-        self.password_checks = asyncio.Semaphore(MAX_CONCURRENT_PASSWORD_CHECKS)
+        self.auth = Authenticator(self.config)
+        self.space = SpaceGuard(self.config.data_dir, self.config.queue.min_free_space)
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -239,7 +242,6 @@ class SmtpSession(asyncio.Protocol):
         )
         #: The mailbox key of the user who authenticated, None before.
         self.authenticated_user: str | None = None
-        self._auth_failures = 0
         self._tls_version: str | None = None
         self.transport: asyncio.Transport | None = None
         self.peer_host = "?"
@@ -667,16 +669,8 @@ class SmtpSession(asyncio.Protocol):
                         250, None, [f"{hostname} greets {name}", *self.conn.capabilities()]
                     )
                 return Reply(250, None, f"{hostname} greets {name}")
-            case Mail(sender=sender):
-                user = self.authenticated_user
-                if user is not None and not self.services.relay.sender_allowed(user, sender):
-                    reply = Reply(
-                        553, "5.7.1", f"Sender address rejected: not owned by user {user}"
-                    )
-                    self._refused(f"MAIL FROM:<{sender}>", reply)
-                    return reply
-                self._transaction = _Transaction(sender=sender, mail=event)
-                return replies.SENDER_OK
+            case Mail():
+                return self._mail(event)
             case AuthChallenge(reply=reply):
                 return reply
             case Rcpt(recipient=recipient):
@@ -699,34 +693,26 @@ class SmtpSession(asyncio.Protocol):
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
     async def _authenticate(self, event: Auth) -> Reply:
-        """Check the credentials (scrypt, in a thread); 535 comes later after each failure."""
-        services = self.services
-        try:
-            user = Address.from_text(event.username).key
-        except ValueError:
-            user = None
-        mailbox = services.config.mailboxes.get(user) if user is not None else None
-        stored = mailbox.password_hash if mailbox is not None else None
-        loop = asyncio.get_running_loop()
-        async with services.password_checks:
-            # Unknown users cost one derivation too, so timing does not reveal who exists.
-            ok = await loop.run_in_executor(None, passwords.verify_password, event.password, stored)
-        if ok and user is not None:
-            self.authenticated_user = user
-            log.info(kv(event="auth", client=self._client(), user=user, mechanism=event.mechanism))
-            return replies.AUTH_OK
-        self._auth_failures += 1
-        log.info(
-            kv(
-                event="auth-failed",
-                client=self._client(),
-                user=event.username[:MAX_LOGGED_USER_NAME],
-                mechanism=event.mechanism,
-                failures=self._auth_failures,
-            )
+        """Ask policy/auth.py: a lockout (454), or the account's delay, then the check."""
+        result = await self.services.auth.authenticate(
+            self.peer_host, event.username, event.password
         )
-        await asyncio.sleep(services.config.smtp.auth_delay(self._auth_failures))
-        return replies.AUTH_FAILED
+        if result.outcome is AuthOutcome.OK:
+            self.authenticated_user = result.user
+            log.info(
+                kv(event="auth", client=self._client(), user=result.user, mechanism=event.mechanism)
+            )
+        else:
+            log.info(
+                kv(
+                    event=f"auth-{result.outcome.value}",
+                    client=self._client(),
+                    user=event.username[:MAX_LOGGED_USER_NAME],
+                    mechanism=event.mechanism,
+                    failures=result.failures or None,
+                )
+            )
+        return result.reply
 
     def _refused(self, command: str, reply: Reply) -> None:
         log.info(kv(event="refused", client=self._client(), command=command, reply=str(reply)))
@@ -735,6 +721,37 @@ class SmtpSession(asyncio.Protocol):
         if self._transaction is not None:
             self._transaction.discard()
             self._transaction = None
+
+    def _mail(self, event: Mail) -> Reply:
+        """Sender ownership for authenticated users, then room on the disk for the message."""
+        sender, user = event.sender, self.authenticated_user
+        if user is not None and not self.services.relay.sender_allowed(user, sender):
+            reply = Reply(553, "5.7.1", f"Sender address rejected: not owned by user {user}")
+            self._refused(f"MAIL FROM:<{sender}>", reply)
+            return reply
+        refusal = self._space_refusal(event.size)
+        if refusal is not None:
+            self._refused(f"MAIL FROM:<{sender or ''}>", refusal)
+            return refusal
+        self._transaction = _Transaction(sender=sender, mail=event)
+        return replies.SENDER_OK
+
+    def _space_refusal(self, size: int | None) -> Reply | None:
+        """452 4.3.1 below the free-space reserve, or when SIZE= would not fit above it.
+
+        RFC 1870 6.1 (1): a server that lacks the storage for a message of the
+        declared size now, but may have it later, answers MAIL with 452.
+        """
+        try:
+            room = self.services.space.room()
+        except OSError as exc:  # cannot tell: the store refuses at DATA if it must
+            log.warning(kv(event="space-check-failed", client=self._client(), error=exc))
+            return None
+        if room <= 0:
+            return replies.STORAGE_FULL
+        if size is not None and size > room:
+            return replies.NO_ROOM_FOR_SIZE
+        return None
 
     def _rcpt(self, recipient: Address) -> Reply:
         txn = self._transaction
