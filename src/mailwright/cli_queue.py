@@ -3,6 +3,10 @@
 Works beside a running server: it opens the same SQLite queue in the admin
 role, which never touches the server's claims.  ``retry`` makes recipients due
 now; the server's worker picks them up at its next look at the queue.
+
+What it prints came from the network (addresses, remote replies, headers), and
+an operator reads it on a terminal: every non-printable code point is escaped
+(``logfmt.printable``), so no ESC sequence or line separator reaches the screen.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from datetime import datetime
 
 from mailwright.errors import ConfigError, StorageError
+from mailwright.logfmt import printable
 from mailwright.queue.base import QueuedMessage
 from mailwright.queue.sqlite import SqliteQueueStore
 
@@ -41,7 +46,14 @@ def format_message(message: QueuedMessage, *, verbose: bool) -> str:
             lines.append(f"              for <{r.target.original}>")
         if r.last_reply and (verbose or r.state.value == "deferred"):
             lines.append(f"              last reply: {r.last_reply}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def format_headers(head: bytes) -> str:
+    """The header block at the start of ``head``, one printable line per header line."""
+    end = head.find(b"\r\n\r\n")
+    text = head[: end if end != -1 else len(head)].decode("utf-8", "replace")
+    return "\n".join(printable(line) for line in text.split("\r\n"))
 
 
 async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
@@ -62,8 +74,7 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
             print(format_message(message, verbose=True))
             with store.open_body(args.id) as body:
                 head = body.read(64 * 1024)
-            end = head.find(b"\r\n\r\n")
-            print("\n" + head[: end if end != -1 else len(head)].decode("utf-8", "replace"))
+            print("\n" + format_headers(head))
             return 0
         if action == "retry":
             count = await store.retry_now(args.id)
