@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
 from tests.peers import ScriptedPeer, read_line
@@ -369,6 +370,24 @@ def test_a_421_to_pipelined_commands_exits_3(scripted_peer: Peer, tool: Tool) ->
     assert run.lines[-2].startswith("error: the connection closed early (after DATA): ")
     assert "421 4.4.2 flaky.test Shutting down" in run.lines[-2]
     assert run.lines[-1].startswith("    421 4.4.2 [4xx ")
+
+
+def test_control_characters_in_the_servers_replies_are_escaped(
+    sink: SinkServer, tool: Tool
+) -> None:
+    """ESC, BEL, NUL, NEL and U+2028 in a reply would drive the terminal or forge a line."""
+    hostile = "\x1b[2J\x1b]0;owned\x07\x00\x85\u2028forged"
+    sink.default = Behaviour(
+        greeting=Reply(220, None, f"sink.test ESMTP{hostile}"),
+        rcpt=Reply(550, "5.1.1", f"No such user{hostile}"),
+    )
+    run = send(tool, address(sink.host, sink.port), "alice@sink.test", extra=("-v",))
+    assert run.status == 1, run.out
+    assert all(line.isprintable() for line in run.out.split("\n")), run.out
+    escaped = "\\x1b[2J\\x1b]0;owned\\x07\\x00\\x85\\u2028forged"
+    assert f"greeting: 220 sink.test ESMTP{escaped}" in run.lines
+    assert f"    S: 220 sink.test ESMTP{escaped}" in run.lines
+    assert f"RCPT TO:<alice@sink.test> -> 550 5.1.1 No such user{escaped}" in run.lines
 
 
 # ------------------------------------------------------------------------ TLS

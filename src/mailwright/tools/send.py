@@ -208,7 +208,7 @@ def run_send(
 
     The streams are parameters so a caller (or a test) needs no patching.
     """
-    out = stdout if stdout is not None else console(sys.stdout)
+    out = console(stdout if stdout is not None else sys.stdout)
     err = stderr if stderr is not None else sys.stderr
     try:
         raw, origin = _read_message(args.message, stdin)
