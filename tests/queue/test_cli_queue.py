@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from mailwright.model import Address
 from mailwright.queue.base import RecipientResult, RecipientState, Target
@@ -89,3 +96,80 @@ def test_queue_show_and_list_print_no_control_characters_from_the_network(
     assert "Subject: hello\\x1b[2J\\x1b]0;owned\\x07\\x00\\x0b\\x85\\u2028\\u202e" in lines
     assert lines[lines.index("X-Other: two") - 1].startswith("Subject: hello")
     assert "last reply: 451 4.3.0 try later\\x1b[2J" in listed.stdout.decode("utf-8")
+
+
+# ---------------------------------------------------------------- sudo mailwright queue (item 10)
+
+#: An unprivileged uid and gid that exist on Debian and most other systems (nobody).
+NOBODY = 65534
+LOCK_FILES = ("queue.write-lock", "queue.lock", "queue.acceptors")
+SECRET = b"root's secret\n"
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    """A folder the service account (nobody) can reach, unlike pytest's tmp_path (0700 root).
+
+    Holds the config and root's files (root's, mode 0600); data/ is made nobody's by the test.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mailwright-service-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def give_to_nobody(top: Path) -> None:
+    os.chown(top, NOBODY, NOBODY)
+    for folder, directories, files in os.walk(top):
+        for name in directories + files:
+            os.chown(os.path.join(folder, name), NOBODY, NOBODY, follow_symlinks=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo mailwright queue)")
+def test_as_root_links_planted_by_the_service_account_are_neither_followed_nor_chowned(
+    service_dir: Path,
+) -> None:
+    """The service account points every lock file at a file of root's; root runs
+    ``mailwright queue list``.  Nothing of root's may change hands or content."""
+    data_dir = service_dir / "data"
+    make_queue(data_dir, b"Subject: x\r\n\r\nbody\r\n", Address("a", "remote.test"), "451 later")
+    targets = []
+    for name in LOCK_FILES:
+        target = service_dir / f"{name}.target"
+        target.write_bytes(SECRET)
+        target.chmod(0o600)
+        (data_dir / name).unlink()
+        (data_dir / name).symlink_to(target)
+        targets.append(target)
+    give_to_nobody(data_dir)
+
+    run = queue_cli(write_config(service_dir, data_dir), "list")
+
+    for target in targets:
+        info = target.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+        assert target.read_bytes() == SECRET
+    assert run.returncode != 0, run.stdout
+    assert b"queue.write-lock: it is a symbolic link" in run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo mailwright queue)")
+def test_as_root_the_command_works_as_the_owner_of_data_dir(service_dir: Path) -> None:
+    """What it creates belongs to the owner (it ran as the owner), so the server can use it."""
+    data_dir = service_dir / "data"
+    queue_id = make_queue(
+        data_dir, b"Subject: x\r\n\r\nbody\r\n", Address("a", "remote.test"), "451 later"
+    )
+    (data_dir / "queue.write-lock").unlink()
+    give_to_nobody(data_dir)
+    config = write_config(service_dir, data_dir)
+
+    listed = queue_cli(config, "list")
+    retried = queue_cli(config, "retry")
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.decode().startswith(f"{queue_id}  ")
+    assert retried.returncode == 0 and retried.stdout == b"1 recipient(s) due now\n"
+    owners = {(p.name, os.lstat(p).st_uid, os.lstat(p).st_gid) for p in data_dir.iterdir()}
+    assert owners == {(p.name, NOBODY, NOBODY) for p in data_dir.iterdir()}
+    assert (data_dir / "queue.write-lock").exists()
