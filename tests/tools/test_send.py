@@ -607,6 +607,23 @@ def test_user_refuses_a_mailwright_server_without_tls(
     assert not queued(server)
 
 
+def test_user_refuses_when_starttls_is_refused(
+    tls_sink: SinkServer, tool: Tool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 454 leaves a usable plain-text session, which is no place for a password."""
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    tls_sink.default = Behaviour(starttls=Reply(454, "4.7.0", "TLS not available now"))
+    run = login_send(tool, address(tls_sink.host, tls_sink.port), "-v")
+    assert run.status == 3, run.out
+    assert run.lines[-1] == (
+        f"error: not logging in as {ALICE}: the server refused STARTTLS "
+        "(454 4.7.0 TLS not available now), and the password would travel in clear "
+        "(--plaintext-auth allows that)"
+    )
+    assert not [line for line in run.lines if line.startswith("    C: AUTH")]
+    assert tls_sink.messages == []
+
+
 def test_user_refuses_a_certificate_that_does_not_verify_naming_no_verify(
     tls_server: RunningServer,
     tool: Tool,
