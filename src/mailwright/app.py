@@ -20,6 +20,7 @@ from mailwright.delivery.dsn import DsnBouncer
 from mailwright.delivery.remote import SmtpDeliverer
 from mailwright.delivery.routes import RouteResolver
 from mailwright.delivery.worker import DeliveryWorker
+from mailwright.durable import make_directories
 from mailwright.logfmt import kv
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -31,6 +32,10 @@ from mailwright.server.tls import ServerTls
 log = logging.getLogger("mailwright")
 
 SHUTDOWN_GRACE = 10.0  # seconds a transaction in DATA may take to finish at shutdown
+#: Mode of data_dir (and missing parents) when mailwright creates it: the queue, the
+#: spool and the Maildirs in it are private, and so are their names (queue ids,
+#: local parts).  An existing data_dir keeps the mode the operator gave it.
+DATA_DIR_MODE = 0o700
 
 
 #: "server" runs everything; "acceptor" only receives and enqueues, for a server
@@ -88,7 +93,7 @@ class App:
         return self.listener.addresses
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        make_directories(self.config.data_dir, DATA_DIR_MODE)
         await self.store.open()
         if self.receive:
             await self.listener.start()

@@ -3,17 +3,31 @@
 Works beside a running server: it opens the same SQLite queue in the admin
 role, which never touches the server's claims.  ``retry`` makes recipients due
 now; the server's worker picks them up at its next look at the queue.
+
+Run as root (``sudo mailwright queue ...``) on a data_dir that belongs to the
+service's account, it first becomes that account (``become_owner_of``): the
+account controls every name in data_dir, and root must not open files there
+that it could have replaced with links to /etc/shadow.
+
+What it prints came from the network (addresses, remote replies, headers), and
+an operator reads it on a terminal: every non-printable code point is escaped
+(``logfmt.printable``), so no ESC sequence or line separator reaches the screen.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures.thread  # noqa: F401 - imported before dropping root, see below
+import os
+import pwd
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from mailwright.errors import ConfigError, StorageError
+from mailwright.logfmt import printable
 from mailwright.queue.base import QueuedMessage
 from mailwright.queue.sqlite import SqliteQueueStore
 
@@ -41,7 +55,51 @@ def format_message(message: QueuedMessage, *, verbose: bool) -> str:
             lines.append(f"              for <{r.target.original}>")
         if r.last_reply and (verbose or r.state.value == "deferred"):
             lines.append(f"              last reply: {r.last_reply}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def format_headers(head: bytes) -> str:
+    """The header block at the start of ``head``, one printable line per header line."""
+    end = head.find(b"\r\n\r\n")
+    text = head[: end if end != -1 else len(head)].decode("utf-8", "replace")
+    return "\n".join(printable(line) for line in text.split("\r\n"))
+
+
+def become_owner_of(data_dir: Path) -> int | None:
+    """As root, switch the whole process to the owner of ``data_dir`` for good.
+
+    Why not open the queue as root and fix owners afterwards: whoever owns
+    data_dir can replace any name in it with a link, and SQLite opens its
+    -wal and -shm files by name (chowning them, as root, to the database's
+    owner).  As that owner, a planted link reaches nothing the owner could
+    not reach anyway, and every file created has the owner the server needs.
+    The groups are the owner's own (its primary group and those it is listed
+    in); the switch cannot be undone (setuid with the saved id dropped too).
+    Returns the uid switched to, or None when nothing changed (not root, the
+    directory is root's, or it is missing and the store will say so).
+
+    Python's own files must stay readable afterwards: modules this command
+    imports later on are imported above, before the switch (an interpreter
+    installed in root's home, mode 0700, can no longer read them after it).
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        info = os.stat(data_dir)
+    except FileNotFoundError:
+        return None
+    if info.st_uid == 0:
+        return None
+    try:
+        account = pwd.getpwuid(info.st_uid)
+    except KeyError:  # a uid with no name: its directory's group, no others
+        gid, groups = info.st_gid, [info.st_gid]
+    else:
+        gid, groups = account.pw_gid, os.getgrouplist(account.pw_name, account.pw_gid)
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(info.st_uid)
+    return info.st_uid
 
 
 async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
@@ -62,8 +120,7 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
             print(format_message(message, verbose=True))
             with store.open_body(args.id) as body:
                 head = body.read(64 * 1024)
-            end = head.find(b"\r\n\r\n")
-            print("\n" + head[: end if end != -1 else len(head)].decode("utf-8", "replace"))
+            print("\n" + format_headers(head))
             return 0
         if action == "retry":
             count = await store.retry_now(args.id)
@@ -87,6 +144,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"mailwright: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        become_owner_of(config.data_dir)
+    except OSError as exc:
+        print(
+            f"mailwright: cannot switch to the owner of {config.data_dir}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     store = SqliteQueueStore(config.data_dir, role="admin")
     try:

@@ -229,6 +229,25 @@ def test_a_554_greeting_exits_3_with_its_explanation(scripted_peer: Peer, tool: 
     assert run.lines[-1].startswith("    554 5.7.1 [5xx ")
 
 
+def test_control_characters_from_the_server_are_escaped(scripted_peer: Peer, tool: Tool) -> None:
+    """The greeting and EHLO lines are the server's words; ESC or NEL must not reach the screen."""
+
+    def script(sock: socket.socket) -> None:
+        buffer = bytearray()
+        sock.sendall(b"220 odd.test ESMTP \x1b[2J\x1b]0;owned\x07\xc2\x85forged\r\n")
+        read_line(sock, buffer)
+        sock.sendall(b"250 odd.test \x1b[31mred\r\n")
+        assert read_line(sock, buffer) == b"QUIT"
+        sock.sendall(b"221 2.0.0 Bye\r\n")
+
+    peer = scripted_peer(script)
+    run = tool("probe", address(peer.host, peer.port))
+    assert run.status == 0, run.out
+    assert all(line.isprintable() for line in run.out.split("\n")), run.out
+    assert "greeting: 220 odd.test ESMTP \\x1b[2J\\x1b]0;owned\\x07\\x85forged" in run.lines
+    assert "EHLO client.test -> 250 odd.test \\x1b[31mred" in run.lines
+
+
 def test_a_server_that_closes_after_ehlo_exits_3(scripted_peer: Peer, tool: Tool) -> None:
     def script(sock: socket.socket) -> None:
         sock.sendall(b"220 flaky.test ESMTP\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -11,9 +12,11 @@ import pytest
 import trustme
 
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
 from tests.peers import ScriptedPeer, read_line
+from tests.server.test_tls_auth import TLS_CONFIG, queued, write_pems
 from tests.sink import Behaviour, SinkServer
 from tests.tools.conftest import ToolRun, address
 
@@ -371,6 +374,24 @@ def test_a_421_to_pipelined_commands_exits_3(scripted_peer: Peer, tool: Tool) ->
     assert run.lines[-1].startswith("    421 4.4.2 [4xx ")
 
 
+def test_control_characters_in_the_servers_replies_are_escaped(
+    sink: SinkServer, tool: Tool
+) -> None:
+    """ESC, BEL, NUL, NEL and U+2028 in a reply would drive the terminal or forge a line."""
+    hostile = "\x1b[2J\x1b]0;owned\x07\x00\x85\u2028forged"
+    sink.default = Behaviour(
+        greeting=Reply(220, None, f"sink.test ESMTP{hostile}"),
+        rcpt=Reply(550, "5.1.1", f"No such user{hostile}"),
+    )
+    run = send(tool, address(sink.host, sink.port), "alice@sink.test", extra=("-v",))
+    assert run.status == 1, run.out
+    assert all(line.isprintable() for line in run.out.split("\n")), run.out
+    escaped = "\\x1b[2J\\x1b]0;owned\\x07\\x00\\x85\\u2028forged"
+    assert f"greeting: 220 sink.test ESMTP{escaped}" in run.lines
+    assert f"    S: 220 sink.test ESMTP{escaped}" in run.lines
+    assert f"RCPT TO:<alice@sink.test> -> 550 5.1.1 No such user{escaped}" in run.lines
+
+
 # ------------------------------------------------------------------------ TLS
 
 
@@ -478,3 +499,184 @@ def test_starttls_required_but_not_offered_exits_3(sink: SinkServer, tool: Tool)
     run = send(tool, address(sink.host, sink.port), "alice@sink.test", extra=("--starttls",))
     assert run.status == 3
     assert run.lines[-1].startswith("error: the server does not offer STARTTLS")
+
+
+# ------------------------------------------------------------ --user: TLS first (issue 12, item 14)
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def tls_server(
+    server_factory: Callable[..., RunningServer], tmp_path: Path, ca: trustme.CA
+) -> RunningServer:
+    """A mailwright server offering STARTTLS (the ``ca`` fixture's certificate) and AUTH."""
+    write_pems(ca, tmp_path)
+    return server_factory(base=TLS_CONFIG)
+
+
+def login_send(tool: Tool, server: str, *extra: str) -> ToolRun:
+    return tool(
+        "send", "--server", server, "--from", ALICE, "--to", "dave@example.test",
+        "--user", ALICE, *extra,
+    )  # fmt: skip
+
+
+def server_log(caplog: pytest.LogCaptureFixture, after_disconnects: int = 1) -> list[str]:
+    """The server's log once it has logged the end of ``after_disconnects`` sessions."""
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("mailwright")]
+
+    wait_for(lambda: sum("event=disconnect " in line for line in lines()) >= after_disconnects)
+    return lines()
+
+
+def plain_auth_peer(scripted_peer: Peer, received: list[bytes]) -> ScriptedPeer:
+    """A server that offers AUTH without STARTTLS and notes every line it gets until EOF."""
+
+    def script(sock: socket.socket) -> None:
+        buffer = bytearray()
+        sock.sendall(b"220 plain.test ESMTP\r\n")
+        while True:
+            line = read_line(sock, buffer)
+            received.append(line)
+            if line.startswith(b"EHLO"):
+                sock.sendall(b"250-plain.test\r\n250 AUTH PLAIN LOGIN\r\n")
+            elif line == b"QUIT":
+                sock.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                sock.sendall(b"535 5.7.8 Authentication credentials invalid\r\n")
+
+    return scripted_peer(script)
+
+
+def test_user_refuses_a_server_without_starttls_and_never_sends_auth(
+    scripted_peer: Peer, tool: Tool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    received: list[bytes] = []
+    peer = plain_auth_peer(scripted_peer, received)
+    run = login_send(tool, address(peer.host, peer.port))
+    peer.stop()  # returns once the client closed the connection: everything it sent is in
+    assert run.status == 3, run.out
+    assert run.lines[-1] == (
+        f"error: not logging in as {ALICE}: the server does not offer STARTTLS, "
+        "and the password would travel in clear (--plaintext-auth allows that)"
+    )
+    assert received == [b"EHLO client.test"]
+    assert PASSWORD not in run.out
+
+
+def test_plaintext_auth_allows_the_login_without_tls(
+    scripted_peer: Peer, tool: Tool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    received: list[bytes] = []
+    peer = plain_auth_peer(scripted_peer, received)
+    run = login_send(tool, address(peer.host, peer.port), "--plaintext-auth")
+    peer.stop()
+    assert run.status == 3, run.out  # the peer refuses every password
+    assert received[0] == b"EHLO client.test"
+    assert received[1].startswith(b"AUTH PLAIN ")
+
+
+def test_user_with_no_starttls_is_a_usage_error_naming_plaintext_auth(tool: Tool) -> None:
+    run = login_send(tool, "127.0.0.1:1", "--no-starttls")
+    assert run.status == 2
+    assert run.err == (
+        "mailwright send: error: --user with --no-starttls would send the password in clear;"
+        " add --plaintext-auth to allow that\n"
+    )
+
+
+def test_user_refuses_a_mailwright_server_without_tls(
+    server: RunningServer,
+    tool: Tool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailwright")
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    run = login_send(tool, address(server.host, server.port))
+    assert run.status == 3, run.out
+    assert run.lines[-1].endswith("(--plaintext-auth allows that)")
+    log = server_log(caplog)
+    assert not [line for line in log if line.startswith(("event=auth", "event=refused"))]
+    assert not queued(server)
+
+
+def test_user_refuses_when_starttls_is_refused(
+    tls_sink: SinkServer, tool: Tool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 454 leaves a usable plain-text session, which is no place for a password."""
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    tls_sink.default = Behaviour(starttls=Reply(454, "4.7.0", "TLS not available now"))
+    run = login_send(tool, address(tls_sink.host, tls_sink.port), "-v")
+    assert run.status == 3, run.out
+    assert run.lines[-1] == (
+        f"error: not logging in as {ALICE}: the server refused STARTTLS "
+        "(454 4.7.0 TLS not available now), and the password would travel in clear "
+        "(--plaintext-auth allows that)"
+    )
+    assert not [line for line in run.lines if line.startswith("    C: AUTH")]
+    assert tls_sink.messages == []
+
+
+def test_user_refuses_a_certificate_that_does_not_verify_naming_no_verify(
+    tls_server: RunningServer,
+    tool: Tool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The system's trust store does not know the test CA: refused before AUTH."""
+    caplog.set_level(logging.INFO, logger="mailwright")
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    run = login_send(tool, address(tls_server.host, tls_server.port))
+    assert run.status == 3, run.out
+    assert run.lines[-1].startswith(
+        f"error: not logging in as {ALICE}: the certificate did not verify: "
+    )
+    assert run.lines[-1].endswith(" (--no-verify accepts any certificate)")
+    log = server_log(caplog)
+    assert not [line for line in log if line.startswith("event=auth")]
+    assert not queued(tls_server)
+
+
+def test_user_with_no_verify_logs_in_over_tls(
+    tls_server: RunningServer,
+    tool: Tool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailwright")
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    run = login_send(tool, address(tls_server.host, tls_server.port), "--no-verify")
+    assert run.status == 0, run.out
+    assert next(line for line in run.lines if line.startswith("    TLS: ")).endswith(
+        ", certificate not verified"
+    )
+    log = server_log(caplog)
+    assert any(line.startswith("event=auth client=") and f"user={ALICE}" in line for line in log)
+    assert delivered(tls_server, "dave@example.test")
+
+
+def test_user_with_cafile_verifies_the_certificate_and_logs_in(
+    tls_server: RunningServer,
+    tool: Tool,
+    cafile: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailwright")
+    monkeypatch.setenv("MAILWRIGHT_PASSWORD", PASSWORD)
+    run = login_send(tool, address(tls_server.host, tls_server.port), "--cafile", cafile)
+    assert run.status == 0, run.out
+    assert next(line for line in run.lines if line.startswith("    TLS: ")).endswith(
+        ", certificate verified for 127.0.0.1"
+    )
+    log = server_log(caplog)
+    assert any(line.startswith("event=auth client=") and f"user={ALICE}" in line for line in log)
+    assert PASSWORD not in run.out
+    assert delivered(tls_server, "dave@example.test")

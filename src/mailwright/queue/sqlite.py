@@ -42,6 +42,14 @@ run beside the one writer; write transactions of all processes take turns on
 rest of SQLite's locking (checkpoints, a process without that lock).  Queue
 ids carry the process id, so processes never make the same id (see
 ``_QueueIdGenerator``).
+
+Files.  Whoever owns data_dir controls every name in it.  Every file the
+store opens there itself is opened with O_NOFOLLOW and checked with fstat to
+be a regular file (``_open_regular_file``): a link planted in place of a lock
+file or a spool file is refused, never followed.  Nothing is chowned, and root
+refuses a data_dir that belongs to another user (``_refuse_foreign_data_dir``;
+``mailwright queue`` first becomes that user), so whatever the store and SQLite
+create has the owner of data_dir.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -136,6 +145,12 @@ SPOOL_DIR_NAME = "spool"
 SPOOL_TMP_NAME = "tmp"
 SPOOL_CORRUPT_NAME = "corrupt"
 SCHEMA_VERSION = 1
+#: Mode of the files the queue creates itself (the database, lock files): private.
+PRIVATE_FILE_MODE = 0o600
+#: Added to every open of a file in data_dir: a symbolic link planted there is refused,
+#: never followed (it could name /etc/shadow), and a FIFO or terminal put in place of a
+#: file neither blocks the open nor becomes our terminal; fstat then refuses it.
+_SAFE_OPEN = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
 
 _PENDING = (RecipientState.QUEUED.value, RecipientState.DEFERRED.value)
 _PENDING_SQL = "state IN ('queued', 'deferred')"
@@ -276,23 +291,15 @@ class _WriteLock:
         self._path = path
         self._fd: int | None = None
 
-    def open(self, owner_of: Path) -> None:
-        """Open the lock file, creating it private (0600) if missing.
+    def open(self) -> None:
+        """Open the lock file, creating it private (0600) if missing (``_open_regular_file``).
 
-        As root (``sudo mailwright queue ...``) a file it creates would belong to
-        root and the server could not open it: give it the owner of ``owner_of``
-        (the database), as SQLite does for the -wal and -shm files.
+        No chown: a store never runs as root on a data_dir of another user
+        (``_refuse_foreign_data_dir``), so what it creates has the right owner.
         """
         if self._fd is not None:
             raise StorageError("the write lock is already open")
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.geteuid() == 0:
-                _give_owner_of(fd, self._path, owner_of)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fd = _open_regular_file(self._path, os.O_RDWR | os.O_CREAT)
 
     def acquire(self) -> None:
         """Wait until no other writer holds the lock, then hold it."""
@@ -596,7 +603,7 @@ class _Checkpointer:
         self.checkpoints = 0
 
     def start(self) -> None:
-        self._write_lock.open(owner_of=self._database)
+        self._write_lock.open()
         self._thread.start()
 
     def stop(self) -> None:
@@ -989,7 +996,7 @@ class SqliteQueueStore:
         if spool_name is None:
             return io.BytesIO(blob)
         try:
-            return open(self._spool_dir / spool_name, "rb")
+            return open(_open_regular_file(self._spool_dir / spool_name, os.O_RDONLY), "rb")
         except OSError as exc:
             raise StorageError(f"cannot open the body of {queue_id}: {exc}") from exc
 
@@ -1086,6 +1093,7 @@ class SqliteQueueStore:
     # ------------------------------------------------------------ in the writer thread: open
 
     def _connect(self) -> sqlite3.Connection:
+        _refuse_foreign_data_dir(self._data_dir)
         if self._role == "server":
             for directory in (self._data_dir, self._spool_dir, self._tmp_dir):
                 make_directories(directory)
@@ -1096,13 +1104,17 @@ class SqliteQueueStore:
                 self._unlock()
                 raise
             # Created private here: SQLite gives the -wal and -shm files the same mode.
-            os.close(os.open(self._database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.close(_open_regular_file(self._database, os.O_RDWR | os.O_CREAT))
             mode = "rwc"
         else:
             # acceptor, admin: the server made the queue, its directories and did the
             # recovery; these roles create nothing and take no queue.lock.
-            if not self._database.is_file():
-                raise StorageError(f"no queue in {self._data_dir} (has the server run there?)")
+            try:
+                os.close(_open_regular_file(self._database, os.O_RDONLY))
+            except FileNotFoundError:
+                raise StorageError(
+                    f"no queue in {self._data_dir} (has the server run there?)"
+                ) from None
             if self._role == "acceptor":
                 self._acceptor_fd = _hold_shared(self._data_dir / ACCEPTORS_LOCK_NAME)
             mode = "rw"
@@ -1118,7 +1130,7 @@ class SqliteQueueStore:
                 connection.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
                 if self._role == "server":
                     fsync_directory(self._data_dir)  # the database file's own entry
-                self._write_lock.open(owner_of=self._database)
+                self._write_lock.open()
             except BaseException:
                 connection.close()
                 raise
@@ -1380,12 +1392,12 @@ def _check_spool_file(path: Path, size: int) -> str | None:
     if info.st_size != size:
         return f"spool file has {info.st_size} octets, expected {size}"
     try:
-        with open(path, "rb") as body:
+        with open(_open_regular_file(path, os.O_RDONLY), "rb") as body:
             body.read(1)
             if size:
                 body.seek(size - 1)
                 body.read(1)
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         return f"spool file cannot be read: {exc}"
     return None
 
@@ -1404,14 +1416,51 @@ def _unlink_if_present(path: Path) -> None:
         os.unlink(path)
 
 
-def _give_owner_of(fd: int, path: Path, reference: Path) -> None:
-    """Best effort: give ``path`` (open as ``fd``) the owner and group of ``reference``."""
+def _open_regular_file(path: Path, flags: int) -> int:
+    """Open ``path`` (``flags``: access mode, maybe O_CREAT) as a regular file, never a link.
+
+    Every file of data_dir that mailwright opens itself goes through here.
+    Whoever owns data_dir can put anything at these names; with O_NOFOLLOW a
+    symbolic link fails the open instead of sending us (maybe as root) to its
+    target, and fstat checks what was opened, not what a name pointed to a
+    moment earlier.  A FileNotFoundError is passed on as it is; a link or
+    another kind of file is a StorageError that names it.
+    """
     try:
-        wanted, info = os.stat(reference), os.fstat(fd)
-        if (info.st_uid, info.st_gid) != (wanted.st_uid, wanted.st_gid):
-            os.fchown(fd, wanted.st_uid, wanted.st_gid)
+        fd = os.open(path, flags | _SAFE_OPEN, PRIVATE_FILE_MODE)
     except OSError as exc:
-        logger.warning("queue: cannot give %s the owner of %s: %s", path, reference, exc)
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"refusing to open {path}: it is a symbolic link") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"refusing to open {path}: it is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_foreign_data_dir(data_dir: Path) -> None:
+    """As root, refuse a data_dir that belongs to another user.
+
+    That user controls every name in it, and not only mailwright opens files
+    there: SQLite opens (and, as root, chowns) the -wal and -shm files by
+    name.  Run as the owner instead; ``mailwright queue`` switches to the
+    owner by itself before it opens the queue (cli_queue.py).  A data_dir that
+    does not exist yet is fine: the server role creates it as root's.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(data_dir).st_uid
+    except FileNotFoundError:
+        return
+    if owner != 0:
+        raise StorageError(
+            f"refusing to open the queue in {data_dir} as root: it belongs to uid {owner};"
+            " run mailwright as that user"
+        )
 
 
 def _no_acceptors_left(path: Path) -> None:
@@ -1423,7 +1472,7 @@ def _no_acceptors_left(path: Path) -> None:
     for their lifetime, so an exclusive try-lock fails while any is alive, e.g.
     when a killed supervisor's children are still finishing their sessions.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_regular_file(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1437,7 +1486,7 @@ def _no_acceptors_left(path: Path) -> None:
 
 def _hold_shared(path: Path) -> int:
     """An acceptor's shared lock on ``queue.acceptors``, held until its store closes."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd = _open_regular_file(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
     except BaseException:
@@ -1448,7 +1497,7 @@ def _hold_shared(path: Path) -> int:
 
 def _lock_exclusively(path: Path) -> int:
     """Take the server lock of a data_dir; StorageError when another server holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_regular_file(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Final, TextIO
+from typing import Final, TextIO, cast
 
 from mailwright.client import (
     CommandRefused,
@@ -22,6 +22,7 @@ from mailwright.client import (
 )
 from mailwright.codes import one_line
 from mailwright.errors import RemoteProtocolError
+from mailwright.logfmt import printable
 from mailwright.model import Address
 from mailwright.protocol.commands import CommandSyntaxError, parse_path
 from mailwright.protocol.reply import Reply
@@ -153,7 +154,37 @@ def failure_lines(exc: Exception, lang: str, *, last_command: str = "") -> list[
 
 
 def console(stream: TextIO) -> TextIO:
-    """``stream``, set so a terminal that cannot show Chinese gets escapes, not a traceback."""
+    """``stream`` for the report: a terminal that cannot show Chinese gets escapes, not a
+    traceback, and text from the server cannot drive the terminal (``PrintableWriter``)."""
     if isinstance(stream, io.TextIOWrapper):
         stream.reconfigure(errors="backslashreplace")
-    return stream
+    return cast(TextIO, PrintableWriter(stream))
+
+
+class PrintableWriter(io.TextIOBase):
+    """Writes to ``stream`` with every non-printable code point but the line feed escaped.
+
+    The report quotes the server: its greeting and replies, a certificate's
+    names, the words of an error.  A reply line cannot hold CR or LF, but it
+    can hold ESC, NUL, NEL or U+2028, which would clear or retitle the
+    operator's terminal or forge a line of the report.  Escaping at the stream
+    catches every one of those, wherever it is printed; our own lines end with
+    ``print``'s line feed, the one control character let through.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        length = len(text)
+        if not text.isprintable():
+            text = "\n".join(printable(line) for line in text.split("\n"))
+        self._stream.write(text)
+        return length
+
+    def flush(self) -> None:
+        self._stream.flush()

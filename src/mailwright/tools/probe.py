@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_probe(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """Probe as ``args`` says, print the findings, return the exit status."""
-    out = stdout if stdout is not None else console(sys.stdout)
+    out = console(stdout if stdout is not None else sys.stdout)
     host, port = args.server
     plan = _Plan(
         host=host,

@@ -3,7 +3,8 @@
 ::
 
     mailwright send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...] [FILE|-]
-                    [--starttls | --no-starttls] [-v] [--follow-referrals] [--lang en|zh]
+                    [--starttls | --no-starttls] [--user USER [--no-verify] [--plaintext-auth]]
+                    [-v] [--follow-referrals] [--lang en|zh]
 
 The message is FILE, standard input (``-``), or a short test message; Date,
 Message-ID, From and To are added when missing (tools/message.py).  Each
@@ -20,12 +21,18 @@ TLS: by default STARTTLS is used when offered, without checking the
 certificate (opportunistic, RFC 7435); ``--starttls`` insists on it and on a
 certificate valid for the server's name; ``--no-starttls`` never uses it.
 
+``--user`` logs in (AUTH PLAIN or LOGIN, RFC 4954) and so puts a password on
+the wire: it requires STARTTLS (``--starttls`` or not) and a certificate valid
+for the server's name, and refuses (exit 3, before any AUTH) when the server
+offers no STARTTLS, refuses it, or presents a certificate that does not
+verify.  ``--no-verify`` accepts any certificate (still encrypted, but
+anyone in the middle may read the password); ``--plaintext-auth`` allows the
+login without TLS (for a test server on loopback).  Each refusal names the
+option that would allow what it refused.
+
 The report goes to standard output, failures included, so the story of a
 session reads in order; only command-line errors go to standard error.  Exit
 statuses are in tools/options.py.
-
-Not here yet: ``--user`` (AUTH), because the client library cannot
-authenticate yet.
 """
 
 from __future__ import annotations
@@ -41,10 +48,12 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from mailwright.client import (
+    CommandRefused,
     ConnectError,
     ExtensionNotOffered,
     SendResult,
     SmtpClientError,
+    TlsError,
     TransactionResult,
     Transcript,
     send,
@@ -85,7 +94,9 @@ from mailwright.tools.referrals import (
 )
 from mailwright.tools.tls import (
     RecordingContext,
+    certificate_rejected,
     describe_session,
+    failure_reason,
     session_of,
     unverified_context,
     verifying_context,
@@ -179,8 +190,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user",
         metavar="USER",
-        help="authenticate as USER (AUTH PLAIN or LOGIN, after STARTTLS); the password is "
-        "read from $MAILWRIGHT_PASSWORD, else asked on the terminal",
+        help="authenticate as USER (AUTH PLAIN or LOGIN), only after STARTTLS with a verified "
+        "certificate; the password is read from $MAILWRIGHT_PASSWORD, else asked on the terminal",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept any certificate for STARTTLS (--starttls, --user): still encrypted, "
+        "but not safe from anyone in the middle",
+    )
+    parser.add_argument(
+        "--plaintext-auth",
+        action="store_true",
+        help="with --user: allow the login without TLS (the password travels in clear)",
     )
     add_connection_options(parser)
 
@@ -208,7 +230,7 @@ def run_send(
 
     The streams are parameters so a caller (or a test) needs no patching.
     """
-    out = stdout if stdout is not None else console(sys.stdout)
+    out = console(stdout if stdout is not None else sys.stdout)
     err = stderr if stderr is not None else sys.stderr
     try:
         raw, origin = _read_message(args.message, stdin)
@@ -219,6 +241,12 @@ def run_send(
     body, added = complete_message(
         raw, sender=args.sender, recipients=recipients, now=datetime.now().astimezone()
     )
+    if args.user is not None and args.no_starttls and not args.plaintext_auth:
+        err.write(
+            f"{PROG}: error: --user with --no-starttls would send the password in clear;"
+            " add --plaintext-auth to allow that\n"
+        )
+        return EXIT_USAGE
     try:
         login = _password(getattr(args, "user", None), err)
     except (EOFError, KeyboardInterrupt):
@@ -230,6 +258,8 @@ def run_send(
         sender=args.sender,
         body=body,
         starttls=True if args.starttls else False if args.no_starttls else None,
+        verify=not args.no_verify,
+        plaintext_auth=args.plaintext_auth,
         cafile=args.cafile,
         helo=args.helo,
         timeout=args.timeout,
@@ -263,6 +293,8 @@ class _Plan:
     sender: Address
     body: bytes
     starttls: bool | None
+    verify: bool  # check the certificate where STARTTLS is required (False: --no-verify)
+    plaintext_auth: bool  # a login may go without TLS (--plaintext-auth)
     cafile: str | None
     helo: str | None
     timeout: float
@@ -274,6 +306,12 @@ class _Plan:
     @property
     def following(self) -> bool:
         return self.referrals is not None
+
+    def starttls_for(self, login: tuple[str, str] | None) -> bool | None:
+        """A session that logs in requires STARTTLS, unless --plaintext-auth allows plain text."""
+        if login is not None and not self.plaintext_auth:
+            return True
+        return self.starttls
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +361,8 @@ async def _session(
     """One connection: send, then print what happened; the result, or the failure."""
     print(f"server: {target.host}:{target.port}", file=out)
     transcript: Transcript = []
-    context = _tls_context(plan)
+    starttls = plan.starttls_for(login)
+    context = _tls_context(plan, starttls)
     try:
         result = await send(
             plan.body,
@@ -331,7 +370,7 @@ async def _session(
             recipients=recipients,
             host=target.host,
             port=target.port,
-            starttls=plan.starttls,
+            starttls=starttls,
             ssl_context=context,
             server_hostname=target.tls_name,
             local_hostname=plan.helo,
@@ -342,6 +381,10 @@ async def _session(
     except (SmtpClientError, RemoteProtocolError) as exc:
         if plan.verbose:
             _print_transcript(out, transcript)
+        refusal = _login_refusal(exc, login[0]) if login and not plan.plaintext_auth else None
+        if refusal is not None:
+            print(refusal, file=out)
+            return None, exc
         last = next((line for side, line in reversed(transcript) if side == "C"), "")
         for line in failure_lines(exc, plan.lang, last_command=last):
             print(line, file=out)
@@ -352,11 +395,27 @@ async def _session(
     return result, None
 
 
-def _tls_context(plan: _Plan) -> RecordingContext | None:
-    if plan.starttls is True:
-        return verifying_context(plan.cafile)
-    if plan.starttls is None:
+def _tls_context(plan: _Plan, starttls: bool | None) -> RecordingContext | None:
+    if starttls is True:
+        return verifying_context(plan.cafile) if plan.verify else unverified_context()
+    if starttls is None:
         return unverified_context()
+    return None
+
+
+def _login_refusal(exc: Exception, user: str) -> str | None:
+    """Why a login was not attempted, naming the option that would allow it; None when
+    ``exc`` is not about the TLS the login required (the usual report then says what)."""
+    where = f"error: not logging in as {user}"
+    in_clear = "the password would travel in clear (--plaintext-auth allows that)"
+    if isinstance(exc, ExtensionNotOffered) and exc.keyword == "STARTTLS":
+        return f"{where}: the server does not offer STARTTLS, and {in_clear}"
+    if isinstance(exc, CommandRefused) and exc.command == "STARTTLS":
+        return f"{where}: the server refused STARTTLS ({exc.reply}), and {in_clear}"
+    if isinstance(exc, TlsError) and certificate_rejected(exc):
+        return f"{where}: {failure_reason(exc)} (--no-verify accepts any certificate)"
+    if isinstance(exc, TlsError):
+        return f"{where}: TLS failed ({failure_reason(exc)}), and {in_clear}"
     return None
 
 

@@ -107,6 +107,11 @@ def session_of(context: RecordingContext) -> TlsSession | None:
     )
 
 
+def certificate_rejected(exc: TlsError) -> bool:
+    """Whether the handshake failed because the server's certificate did not verify."""
+    return isinstance(exc.__cause__, ssl.SSLCertVerificationError)
+
+
 def failure_reason(exc: TlsError) -> str:
     """Why a handshake failed, in the words of OpenSSL's verifier when it was the certificate."""
     cause = exc.__cause__
