@@ -113,11 +113,11 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
             print(f"{len(messages)} message(s) in the queue")
             return 0
         if action == "show":
-            message = await store.get(args.id)
-            if message is None:
+            found = await store.get(args.id)
+            if found is None:
                 print(f"mailwright: no message {args.id} in the queue", file=sys.stderr)
                 return EXIT_NOT_FOUND
-            print(format_message(message, verbose=True))
+            print(format_message(found, verbose=True))
             with store.open_body(args.id) as body:
                 head = body.read(64 * 1024)
             print("\n" + format_headers(head))

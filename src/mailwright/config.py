@@ -866,7 +866,7 @@ class _Builder:
 
     def _smtp(self, raw: object) -> SmtpConfig:
         t = _Table(raw, "smtp", _SMTP_KEYS)
-        listen = t.get("listen", self._listen, DEFAULT_LISTEN)
+        listen: tuple[str, ...] = t.get("listen", self._listen, DEFAULT_LISTEN)
         return SmtpConfig(
             listen=listen,
             max_message_size=t.get("max_message_size", _positive_int, DEFAULT_MAX_MESSAGE_SIZE),
@@ -952,7 +952,7 @@ class _Builder:
     def _domains(self, raw: object) -> None:
         t = _Table(raw, "domains", ("local", "auto_mailbox"))
         self.local_domains = t.get("local", self._domain_set, frozenset(DEFAULT_LOCAL_DOMAINS))
-        auto = t.get("auto_mailbox", self._domain_set, frozenset())
+        auto: frozenset[str] = t.get("auto_mailbox", self._domain_set, frozenset[str]())
         if stray := sorted(auto - self.local_domains):
             raise ConfigError(
                 t.key("auto_mailbox"), f"{_show(stray[0])} is not in domains.local; add it there"

@@ -17,6 +17,7 @@ Per-address limits count an IPv6 client by its /64 (policy/clientkey.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections import Counter
@@ -119,7 +120,7 @@ class SmtpListener:
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 where = {"host": host, "port": port, "family": family, "reuse_address": True}
             server = await loop.create_server(
-                lambda kind=kind: self._new_session(kind),
+                functools.partial(self._new_session, kind),
                 **where,
                 backlog=LISTEN_BACKLOG,
             )

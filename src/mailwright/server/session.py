@@ -42,7 +42,6 @@ from mailwright.policy.routing import Router, unique_targets
 from mailwright.protocol import replies
 from mailwright.protocol.auth import MECHANISMS
 from mailwright.protocol.events import (
-    NEED_DATA,
     Auth,
     AuthChallenge,
     BodyChunk,
@@ -466,7 +465,7 @@ class SmtpSession(asyncio.Protocol):
             if self._write_paused:
                 return  # resume_writing pumps again; reading stays paused until then
             event = conn.next_event()
-            if event is NEED_DATA:
+            if not isinstance(event, Event):  # NEED_DATA
                 self._write(b"")  # nothing more to answer now: send what is held
                 self._await_input()
                 return
