@@ -161,7 +161,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def add_queue_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_queue_parser(sub: argparse._SubParsersAction) -> None:
     queue = sub.add_parser("queue", help="list, show, retry or delete queued messages")
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, id_mode in (
