@@ -1,4 +1,4 @@
-"""Next hops that break SMTP, or send reply text no one should store.
+"""Next hops that break SMTP, and what a bounce may carry and where it may go.
 
 Each runs a real mailwright server against a real peer on loopback: a raw
 scripted peer (tests/peers.py) for replies the SMTP grammar does not allow,
@@ -7,6 +7,8 @@ the sink (tests/sink.py) for well-formed but hostile ones.
 
 from __future__ import annotations
 
+import email
+import logging
 import smtplib
 import socket
 import threading
@@ -180,3 +182,90 @@ def test_control_characters_of_a_reply_never_reach_a_bounce(
     text = raw.decode("utf-8")
     assert "Diagnostic-Code: smtp; 550 5.1.1 no such[2J user here forged lineevil end\r\n" in text
     assert not [c for c in NON_PRINTABLE if c in text]
+
+
+# ------------------------------------------------------------ where a bounce may go
+
+
+def literal_world(sink: SinkServer, extra_route: str = "") -> str:
+    """The next hop refuses bob; every other SMTP connection (an address literal's
+    too, through [delivery] port) also reaches the sink, so a bounce would arrive there."""
+    sink.default = Behaviour(rcpt={"bob@elsewhere.test": Reply(550, "5.1.1", "No such user")})
+    return f"""
+[routes]
+"elsewhere.test" = "127.0.0.1:{sink.port}"
+{extra_route}
+[delivery]
+port = {sink.port}
+[queue]
+retry = [3600]
+"""
+
+
+def test_a_bounce_to_an_address_literal_is_dropped(
+    server_factory, sink: SinkServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailwright.delivery")
+    server = server_factory(literal_world(sink))
+    send(server, "x@[127.0.0.1]", ["bob@example.test"], "Subject: forged\r\n\r\nb\r\n")
+
+    def dropped() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "event=bounce-dropped" in r.getMessage()]
+
+    [line] = wait_for(dropped)
+    assert "reason=" in line and "address literal" in line
+    wait_for(lambda: queue_is_empty(server))  # bob's result is recorded; no bounce was queued
+    assert [m for m in sink.messages if m.sender is None] == []
+    assert not any("event=bounce " in r.getMessage() for r in caplog.records)
+
+
+def test_a_route_for_the_address_literal_lets_its_bounce_through(
+    server_factory, sink: SinkServer
+) -> None:
+    server = server_factory(literal_world(sink, f'"[127.0.0.1]" = "127.0.0.1:{sink.port}"'))
+    send(server, "x@[127.0.0.1]", ["bob@example.test"], "Subject: expected\r\n\r\nb\r\n")
+    [bounce] = sink.wait_for_messages(1, timeout=30)
+    assert bounce.sender is None
+    assert [str(r) for r in bounce.recipients] == ["x@[127.0.0.1]"]
+    assert b"Final-Recipient: rfc822; bob@elsewhere.test" in bounce.body
+    wait_for(lambda: queue_is_empty(server))
+
+
+# ------------------------------------------------------------ what a bounce carries
+
+BODY_MARKER = "BODY-MARKER-5e1f"
+
+
+def padded_header(n: int) -> str:
+    """About 1 KiB in one field of four folded lines, ending with its own end mark."""
+    fold = "\r\n\t".join("p" * 250 for _ in range(3))
+    return f"X-Pad-{n:02d}: {fold}\r\n\tend-{n:02d}\r\n"
+
+
+def test_a_bounce_returns_at_most_16_kib_of_whole_headers_and_no_body(
+    server_factory, sink: SinkServer
+) -> None:
+    sink.default = Behaviour(rcpt=Reply(550, "5.1.1", "No such user"))
+    server = server_factory(routed_to(sink.port))
+    headers = "Subject: big headers\r\n" + "".join(padded_header(n) for n in range(40))
+    send(
+        server,
+        "alice@example.test",
+        ["bob@example.test"],
+        headers + f"\r\n{BODY_MARKER}\r\n" + "body line\r\n" * 2000,
+    )
+    [raw] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"), timeout=30)
+    assert BODY_MARKER.encode() not in raw
+    report = email.message_from_bytes(raw)
+    boundary = report.get_boundary()
+    assert boundary is not None
+    start = raw.index(b"Content-Type: text/rfc822-headers\r\n\r\n") + 37
+    # The part ends with the CRLF of its last field; the delimiter's own CRLF follows.
+    returned = raw[start : raw.index(f"\r\n--{boundary}--".encode(), start)]
+    assert 8 * 1024 < len(returned) <= 16 * 1024
+    assert b"Subject: big headers\r\n" in returned
+    present = [n for n in range(40) if f"X-Pad-{n:02d}: ".encode() in returned]
+    assert present == list(range(len(present))) and 0 < len(present) < 40
+    for n in present:  # each field whole, folded lines and all
+        assert padded_header(n).encode() in returned
+    assert returned.endswith(padded_header(present[-1]).encode())
