@@ -133,8 +133,8 @@ def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], Scri
     """Start raw scripted peers (tests/peers.py); each is stopped and checked afterwards."""
     peers: list[ScriptedPeer] = []
 
-    def start(script: Callable[[socket.socket], None]) -> ScriptedPeer:
-        peer = ScriptedPeer(script)
+    def start(script: Callable[[socket.socket], None], *, connections: int = 1) -> ScriptedPeer:
+        peer = ScriptedPeer(script, connections=connections)
         peers.append(peer)
         return peer
 

@@ -16,35 +16,44 @@ def free_port() -> int:
 
 
 class ScriptedPeer:
-    """A raw TCP peer on loopback: ``script(sock)`` runs in a thread for one connection.
+    """A raw TCP peer on loopback: ``script(sock)`` runs in a thread for each connection.
 
-    For servers the core-based sink cannot be: hostile, buggy, or silent.
+    For servers the core-based sink cannot be: hostile, buggy, or silent.  The
+    first ``connections`` connections are served one after the other.
     """
 
-    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+    def __init__(self, script: Callable[[socket.socket], None], *, connections: int = 1) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         address = self._listener.getsockname()
         self.host: str = address[0]
         self.port: int = address[1]
         self.errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(script,), daemon=True)
+        self.served = 0  # connections whose script has finished
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, args=(script, connections), daemon=True)
         self._thread.start()
 
-    def _run(self, script: Callable[[socket.socket], None]) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
-        with sock:
-            sock.settimeout(10)
+    def _run(self, script: Callable[[socket.socket], None], connections: int) -> None:
+        for _ in range(connections):
             try:
-                script(sock)
+                sock, _ = self._listener.accept()
             except OSError:
-                pass  # the client hung up: that is how these scripts end
-            except BaseException as exc:
-                self.errors.append(exc)
+                return
+            if self._stopping:  # the connection stop() made to wake us
+                sock.close()
+                return
+            with sock:
+                sock.settimeout(10)
+                try:
+                    script(sock)
+                except OSError:
+                    pass  # the client hung up: that is how these scripts end
+                except BaseException as exc:
+                    self.errors.append(exc)
+            self.served += 1
 
     def stop(self) -> None:
+        self._stopping = True
         if self._thread.is_alive():
             # Wake an accept() that never got its client, then let the script finish.
             with contextlib.suppress(OSError):

@@ -65,7 +65,12 @@ class App:
             config.data_dir, role="server" if role == "server" else "acceptor"
         )
         router = Router(config)
-        bouncer = DsnBouncer(hostname=config.hostname, store=self.store, router=router)
+        bouncer = DsnBouncer(
+            hostname=config.hostname,
+            store=self.store,
+            router=router,
+            routed_domains=config.routes.keys(),
+        )
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config))
         self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
         # Built once; SIGHUP re-reads the certificate and key (reload_tls).

@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 
 from mailwright import passwords
 from mailwright.errors import ConfigError
-from mailwright.model import Address
+from mailwright.model import (
+    Address,
+    address_literal_key,
+    is_address_literal,
+    is_ip_address_literal,
+)
 
 # ---------------------------------------------------------------- defaults
 DEFAULT_HOSTNAME = "localhost"
@@ -648,6 +653,24 @@ def _domain(value: object, key: str) -> str:
     return domain
 
 
+def _route_domain(text: str, key: str) -> str:
+    """A domain name or an address literal (``"[192.0.2.1]"``), as a key of ``[routes]``.
+
+    A route for an address literal is what allows a bounce to go to a sender
+    such as ``x@[192.0.2.1]`` (delivery/dsn.py); without one such bounces are
+    dropped.
+    """
+    if not is_address_literal(text):
+        return _domain(text, key)
+    if not is_ip_address_literal(text):
+        raise ConfigError(
+            key,
+            f'expected an address literal such as "[192.0.2.1]" or "[IPv6:2001:db8::1]",'
+            f" got {_show(text)}",
+        )
+    return address_literal_key(text)
+
+
 def _address(value: object, key: str) -> Address:
     """An address ``local@domain`` as written in configuration: a dot-atom and a domain."""
     text = _string(value, key)
@@ -1090,7 +1113,7 @@ class _Builder:
         tls: dict[str, str] = {}
         for text, value in t.raw.items():
             key = t.key(text)
-            domain = "*" if text == "*" else _domain(text, key)
+            domain = "*" if text == "*" else _route_domain(text, key)
             if domain in routes or domain in tls:
                 raise ConfigError(key, f"the route for {_show(domain)} is given twice")
             if isinstance(value, dict):

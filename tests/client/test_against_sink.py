@@ -14,8 +14,10 @@ from mailwright.client import (
     ConnectError,
     ConnectionLost,
     ExtensionNotOffered,
+    MalformedReply,
     SendResult,
     SmtpClient,
+    SmtpClientError,
     SmtpTimeout,
     Timeouts,
     Transcript,
@@ -23,6 +25,7 @@ from mailwright.client import (
 )
 from mailwright.errors import RemoteProtocolError
 from mailwright.protocol.reply import Reply
+from mailwright.tools.session import ProbeSession
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
@@ -300,7 +303,7 @@ def test_endless_reply_line_is_a_bounded_error(scripted_peer: Callable[..., Scri
             sock.sendall(b"x" * 65536)
 
     peer = scripted_peer(endless)
-    with pytest.raises(RemoteProtocolError, match="longer than 4096"):
+    with pytest.raises(MalformedReply, match=r"longer than 4096 octets.*starting b'220 xxx"):
         send_to(peer)
 
 
@@ -312,7 +315,7 @@ def test_endless_multiline_reply_is_a_bounded_error(
             sock.sendall(b"220-still greeting\r\n" * 1000)
 
     peer = scripted_peer(endless)
-    with pytest.raises(RemoteProtocolError, match="more than 100 lines"):
+    with pytest.raises(MalformedReply, match="more than 100 lines, the first '220-still"):
         send_to(peer)
 
 
@@ -322,8 +325,51 @@ def test_garbage_instead_of_a_reply(scripted_peer: Callable[..., ScriptedPeer]) 
         sock.recv(1)
 
     peer = scripted_peer(garbage)
-    with pytest.raises(RemoteProtocolError, match="malformed reply"):
+    with pytest.raises(MalformedReply, match="malformed reply"):
         send_to(peer)
+
+
+def test_a_broken_reply_is_a_client_error_quoting_what_came_escaped(
+    scripted_peer: Callable[..., ScriptedPeer],
+) -> None:
+    """The core's RemoteProtocolError is mapped at the client's boundary: a caller that
+    handles SmtpClientError handles this too; the message shows the bytes, escaped."""
+
+    def garbage(sock: socket.socket) -> None:
+        sock.sendall(b"\x1b[2J\x00" + b"y" * 300 + b"\r\n")
+        sock.recv(1)
+
+    peer = scripted_peer(garbage)
+    with pytest.raises(SmtpClientError) as caught:
+        send_to(peer)
+    assert isinstance(caught.value, MalformedReply)
+    assert isinstance(caught.value, RemoteProtocolError)  # whose fault it was
+    message = str(caught.value)
+    assert message.startswith(f"reply from {peer.host}:{peer.port}: malformed reply")
+    assert "'\\x1b[2J\\x00yyy" in message and "y" * 100 not in message  # escaped, bounded
+    assert message.isprintable()
+
+
+def test_the_probe_session_gets_the_same_client_error(
+    scripted_peer: Callable[..., ScriptedPeer],
+) -> None:
+    """``mailwright probe`` drives the core itself, through the same boundary."""
+
+    def garbage(sock: socket.socket) -> None:
+        sock.sendall(b"this is not an smtp reply\r\n")
+        sock.recv(1)
+
+    peer = scripted_peer(garbage)
+
+    async def probe() -> None:
+        session = ProbeSession(peer.host, peer.port, timeout=10, helo_name="client.test")
+        try:
+            await session.connect()
+        finally:
+            await session.close()
+
+    with pytest.raises(MalformedReply, match="'this is not an smtp reply'"):
+        run(probe)
 
 
 def test_354_after_every_rcpt_refused_gets_a_lone_dot(

@@ -1,10 +1,11 @@
 """Errors of the client transport: what can go wrong between us and a server.
 
-Everything the layer below raises (``OSError``, ``ssl.SSLError``,
-``TimeoutError``) is mapped to one of these in stream.py, at one boundary, so a
-caller catches ``SmtpClientError`` and never a socket error.  A server that
-breaks the reply grammar raises ``mailwright.errors.RemoteProtocolError``
-(from the protocol core) as it is.
+Everything the layers below raise is mapped to one of these, each at one
+boundary, so a caller catches ``SmtpClientError`` and never a socket error or
+a bare protocol error: ``OSError``, ``ssl.SSLError`` and ``TimeoutError`` in
+stream.py (``_boundary``), and the protocol core's ``RemoteProtocolError`` (a
+reply that breaks the grammar or a limit) in session.py (``next_reply``), as
+``MalformedReply``.
 
 A refused *transaction* is not an error: it is a result carrying the replies
 (``TransactionResult``).  These errors are for sessions that could not get to,
@@ -13,7 +14,7 @@ or through, a transaction.
 
 from __future__ import annotations
 
-from mailwright.errors import MailwrightError
+from mailwright.errors import MailwrightError, RemoteProtocolError
 from mailwright.protocol.reply import Reply
 
 
@@ -64,3 +65,16 @@ class ExtensionNotOffered(SmtpClientError):
     def __init__(self, keyword: str, why: str) -> None:
         super().__init__(f"the server does not offer {keyword}: {why}")
         self.keyword = keyword
+
+
+class MalformedReply(SmtpClientError, RemoteProtocolError):
+    """The server sent something that is not an SMTP reply, or a reply past a limit.
+
+    A line without a three-digit code, a line longer than ``max_reply_line``,
+    more than ``max_reply_lines`` lines (protocol/client.py).  The connection
+    is unusable after it.  It is a ``RemoteProtocolError`` too (whose fault it
+    was); the message quotes the start of what arrived, escaped.
+    """
+
+    def __init__(self, message: str) -> None:
+        SmtpClientError.__init__(self, message)

@@ -9,7 +9,9 @@ returns the reply to MAIL, to every RCPT, to DATA and to the end of data, so a
 caller (the delivery worker, ``mailwright send``) can act per recipient.
 Exceptions are kept for sessions that cannot go on: the connection failed or
 timed out (client/errors.py), the server refused a command the session needs
-(``CommandRefused``), or broke the protocol (``RemoteProtocolError``).
+(``CommandRefused``), or broke the reply grammar (``MalformedReply``, mapped
+from the core's ``RemoteProtocolError`` in ``next_reply``).  All of them are
+``SmtpClientError``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from mailwright.client.errors import (
     CommandRefused,
     ConnectionLost,
     ExtensionNotOffered,
+    MalformedReply,
 )
 from mailwright.client.stream import Stream, TcpStream
-from mailwright.errors import MailwrightError
+from mailwright.errors import MailwrightError, RemoteProtocolError
 from mailwright.model import Address
 from mailwright.protocol.client import (
     DEFAULT_MAX_REPLY_LINE,
@@ -458,28 +461,45 @@ class SmtpClient:
     async def _read_reply(self, timeout: float) -> ReplyReceived:
         """The next reply; the whole of it must arrive within ``timeout``."""
         stream = self._require_stream()
-        conn = self._conn
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            event = conn.next_event()
-            if isinstance(event, ReplyReceived):
-                for line in event.lines:
-                    self._note("S", line)
-                self._last_reply = event.reply
-                self.replies_read += 1
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise ConnectionLost(
-                    f"{self.host}:{self.port} closed the connection"
-                    + (f" after {self._last_reply}" if self._last_reply else ""),
-                    reply=self._last_reply,
-                )
-            conn.receive_data(await stream.read(READ_SIZE, max(0.0, deadline - loop.time())))
+        event = await next_reply(self._conn, stream, timeout, f"{self.host}:{self.port}")
+        if isinstance(event, ConnectionClosed):
+            raise ConnectionLost(
+                f"{self.host}:{self.port} closed the connection"
+                + (f" after {self._last_reply}" if self._last_reply else ""),
+                reply=self._last_reply,
+            )
+        for line in event.lines:
+            self._note("S", line)
+        self._last_reply = event.reply
+        self.replies_read += 1
+        return event
 
     def _note(self, side: Literal["C", "S"], line: str) -> None:
         if self.transcript is not None:
             self.transcript.append((side, line))
+
+
+async def next_reply(
+    conn: ClientConnection, stream: Stream, timeout: float, peer: str
+) -> ReplyReceived | ConnectionClosed:
+    """The core's next reply (or the end of the connection), read from ``stream``.
+
+    The whole reply must arrive within ``timeout``.  This is where the client
+    transport meets the sans-I/O core, so it is the one place the core's
+    ``RemoteProtocolError`` becomes a client error, ``MalformedReply``, as
+    stream.py maps socket errors: every caller (delivery, ``mailwright send``,
+    ``probe``) handles one family, ``SmtpClientError``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:
+            raise MalformedReply(f"reply from {peer}: {exc}") from exc
+        if isinstance(event, ReplyReceived | ConnectionClosed):
+            return event
+        conn.receive_data(await stream.read(READ_SIZE, max(0.0, deadline - loop.time())))
 
 
 @dataclass(frozen=True, slots=True)

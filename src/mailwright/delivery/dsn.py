@@ -2,30 +2,49 @@
 
 One DSN per message lists every failed recipient; it comes from the null
 sender ``<>`` so that it can never cause another bounce (RFC 5321 4.5.5), and a
-message that itself came from ``<>`` is never bounced.  The report carries the
-original headers (text/rfc822-headers, RFC 6522), not the body.
+message that itself came from ``<>`` is never bounced.
+
+A bounce goes to whatever sender the client claimed, so it is mail sent to a
+stranger on a stranger's word (backscatter).  What it may carry is bounded:
+
+- the original's header section only, never its body, at most
+  ``MAX_ORIGINAL_HEADERS`` octets cut between two header fields.  RFC 3464
+  section 2 makes the returned content an optional third part, either the
+  whole message (message/rfc822) or its headers alone (text/rfc822-headers,
+  defined in RFC 6522); RFC 3461 4.3 calls the latter RET=HDRS.
+- reply texts of other servers without their control characters
+  (``printable_text``): the report is read on terminals and parsed by programs.
+
+Where it may go is bounded too: never to an address literal (``x@[192.0.2.1]``
+makes us connect to any IP the client names) unless ``[routes]`` has a route
+for that very literal; such bounces are dropped and logged (``bounce-dropped``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import BinaryIO
 
 from mailwright.logfmt import kv
-from mailwright.model import Address
+from mailwright.model import Address, address_literal_key, is_address_literal
 from mailwright.policy.routing import Router
-from mailwright.protocol.reply import Reply
-from mailwright.queue.base import QueuedMessage, QueueStore
+from mailwright.protocol.reply import Reply, printable_text
+from mailwright.queue.base import QueuedMessage, QueueStore, Target
 
 log = logging.getLogger("mailwright.delivery")
 
-MAX_ORIGINAL_HEADERS = 64 * 1024  # octets of the original header section quoted in a bounce
+#: Octets of the original header section returned in a bounce, at most.
+MAX_ORIGINAL_HEADERS = 16 * 1024
+#: The start of a header field: a field name and its colon (RFC 5322 2.2, 3.6.8; obs-FWS
+#: before the colon, RFC 5322 4.5).
+_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +58,39 @@ class FailedRecipient:
     expired: bool = False  # gave up after max_age rather than on a permanent reply
 
 
-def read_original_headers(body: BinaryIO) -> bytes:
-    """The header section of a stored message, bounded, ending with CRLF."""
-    head = body.read(MAX_ORIGINAL_HEADERS)
-    end = head.find(b"\r\n\r\n")
-    if end != -1:
-        return head[: end + 2]
-    last = head.rfind(b"\r\n")
-    return head[: last + 2] if last != -1 else b""
+def read_original_headers(body: BinaryIO, limit: int = MAX_ORIGINAL_HEADERS) -> bytes:
+    """The leading whole header fields of a stored message, at most ``limit`` octets.
+
+    The cut is always between two fields: a field and its folded continuation
+    lines (RFC 5322 2.2.3) are kept or dropped together, so the part never
+    ends inside a header.  Reading stops at the empty line that ends the
+    header section and also at the first line that is neither a field nor a
+    continuation (a message without the empty line): the body is never
+    returned.  The result is empty or ends with CRLF.
+    """
+    # One octet more than the limit: whether the line after the last kept one continues it.
+    head = body.read(limit + 1)
+    whole = len(head) <= limit  # the message ended within what was read
+    kept = 0  # the end of the last complete field
+    start = 0  # the start of the line being looked at
+    while start <= limit:
+        end = head.find(b"\r\n", start)
+        if end == -1:
+            rest = head[start:]
+            if rest[:1] not in (b"", b" ", b"\t") or (whole and not rest):
+                kept = start  # what follows does not continue the last field
+            break
+        line = head[start:end]
+        if line[:1] in (b" ", b"\t"):
+            if start == 0:
+                break  # a continuation of nothing: not a header section
+        elif line and _FIELD_START.match(line):
+            kept = start  # a new field: the one before it is complete
+        else:
+            kept = start  # the empty line, or the body without one: the end of the headers
+            break
+        start = end + 2
+    return head[:kept]
 
 
 def status_of(reply_text: str, *, expired: bool) -> str:
@@ -83,6 +127,18 @@ def build_dsn(
         "Your message could not be delivered to one or more recipients.",
         "It is attached below (headers only). The reasons:",
         "",
+    ]
+    # Replies of other servers (and texts stored before they were cleaned) lose
+    # their control characters here too: the report is shown on terminals.
+    failed = [
+        FailedRecipient(
+            address=item.address,
+            original=item.original,
+            reply=printable_text(item.reply),
+            remote_mta=printable_text(item.remote_mta),
+            expired=item.expired,
+        )
+        for item in failed
     ]
     for item in failed:
         why = (
@@ -154,10 +210,19 @@ class DsnBouncer:
     bounce rather than losing it).
     """
 
-    def __init__(self, *, hostname: str, store: QueueStore, router: Router) -> None:
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        store: QueueStore,
+        router: Router,
+        routed_domains: Collection[str] = (),
+    ) -> None:
         self.hostname = hostname
         self.store = store
         self.router = router
+        #: ``[routes]`` keys: an address literal among them may receive bounces.
+        self.routed_domains = frozenset(routed_domains)
 
     async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
         """Queue the DSN; returns its queue id, or None when the message was itself a bounce."""
@@ -174,6 +239,17 @@ class DsnBouncer:
                 )
             )
             return None
+        targets = tuple(t for t in decision.targets if self._may_receive(t))
+        if not targets:
+            log.warning(
+                kv(
+                    event="bounce-dropped",
+                    id=message.queue_id,
+                    sender=message.sender,
+                    reason="an address literal without a route of its own",
+                )
+            )
+            return None
         headers = await asyncio.to_thread(self._headers, message.queue_id)
         data = build_dsn(
             reporting_mta=self.hostname,
@@ -185,7 +261,7 @@ class DsnBouncer:
         )
         spool = self.store.new_spool()
         spool.write(data)
-        bounce_id = await self.store.enqueue(None, decision.targets, spool)
+        bounce_id = await self.store.enqueue(None, targets, spool)
         log.info(
             kv(
                 event="bounce",
@@ -196,6 +272,18 @@ class DsnBouncer:
             )
         )
         return bounce_id
+
+    def _may_receive(self, target: Target) -> bool:
+        """False for a remote address literal that no route of its own names.
+
+        Only an exact route counts, not ``"*"``: the operator must have meant
+        that literal.  A literal sender is nearly always forged, and a bounce
+        to it would make us connect to whatever IP the client chose.
+        """
+        domain = target.address.domain_key
+        if target.local or not is_address_literal(domain):
+            return True
+        return address_literal_key(domain) in self.routed_domains
 
     def _headers(self, queue_id: str) -> bytes:
         with self.store.open_body(queue_id) as body:

@@ -5,8 +5,13 @@ smtplib.  For each destination domain the next hops come from routes.py; each
 is tried in order until one gives an answer about the recipients.  A reply is
 the answer: 2xx delivered (251 too: the next hop forwards, RFC 5321 3.4), 4xx
 deferred, 5xx bounced (551 included: we do not reroute, RFC 5321 7.4).
-Connection failures, timeouts and 4xx greetings move on to the next host and,
-when every host failed, defer.  Errors are temporary unless proven permanent.
+Connection failures, timeouts, 4xx greetings and replies that break the SMTP
+grammar move on to the next host and, when every host failed, defer.  Errors
+are temporary unless proven permanent.
+
+A reply's text is the peer's to choose: before it becomes an attempt's
+outcome (stored in the queue, logged, quoted in a bounce) every non-printable
+code point is taken out (``printable_text``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailwright.client import (
+    MalformedReply,
     SmtpClient,
     SmtpClientError,
     Timeouts,
@@ -33,7 +39,7 @@ from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.routes import NextHop, RouteResolver
 from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
-from mailwright.protocol.reply import Reply
+from mailwright.protocol.reply import Reply, printable_text
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 
 log = logging.getLogger("mailwright.delivery")
@@ -287,6 +293,10 @@ def _tls_context(mode: str, ca_file: Path | None) -> ssl.SSLContext:
 
 
 def _reply_of(exc: SmtpClientError) -> Reply:
+    """The reply an attempt that failed with ``exc`` is recorded with: always temporary."""
+    if isinstance(exc, MalformedReply):
+        # RFC 3463 3.6: X.5.0, something was wrong with the protocol to the next hop.
+        return Reply(451, "4.5.0", f"Protocol error: {exc}")
     if exc.reply is not None and exc.reply.code >= 400:
         reply = exc.reply
         # A refusal of the connection itself is about this host: never final.
@@ -297,6 +307,7 @@ def _reply_of(exc: SmtpClientError) -> Reply:
 def _all(
     rcpts: Sequence[QueuedRecipient], reply: str, *, permanent: bool, relay: str = ""
 ) -> dict[int, Attempt]:
+    reply = printable_text(reply)
     return {
         r.index: Attempt(success=False, permanent=permanent, reply=reply, relay=relay)
         for r in rcpts
@@ -313,17 +324,25 @@ def _attempts(
         reply = answer.reply or result.mail
         if not answer.accepted:
             out[rcpt.index] = Attempt(
-                success=False, permanent=reply.is_permanent, reply=str(reply), relay=relay
+                success=False,
+                permanent=reply.is_permanent,
+                reply=printable_text(str(reply)),
+                relay=relay,
             )
         elif result.delivered:
             assert result.end_of_data is not None
             text = str(result.end_of_data)
             if reply.code == 251:
                 text = f"{text} ({reply})"  # the next hop forwards: keep its forward-path
-            out[rcpt.index] = Attempt(success=True, permanent=False, reply=text, relay=relay)
+            out[rcpt.index] = Attempt(
+                success=True, permanent=False, reply=printable_text(text), relay=relay
+            )
         elif end is not None and end.code >= 400:
             out[rcpt.index] = Attempt(
-                success=False, permanent=end.is_permanent, reply=str(end), relay=relay
+                success=False,
+                permanent=end.is_permanent,
+                reply=printable_text(str(end)),
+                relay=relay,
             )
         else:
             out[rcpt.index] = Attempt(

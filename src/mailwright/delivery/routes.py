@@ -1,6 +1,6 @@
 """Where mail for a domain goes: a static route from config, else MX lookup (RFC 5321 5.1).
 
-- A static route (``[routes]``, exact domain or ``"*"``) wins over DNS.
+- A static route (``[routes]``, exact domain, address literal or ``"*"``) wins over DNS.
 - MX records are tried in preference order, equal preferences in random order.
 - No MX records (NODATA): the domain's own A/AAAA records are the implicit MX.
 - A null MX (``0 .``, RFC 7505) means the domain accepts no mail: a permanent failure.
@@ -24,6 +24,7 @@ import dns.resolver
 
 from mailwright.config import Config, split_host_port
 from mailwright.errors import DeliveryError
+from mailwright.model import address_literal_key, is_address_literal
 from mailwright.protocol.reply import Reply
 
 DNS_TIMEOUT = 10.0  # seconds for one whole lookup, all servers and retries included
@@ -67,7 +68,8 @@ class RouteResolver:
     async def next_hops(self, domain: str) -> list[NextHop]:
         """Raises DeliveryError (temporary or permanent) when there is nowhere to go."""
         domain = domain.lower().rstrip(".")
-        route = self.routes.get(domain) or self.routes.get("*")
+        key = address_literal_key(domain) if is_address_literal(domain) else domain
+        route = self.routes.get(key) or self.routes.get("*")
         if route is not None:
             host, port = split_host_port(route, default_port=self.port)
             return [

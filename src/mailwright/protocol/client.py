@@ -23,8 +23,10 @@ what we do); but a reply line longer than ``max_reply_line`` or a reply of more
 than ``max_reply_lines`` lines is a ``RemoteProtocolError``, raised as soon as
 the limit is crossed, never after buffering whatever the peer keeps sending.
 Malformed lines (no three-digit code, continuation lines that disagree on the
-code) are ``RemoteProtocolError`` too.  After one, the connection is unusable:
-every later ``next_event`` raises the same error.
+code) are ``RemoteProtocolError`` too; its message quotes the start of what
+was received, escaped and bounded (``reply.excerpt``), so a log can say what
+the peer sent without carrying its control characters.  After one, the
+connection is unusable: every later ``next_event`` raises the same error.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from mailwright.model import Address
 from mailwright.protocol.commands import is_valid_address_literal, is_valid_domain
 from mailwright.protocol.data import DotStuffer
 from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
-from mailwright.protocol.reply import Reply
+from mailwright.protocol.reply import ERROR_EXCERPT, Reply, excerpt
 
 #: Longest reply line accepted, line ending included.  RFC 5321 4.5.3.1.5 says 512;
 #: real servers send longer texts, so we allow eight times that and no more.
@@ -223,12 +225,16 @@ class _ReplyLineBuffer:
             self._scanned = len(buf)
             if len(buf) >= self.max_line:
                 raise RemoteProtocolError(
-                    f"reply line longer than {self.max_line} octets (no line ending yet)"
+                    f"reply line longer than {self.max_line} octets (no line ending yet),"
+                    f" starting {excerpt(bytes(buf[: ERROR_EXCERPT + 1]))}"
                 )
             return None
         self._scanned = 0
         if idx + 1 > self.max_line:
-            raise RemoteProtocolError(f"reply line longer than {self.max_line} octets")
+            raise RemoteProtocolError(
+                f"reply line longer than {self.max_line} octets,"
+                f" starting {excerpt(bytes(buf[: ERROR_EXCERPT + 1]))}"
+            )
         line = bytes(buf[:idx])
         del buf[: idx + 1]
         return line[:-1] if line.endswith(b"\r") else line
@@ -322,7 +328,10 @@ class ClientConnection:
             text = raw.decode("utf-8", errors="replace")
             self._reply.append(text)
             if len(self._reply) > self.max_reply_lines:
-                raise RemoteProtocolError(f"reply has more than {self.max_reply_lines} lines")
+                raise RemoteProtocolError(
+                    f"reply has more than {self.max_reply_lines} lines,"
+                    f" the first {excerpt(self._reply[0])}"
+                )
             if text[3:4] != "-":
                 break
         lines, self._reply = tuple(self._reply), []
@@ -332,7 +341,7 @@ class ClientConnection:
             raise RemoteProtocolError(f"malformed reply: {exc}") from None
         command = self._pending.popleft() if self._pending else None
         if command is None and reply.code != 421:
-            raise RemoteProtocolError(f"reply without a command to answer: {reply}")
+            raise RemoteProtocolError(f"reply without a command to answer: {excerpt(str(reply))}")
         self._answered(command, reply)
         return ReplyReceived(reply=reply, command=command, lines=lines)
 

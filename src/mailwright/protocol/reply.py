@@ -13,6 +13,32 @@ from dataclasses import dataclass, field
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _ENHANCED_PREFIX = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?: |$)")
 
+#: Characters of a peer's malformed text quoted (escaped) in an error message.
+ERROR_EXCERPT = 80
+
+
+def printable_text(text: str) -> str:
+    """``text`` with every code point that is not printable taken out.
+
+    A peer's reply text is kept (in the queue) and passed on (in a bounce, on
+    an operator's terminal), so it must not carry what a terminal or a line
+    splitter would obey: C0 and C1 controls (ESC, NUL, NEL ...), DEL, the
+    Unicode line and paragraph separators U+2028/U+2029 (Python's
+    ``splitlines`` cuts at them), bidirectional overrides and other format
+    characters.  What counts as printable is ``str.isprintable``; spacing
+    characters among the rest (TAB, VT, NEL, U+2028, no-break spaces) become a
+    space so words stay apart, and everything else is removed.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " if c.isspace() else "" for c in text)
+
+
+def excerpt(data: str | bytes, limit: int = ERROR_EXCERPT) -> str:
+    """The start of what a peer sent, escaped (``repr``) for an error message; bounded."""
+    shown = repr(data[:limit])
+    return f"{shown}..." if len(data) > limit else shown
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -99,7 +125,7 @@ class Reply:
         texts = []
         for raw in raw_lines:
             if len(raw) < 3 or not raw[:3].isdigit() or (len(raw) > 3 and raw[3] not in " -"):
-                raise ValueError(f"malformed reply line: {raw!r}")
+                raise ValueError(f"malformed reply line: {excerpt(raw)}")
             codes.add(int(raw[:3]))
             texts.append(raw[4:])
         if len(codes) != 1:

@@ -5,23 +5,21 @@ must stop before DATA; so this drives the same public parts the client is
 made of, the sans-I/O core ``ClientConnection`` over the client's
 ``TcpStream``, one command and one reply at a time.  It is deliberately small:
 no pipelining, no body.  Errors are the client's own (``SmtpClientError``
-subclasses, and ``RemoteProtocolError`` for replies that break the grammar).
+subclasses; ``MalformedReply`` for replies that break the grammar), from the
+client's own boundary, ``next_reply``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 from mailwright.client import Capabilities, ConnectionLost, TcpStream
-from mailwright.client.session import default_local_hostname
+from mailwright.client.session import default_local_hostname, next_reply
 from mailwright.errors import MailwrightError
 from mailwright.model import Address
-from mailwright.protocol.client import ClientConnection, ReplyReceived
+from mailwright.protocol.client import ClientConnection
 from mailwright.protocol.events import ConnectionClosed
 from mailwright.protocol.reply import Reply
-
-READ_SIZE = 64 * 1024
 
 
 class ProbeSession:
@@ -110,13 +108,8 @@ class ProbeSession:
     async def _read_reply(self) -> Reply:
         """The next reply; all of it must arrive within the timeout."""
         assert self._stream is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while True:
-            event = self._conn.next_event()
-            if isinstance(event, ReplyReceived):
-                return event.reply
-            if isinstance(event, ConnectionClosed):
-                raise ConnectionLost(f"{self.host}:{self.port} closed the connection")
-            remaining = max(0.0, deadline - loop.time())
-            self._conn.receive_data(await self._stream.read(READ_SIZE, remaining))
+        peer = f"{self.host}:{self.port}"
+        event = await next_reply(self._conn, self._stream, self.timeout, peer)
+        if isinstance(event, ConnectionClosed):
+            raise ConnectionLost(f"{peer} closed the connection")
+        return event.reply

@@ -1,0 +1,95 @@
+"""What a bounce may carry: pure functions of dsn.py, fed bytes (core)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from mailwright.delivery.dsn import (
+    MAX_ORIGINAL_HEADERS,
+    FailedRecipient,
+    build_dsn,
+    read_original_headers,
+)
+from mailwright.errors import ConfigError
+from mailwright.model import Address
+from tests.conftest import make_config
+
+
+def headers_of(message: bytes, limit: int | None = None) -> bytes:
+    body = io.BytesIO(message)
+    return read_original_headers(body) if limit is None else read_original_headers(body, limit)
+
+
+def test_the_header_section_ends_at_the_empty_line() -> None:
+    message = b"Subject: s\r\nX-A: 1\r\n\r\nBody: looks like a header\r\n"
+    assert headers_of(message) == b"Subject: s\r\nX-A: 1\r\n"
+
+
+def test_a_folded_field_is_kept_or_dropped_whole() -> None:
+    folded = b"X-Long: one\r\n two\r\n\tthree\r\n"
+    message = b"Subject: s\r\n" + folded + b"X-Next: n\r\n\r\nbody\r\n"
+    whole = len(b"Subject: s\r\n" + folded)
+    for limit in range(len(b"Subject: s\r\n"), whole):  # any cut inside X-Long drops all of it
+        assert headers_of(message, limit) == b"Subject: s\r\n"
+    assert headers_of(message, whole) == b"Subject: s\r\n" + folded
+
+
+def test_the_cut_is_within_the_limit_and_on_a_field_boundary() -> None:
+    fields = [f"X-F{n}: {'v' * 90}\r\n\t{'w' * 90}\r\n".encode() for n in range(400)]
+    message = b"".join(fields) + b"\r\nbody\r\n"
+    returned = headers_of(message)
+    assert MAX_ORIGINAL_HEADERS - len(fields[0]) < len(returned) <= MAX_ORIGINAL_HEADERS
+    assert returned == b"".join(fields[: len(returned) // len(fields[0])])
+
+
+def test_a_body_without_the_empty_line_is_never_returned() -> None:
+    message = b"Subject: s\r\nX-A: 1\r\nBODY-MARKER and more text\r\nline two\r\n"
+    assert headers_of(message) == b"Subject: s\r\nX-A: 1\r\n"
+
+
+def test_a_message_of_headers_only_is_returned_whole() -> None:
+    assert headers_of(b"Subject: s\r\nX-A: 1\r\n") == b"Subject: s\r\nX-A: 1\r\n"
+
+
+def test_one_field_longer_than_the_limit_returns_nothing() -> None:
+    message = b"X-Huge: " + b"h" * (2 * MAX_ORIGINAL_HEADERS) + b"\r\n\r\nbody\r\n"
+    assert headers_of(message) == b""
+
+
+def test_a_report_carries_no_control_characters_of_a_stored_reply() -> None:
+    """Replies stored before they were cleaned are cleaned again on the way out."""
+    dsn = build_dsn(
+        reporting_mta="mx.example.test",
+        sender=Address("alice", "example.test"),
+        queue_id="q1",
+        arrival=0.0,
+        failed=[
+            FailedRecipient(
+                address=Address("bob", "elsewhere.test"),
+                original=Address("bob", "elsewhere.test"),
+                reply="550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00",
+                remote_mta="mx.elsewhere.test[127.0.0.1]:25\x85",
+            )
+        ],
+        original_headers=b"Subject: s\r\n",
+    )
+    text = dsn.decode("utf-8")
+    assert "Diagnostic-Code: smtp; 550 5.1.1 gone[2J Forged-Field: yes\r\n" in text
+    assert "Remote-MTA: dns; mx.elsewhere.test[127.0.0.1]:25 \r\n" in text
+    assert not any(c in text for c in "\x1b\u2028\x00\x85")
+
+
+def test_a_route_may_name_an_address_literal_in_any_spelling(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, '[routes]\n"[IPv6:0:0::1]" = "127.0.0.1:2525"\n"[127.0.0.1]" = "h:25"\n'
+    )
+    assert dict(config.routes) == {"[ipv6:::1]": "127.0.0.1:2525", "[127.0.0.1]": "h:25"}
+
+
+@pytest.mark.parametrize("key", ["[300.1.1.1]", "[IPv6:nonsense]", "[tag:general]"])
+def test_a_route_for_a_malformed_address_literal_is_refused(key: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="address literal"):
+        make_config(tmp_path, f'[routes]\n"{key}" = "127.0.0.1:2525"\n')
