@@ -26,7 +26,7 @@ from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.server.listener import SmtpListener
-from mailwright.server.session import SessionServices
+from mailwright.server.services import SessionServices
 from mailwright.server.tls import ServerTls
 
 log = logging.getLogger("mailwright")

@@ -3,7 +3,7 @@ number of times, however small the pieces it arrives in (a slow sender is no CPU
 
 from __future__ import annotations
 
-from mailwright.server.session import HeaderScanner
+from mailwright.server.transaction import HeaderScanner
 
 HEADERS = b"".join(b"Received: from hop%d.example by next.example; now\r\n" % i for i in range(40))
 MESSAGE = HEADERS + b"Subject: loop\r\n\r\nbody\r\nReceived: not a header\r\n"

@@ -17,6 +17,31 @@ NOOP_OK = Reply(250, "2.0.0", "Ok")
 BYE = Reply(221, "2.0.0", "Bye")
 VRFY_CANNOT = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+HELP = Reply(
+    214,
+    "2.0.0",
+    [
+        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+        "Send EHLO, MAIL FROM:<sender>, RCPT TO:<recipient>, DATA, then the message",
+        "See RFC 5321; 'mailwright explain CODE' explains any reply",
+    ],
+)
+
+
+def greeting(hostname: str) -> Reply:
+    """RFC 5321 4.2: the 220 greeting starts with our domain."""
+    return Reply(220, None, f"{hostname} ESMTP mailwright")
+
+
+def greets(hostname: str, client: str, capabilities: tuple[str, ...] | list[str] = ()) -> Reply:
+    """The answer to HELO, or to EHLO with the extension lines (RFC 5321 4.1.1.1)."""
+    return Reply(250, None, [f"{hostname} greets {client}", *capabilities])
+
+
+def queued(queue_id: str) -> Reply:
+    """The 250 after the end of data: sent only once the message is on disk."""
+    return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
 
 # 4xx
 SHUTTING_DOWN = Reply(421, "4.3.2", "Server shutting down; try again later")
@@ -26,9 +51,7 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again late
 TOO_MANY_CONNECTIONS_FROM_IP = Reply(
     421, "4.7.0", "Too many connections from your address; try again later"
 )
-TOO_MANY_REFUSED_RECIPIENTS = Reply(
-    421, "4.7.0", "Too many refused recipients; closing connection"
-)
+TOO_MANY_REFUSED_RECIPIENTS = Reply(421, "4.7.0", "Too many refused recipients; closing connection")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in a new transaction")
 STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
 #: RFC 1870 6.1 (1): MAIL's SIZE= is more than the server can store now, but may fit later.
@@ -38,6 +61,7 @@ NO_ROOM_FOR_SIZE = Reply(
     "Insufficient system storage for a message of the declared SIZE; try again later",
 )
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing; try again later")
+LOCAL_ERROR_CLOSING = Reply(451, "4.3.0", "Local error; closing connection")
 
 # 5xx: syntax
 UNKNOWN_COMMAND = Reply(500, "5.5.2", "Syntax error: command unrecognized")
@@ -56,6 +80,12 @@ NESTED_MAIL = Reply(
     503, "5.5.1", "Bad sequence of commands: nested MAIL command; send RSET to start over"
 )
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+
+
+def sender_not_owned(user: str) -> Reply:
+    """RFC 6409 6.1: a submission server may refuse a sender the user does not own."""
+    return Reply(553, "5.7.1", f"Sender address rejected: not owned by user {user}")
+
 
 # STARTTLS (RFC 3207)
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")

@@ -29,7 +29,8 @@ from mailwright.logfmt import kv
 from mailwright.policy.clientkey import client_key
 from mailwright.protocol import replies
 from mailwright.protocol.reply import Reply
-from mailwright.server.session import ListenerKind, SessionServices, SmtpSession
+from mailwright.server.services import ListenerKind, SessionServices
+from mailwright.server.session import SmtpSession
 
 log = logging.getLogger("mailwright.smtpd")
 

@@ -1,0 +1,242 @@
+"""What the server answers to each event of one session: policy, then storage.
+
+The protocol core has already checked syntax and sequence (protocol/state.py);
+here each command is decided (routing, relay permission, sender ownership, the
+free-space reserve, AUTH) and proceeds (the transaction, the spool, the queue's
+commit).  The session (server/session.py) moves the bytes; this module never
+touches the transport, so a policy decision is never mixed up with flow control.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mailwright.errors import StorageError
+from mailwright.logfmt import kv
+from mailwright.model import Address
+from mailwright.policy.auth import AuthOutcome, account_key
+from mailwright.protocol import replies
+from mailwright.protocol.events import (
+    Auth,
+    AuthChallenge,
+    BodyChunk,
+    BodyRejected,
+    Data,
+    Ehlo,
+    Event,
+    Help,
+    Mail,
+    Noop,
+    ProtocolViolation,
+    Quit,
+    Rcpt,
+    Rset,
+    Vrfy,
+)
+from mailwright.protocol.reply import Reply
+from mailwright.protocol.server import ServerConnection
+from mailwright.server.services import SessionServices
+from mailwright.server.transaction import MailTransaction, TraceInfo
+
+log = logging.getLogger("mailwright.smtpd")
+
+MAX_LOGGED_USER_NAME = 256  # a failed AUTH logs the name tried, cut to this many characters
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class SessionHandler:
+    """Answers the events of one session; owns its mail transaction.
+
+    Who the client said it is (HELO), whether TLS is on and who authenticated
+    are read from the protocol core, the one record of them.
+    """
+
+    def __init__(self, services: SessionServices, conn: ServerConnection, peer: Peer) -> None:
+        self.services = services
+        self.conn = conn
+        self.peer = peer
+        self.transaction: MailTransaction | None = None
+        self.messages = 0  # queued in this session
+        self.quit = False
+
+    @property
+    def authenticated_user(self) -> str | None:
+        """The mailbox key of the user who authenticated, None before."""
+        name = self.conn.authenticated
+        return account_key(name) if name is not None else None
+
+    def answer(self, event: Event) -> Reply | None:
+        """The reply to an event that needs no waiting; None for a piece of the body."""
+        match event:
+            case BodyChunk(data=data):
+                if self.transaction is not None:
+                    self.transaction.feed(data)
+                return None
+            case BodyRejected(reply=reply):
+                self.drop_transaction()
+                self.refused("DATA", reply)
+                return reply
+            case ProtocolViolation(reply=reply):
+                self.refused("command", reply)
+                return reply
+            case Ehlo(hostname=name, extended=extended):
+                self.drop_transaction()
+                hostname = self.services.config.hostname
+                capabilities = self.conn.capabilities() if extended else ()
+                return replies.greets(hostname, name, capabilities)
+            case Mail():
+                return self._mail(event)
+            case AuthChallenge(reply=reply):
+                return reply
+            case Rcpt(recipient=recipient):
+                return self._rcpt(recipient)
+            case Data():
+                return self._start_data()
+            case Rset():
+                self.drop_transaction()
+                return replies.RESET_OK
+            case Noop():
+                return replies.NOOP_OK
+            case Vrfy():
+                # Never disclose which users exist (RFC 5321 3.5.3 allows 252).
+                return replies.VRFY_CANNOT
+            case Help():
+                return replies.HELP
+            case Quit():
+                self.quit = True
+                return replies.BYE
+        raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+    async def authenticate(self, event: Auth) -> Reply:
+        """Ask policy/auth.py: a lockout (454), or the account's delay, then the check."""
+        result = await self.services.auth.authenticate(
+            self.peer.host, event.username, event.password
+        )
+        if result.outcome is AuthOutcome.OK:
+            log.info(
+                kv(event="auth", client=str(self.peer), user=result.user, mechanism=event.mechanism)
+            )
+        else:
+            log.info(
+                kv(
+                    event=f"auth-{result.outcome.value}",
+                    client=str(self.peer),
+                    user=event.username[:MAX_LOGGED_USER_NAME],
+                    mechanism=event.mechanism,
+                    failures=result.failures or None,
+                )
+            )
+        return result.reply
+
+    async def end_data(self, size: int) -> Reply:
+        """The end of the body: loop check, then 250 only once the queue has it on disk."""
+        txn, self.transaction = self.transaction, None
+        assert txn is not None and txn.spool is not None
+        if txn.loops(self.services.config.smtp.max_received_headers):
+            txn.discard()
+            self.refused("DATA", replies.TOO_MANY_HOPS)
+            return replies.TOO_MANY_HOPS
+        try:
+            queue_id = await txn.commit(self.services.store)
+        except StorageError as exc:
+            log.error(kv(event="store-error", client=str(self.peer), error=exc))
+            self.refused("DATA", replies.STORAGE_FULL)
+            return replies.STORAGE_FULL
+        self.messages += 1
+        log.info(
+            kv(
+                event="queued",
+                id=queue_id,
+                client=str(self.peer),
+                helo=self.conn.helo_name,
+                sender=f"<{txn.sender or ''}>",
+                recipients=",".join(f"<{r}>" for r in txn.recipients),
+                size=size,
+                result=250,
+            )
+        )
+        self.services.on_enqueued(queue_id)
+        return replies.queued(queue_id)
+
+    def refused(self, command: str, reply: Reply) -> None:
+        log.info(kv(event="refused", client=str(self.peer), command=command, reply=str(reply)))
+
+    def drop_transaction(self) -> None:
+        if self.transaction is not None:
+            self.transaction.discard()
+            self.transaction = None
+
+    # ------------------------------------------------------------ commands
+
+    def _mail(self, event: Mail) -> Reply:
+        """Sender ownership for authenticated users, then room on the disk for the message."""
+        sender, user = event.sender, self.authenticated_user
+        if user is not None and not self.services.relay.sender_allowed(user, sender):
+            reply = replies.sender_not_owned(user)
+            self.refused(f"MAIL FROM:<{sender}>", reply)
+            return reply
+        refusal = self._space_refusal(event.size)
+        if refusal is not None:
+            self.refused(f"MAIL FROM:<{sender or ''}>", refusal)
+            return refusal
+        self.transaction = MailTransaction(mail=event)
+        return replies.SENDER_OK
+
+    def _space_refusal(self, size: int | None) -> Reply | None:
+        """452 4.3.1 below the free-space reserve, or when SIZE= would not fit above it.
+
+        RFC 1870 6.1 (1): a server that lacks the storage for a message of the
+        declared size now, but may have it later, answers MAIL with 452.
+        """
+        try:
+            room = self.services.space.room()
+        except OSError as exc:  # cannot tell: the store refuses at DATA if it must
+            log.warning(kv(event="space-check-failed", client=str(self.peer), error=exc))
+            return None
+        if room <= 0:
+            return replies.STORAGE_FULL
+        if size is not None and size > room:
+            return replies.NO_ROOM_FOR_SIZE
+        return None
+
+    def _rcpt(self, recipient: Address) -> Reply:
+        txn = self.transaction
+        assert txn is not None
+        services = self.services
+        may_relay = services.relay.may_relay(self.peer.host, self.authenticated_user)
+        decision = services.router.route_recipient(recipient, may_relay=may_relay)
+        if decision.reply.code < 400:
+            txn.add_recipient(recipient, decision)
+        else:
+            self.refused(f"RCPT TO:<{recipient}>", decision.reply)
+        return decision.reply
+
+    def _start_data(self) -> Reply:
+        txn = self.transaction
+        assert txn is not None
+        conn, services = self.conn, self.services
+        trace = TraceInfo(
+            hostname=services.config.hostname,
+            helo=conn.helo_name,
+            peer_host=self.peer.host,
+            esmtp=conn.esmtp,
+            tls=conn.tls,
+            authenticated=conn.authenticated is not None,
+            date=services.received_stamp.now(),
+        )
+        try:
+            txn.open_spool(services.store, trace)
+        except (OSError, StorageError) as exc:
+            log.error(kv(event="spool-error", client=str(self.peer), error=exc))
+            txn.discard()
+            return replies.STORAGE_FULL
+        return replies.START_DATA

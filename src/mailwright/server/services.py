@@ -1,0 +1,72 @@
+"""What every session of a listener shares, built once by app.py, and the kinds of listener."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from mailwright.config import Config
+from mailwright.policy.auth import Authenticator
+from mailwright.policy.relay import RelayPolicy
+from mailwright.policy.routing import Router
+from mailwright.protocol.auth import MECHANISMS
+from mailwright.protocol.server import ProtocolConfig
+from mailwright.queue.base import QueueStore
+from mailwright.queue.space import SpaceGuard
+from mailwright.server.transaction import ReceivedStamp
+
+if TYPE_CHECKING:
+    from mailwright.server.tls import ServerTls
+
+
+class ListenerKind(enum.Enum):
+    """What a listening socket is for; it decides TLS and AUTH for its sessions."""
+
+    SMTP = "smtp"  # mail from other servers (port 25): STARTTLS offered, AUTH optional
+    SUBMISSION = "submission"  # RFC 6409 (port 587): STARTTLS, then AUTH before MAIL
+    IMPLICIT_TLS = "implicit_tls"  # RFC 8314 (port 465): TLS from the first byte, then AUTH
+
+
+@dataclass
+class SessionServices:
+    """What every session of a listener shares; built once by app.py.
+
+    ``tls`` None means no certificate: no STARTTLS, no AUTH, no submission.
+    ``auth`` (failure counts, lockouts) and ``space`` (the free-space reserve)
+    are shared by every session of this process.
+    """
+
+    config: Config
+    router: Router
+    relay: RelayPolicy
+    store: QueueStore
+    on_enqueued: Callable[[str], None] = lambda queue_id: None
+    tls: ServerTls | None = None
+    protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
+    auth: Authenticator = field(init=False)
+    space: SpaceGuard = field(init=False)
+    received_stamp: ReceivedStamp = field(init=False)
+
+    def __post_init__(self) -> None:
+        smtp = self.config.smtp
+        with_tls = self.tls is not None
+        base = ProtocolConfig(
+            max_line=smtp.max_line_length,
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            max_errors=smtp.max_errors,
+            max_refused_recipients=smtp.max_refused_recipients,
+            max_body_line=smtp.max_body_line_length,
+            starttls=with_tls,
+            auth_mechanisms=tuple(MECHANISMS) if with_tls else (),
+        )
+        self.protocol_configs = {
+            ListenerKind.SMTP: base,
+            ListenerKind.SUBMISSION: replace(base, auth_required=True),
+            ListenerKind.IMPLICIT_TLS: replace(base, auth_required=True),
+        }
+        self.auth = Authenticator(self.config)
+        self.space = SpaceGuard(self.config.data_dir, self.config.queue.min_free_space)
+        self.received_stamp = ReceivedStamp()

@@ -1,0 +1,157 @@
+"""One mail transaction, MAIL to the end of data, apart from the session that carries it.
+
+As OpenSMTPD's ``smtp_tx``: the transaction owns the sender, the recipients and
+the targets they route to, the spool the body goes to, our trace header and the
+commit to the queue.  RSET, EHLO, a refused body or the end of the session drop
+it (``discard``); nothing of it outlives that.  It also counts the message's
+``Received:`` headers for mail-loop detection (RFC 5321 6.3).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from mailwright.model import Address
+from mailwright.policy.routing import RecipientDecision, unique_targets
+from mailwright.protocol.events import Mail
+from mailwright.queue.base import BodySpool, QueueStore, Target
+
+HEADER_SCAN_LIMIT = 256 * 1024  # octets of the header section scanned for Received: lines
+
+
+class HeaderScanner:
+    """Counts Received: headers in the header section, for mail-loop detection (RFC 5321 6.3).
+
+    Linear in the header section however it arrives: each piece is searched for
+    the blank line once, with the three bytes before it (a CRLF CRLF split
+    across pieces), never the whole section again.  ``examined`` counts the
+    bytes searched, so a test can prove it.
+    """
+
+    def __init__(self, limit: int = HEADER_SCAN_LIMIT) -> None:
+        self.received = 0
+        self.done = False
+        self.examined = 0
+        self._limit = limit
+        self._head = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        start = max(0, len(self._head) - 3)
+        self._head += data
+        self.examined += len(self._head) - start
+        end = self._head.find(b"\r\n\r\n", start)
+        if end == -1 and len(self._head) < self._limit:
+            return
+        head = bytes(self._head[: end if end != -1 else self._limit])
+        self.done = True
+        self._head = bytearray()
+        self.received = sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
+
+    def finish(self) -> None:
+        if not self.done:
+            self.feed(b"\r\n\r\n")
+
+
+class ReceivedStamp:
+    """RFC 5322 date of this second for the Received header, made once per second.
+
+    email.utils.format_datetime costs as much as parsing a command; a busy
+    server stamps many messages in the same second.  One per server, held by
+    SessionServices (no module global).
+    """
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._text = format_datetime(datetime.fromtimestamp(second, UTC))
+        return self._text
+
+
+@dataclass(frozen=True, slots=True)
+class TraceInfo:
+    """What our Received header says about the session (RFC 5321 4.4, RFC 3848)."""
+
+    hostname: str  # ours
+    helo: str | None
+    peer_host: str
+    esmtp: bool
+    tls: bool
+    authenticated: bool
+    date: str
+
+
+@dataclass
+class MailTransaction:
+    """MAIL ... end of data: who sends to whom, where the body goes, and the commit."""
+
+    mail: Mail
+    recipients: list[Address] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    spool: BodySpool | None = None
+    headers: HeaderScanner = field(default_factory=HeaderScanner)
+
+    @property
+    def sender(self) -> Address | None:
+        return self.mail.sender
+
+    def add_recipient(self, recipient: Address, decision: RecipientDecision) -> None:
+        """An accepted RCPT: the address as given and the targets it routes to."""
+        self.recipients.append(recipient)
+        self.targets.extend(decision.targets)
+
+    def open_spool(self, store: QueueStore, trace: TraceInfo) -> None:
+        """Start the body with our trace header; OSError or StorageError when it cannot."""
+        self.spool = store.new_spool()
+        self.spool.write(self.received_header(trace))
+
+    def feed(self, data: bytes) -> None:
+        """A piece of the body, already dot-unstuffed by the core."""
+        if self.spool is not None:
+            self.headers.feed(data)
+            self.spool.write(data)
+
+    def loops(self, max_received: int) -> bool:
+        """True when the message has more Received: headers than allowed: a mail loop."""
+        self.headers.finish()
+        return self.headers.received > max_received
+
+    async def commit(self, store: QueueStore) -> str:
+        """Make the message durable; its queue id.  StorageError when it could not be kept."""
+        assert self.spool is not None
+        spool, self.spool = self.spool, None
+        try:
+            return await store.enqueue(self.sender, unique_targets(self.targets), spool)
+        except BaseException:
+            spool.discard()
+            raise
+
+    def discard(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
+            self.spool = None
+
+    def received_header(self, trace: TraceInfo) -> bytes:
+        """Our trace header (RFC 5321 4.4), first in the stored message."""
+        protocol = "ESMTP" if trace.esmtp else "SMTP"
+        if self.mail.smtputf8:
+            protocol = "UTF8SMTP"  # RFC 6531 3.7.3
+        if protocol != "SMTP":
+            # RFC 3848 (and RFC 6531 for UTF8SMTP): S for TLS, A for AUTH.
+            protocol += ("S" if trace.tls else "") + ("A" if trace.authenticated else "")
+        rcpt = f"\r\n\tfor <{self.recipients[0]}>" if len(self.recipients) == 1 else ""
+        header = (
+            f"Received: from {trace.helo or 'unknown'} ([{trace.peer_host}])\r\n"
+            f"\tby {trace.hostname} (mailwright) with {protocol}{rcpt};\r\n"
+            f"\t{trace.date}\r\n"
+        )
+        return header.encode("utf-8")
