@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from mailwright.logfmt import _Formatter, kv, printable
-from tests.conftest import RawClient, RunningServer
+from tests.helpers import RawClient, RunningServer
 from tests.server.test_tls_auth import SERVER_NAME, TLS_CONFIG, write_pems
 
 #: Each splits a line for str.splitlines() or drives a terminal.

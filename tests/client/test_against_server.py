@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, TypeVar
 
 from mailwright.client import SmtpClient, Timeouts, Transcript, send
 from mailwright.model import Address
-from tests.conftest import RunningServer, maildir_messages, wait_for
+from tests.helpers import RunningServer, maildir_messages, run, wait_for
 
-T = TypeVar("T")
 ALICE = "alice@example.test"
 DAVE = "dave@example.test"
 
-
-def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(test())
 
 
 def delivered(server: RunningServer, address: str, n: int = 1) -> list[bytes]:

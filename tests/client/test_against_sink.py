@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -26,17 +25,14 @@ from mailwright.client import (
 from mailwright.errors import RemoteProtocolError
 from mailwright.protocol.reply import Reply
 from mailwright.tools.session import ProbeSession
+from tests.helpers import run
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
-T = TypeVar("T")
 BODY = b"Subject: test\r\n\r\nhello\r\n"
 ALICE = "alice@sink.test"
 BOB = "bob@sink.test"
 
-
-def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(test())
 
 
 def send_to(

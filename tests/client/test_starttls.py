@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trustme
@@ -22,15 +21,12 @@ from mailwright.client import (
     send,
 )
 from mailwright.protocol.reply import Reply
+from tests.helpers import run
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 
-T = TypeVar("T")
 BODY = b"Subject: secret\r\n\r\nhello\r\n"
 
-
-def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(test())
 
 
 def send_to(sink: SinkServer, transcript: Transcript | None = None, **options: Any) -> SendResult:

@@ -15,7 +15,7 @@ from mailwright.delivery.dsn import (
 )
 from mailwright.errors import ConfigError
 from mailwright.model import Address
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 def headers_of(message: bytes, limit: int | None = None) -> bytes:

@@ -18,7 +18,7 @@ import pytest
 
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import QueuedRecipient
-from tests.conftest import RunningServer, maildir_messages, wait_for
+from tests.helpers import RunningServer, maildir_messages, wait_for
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 

@@ -117,7 +117,7 @@ def test_maildir_writes_run_in_a_few_threads_below_receiving_priority(
     import threading
 
     from mailwright.delivery.local import MAILDIR_THREAD_NICENESS
-    from tests.conftest import maildir_messages, wait_for
+    from tests.helpers import maildir_messages, wait_for
 
     before = set(threading.enumerate())  # writers of other tests' servers are not ours
     server = server_factory("[delivery]\nlocal_concurrency = 2\n")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mailwright.protocol.reply import Reply
-from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
+from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.peers import free_port
 from tests.sink import HANG_UP, Behaviour, SinkServer
 
@@ -337,7 +337,7 @@ def test_too_many_received_headers_is_a_loop(server: RunningServer) -> None:
 def test_kill_9_during_delivery_under_load_loses_nothing(tmp_path: Path, sink: SinkServer) -> None:
     import threading
 
-    from tests.conftest import ServerProcess
+    from tests.helpers import ServerProcess
 
     config_path = tmp_path / "mw.toml"
     config_path.write_text(BASE_CONFIG + routed(sink))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
-from tests.conftest import RunningServer, wait_for
+from tests.helpers import RunningServer, wait_for
 from tests.sink import SinkServer
 
 

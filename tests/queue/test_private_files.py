@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import RunningServer, maildir_messages, wait_for
+from tests.helpers import RunningServer, maildir_messages, wait_for
 
 from mailwright.errors import StorageError
 from mailwright.model import Address

@@ -16,18 +16,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from tests.helpers import run
 
 from mailwright.errors import StorageError
 from mailwright.model import Address
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.sqlite import SqliteQueueStore
-
-T = TypeVar("T")
 
 SENDER = Address("sender", "example.test")
 ALICE = Address("alice", "example.test")
@@ -35,9 +34,6 @@ BOB = Address("bob", "elsewhere.test")
 CHILD = Path(__file__).with_name("enqueue_until_killed.py")
 ACCEPTOR = Path(__file__).with_name("enqueue_as_acceptor.py")
 
-
-def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(test())
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ import trustme
 
 from mailwright.passwords import hash_password
 from mailwright.server.session import ListenerKind
-from tests.conftest import RawClient, RunningServer
+from tests.helpers import RawClient, RunningServer
 from tests.server.test_tls_auth import (
     ALICE,
     ALICE_PASSWORD,

@@ -14,7 +14,7 @@ import trustme
 from mailwright.client import CommandRefused, SmtpClient, send
 from mailwright.server.session import ListenerKind
 from mailwright.tools.send import add_arguments, run_send
-from tests.conftest import RunningServer
+from tests.helpers import RunningServer
 from tests.server.test_tls_auth import (  # noqa: F401 - fixtures
     ALICE,
     ALICE_PASSWORD,

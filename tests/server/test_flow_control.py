@@ -11,7 +11,7 @@ import smtplib
 import socket
 from pathlib import Path
 
-from tests.conftest import ServerProcess, wait_for
+from tests.helpers import ServerProcess, wait_for
 
 CONFIG = """
 hostname = "mx.example.test"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.queue.space import disk_space
-from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
+from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
 
 SMALL_DISK = 8 << 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.conftest import RawClient, RunningServer, maildir_messages
+from tests.helpers import RawClient, RunningServer, maildir_messages, wait_for
 
 HOSTILE = """
 hostname = "mx.example.test"
@@ -52,7 +52,7 @@ def test_message_content_before_354_is_refused_and_nothing_queued(server_factory
     assert data.endswith("554 5.5.0 Error: SMTP protocol synchronization\r\n")
     assert "354" not in data
     client.close()
-    time.sleep(0.2)
+    wait_for(lambda: len(server.app.listener.sessions) == 0)  # the session has ended
     assert server.call(lambda: server.app.store.list()) == []
     assert maildir_messages(server.data_dir, "alice@example.test") == []
 

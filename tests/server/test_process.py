@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import RawClient, ServerProcess, maildir_messages, wait_for
+from tests.helpers import RawClient, ServerProcess, maildir_messages, wait_for
 
 CONFIG = """
 hostname = "mx.example.test"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, maildir_messages, wait_for
+from tests.helpers import ServerProcess, maildir_messages, wait_for
 
 CONFIG = """
 hostname = "mx.example.test"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
+from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
 
 
 @pytest.fixture

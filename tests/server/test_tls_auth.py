@@ -19,7 +19,7 @@ import trustme
 from mailwright.model import SessionInfo
 from mailwright.passwords import hash_password
 from mailwright.server.session import ListenerKind
-from tests.conftest import BASE_CONFIG, RawClient, RunningServer, maildir_messages, wait_for
+from tests.helpers import BASE_CONFIG, RawClient, RunningServer, maildir_messages, wait_for
 
 ALICE = "alice@example.test"
 ALICE_PASSWORD = "correct horse battery"
@@ -505,7 +505,7 @@ def test_mailwright_serve_does_tls_and_auth_and_reloads_on_sighup(
     import re
     import signal
 
-    from tests.conftest import ServerProcess
+    from tests.helpers import ServerProcess
 
     write_pems(ca, tmp_path)
     config = tmp_path / "mailwright.toml"

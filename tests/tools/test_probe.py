@@ -10,7 +10,7 @@ from pathlib import Path
 import trustme
 
 from mailwright.tools.x509 import fingerprint
-from tests.conftest import RunningServer, maildir_messages
+from tests.helpers import RunningServer, maildir_messages
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 from tests.tools.conftest import ToolRun, address

@@ -13,8 +13,8 @@ import trustme
 
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
-from tests.conftest import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.dns_server import LoopbackDns
+from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.peers import ScriptedPeer, read_line
 from tests.server.test_tls_auth import TLS_CONFIG, queued, write_pems
 from tests.sink import Behaviour, SinkServer
