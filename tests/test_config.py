@@ -24,6 +24,7 @@ from mailwright.config import (
     split_host_port,
 )
 from mailwright.errors import ConfigError
+from mailwright.model import Address
 
 #: hash_password("secret", log2_n=10, salt=b"0123456789abcdef")
 SECRET_HASH = (
@@ -149,9 +150,11 @@ def test_full_example_parses_every_key():
         "alice@example.test": MailboxConfig(),
         "dave@example.test": MailboxConfig(SECRET_HASH),
     }
-    assert config.aliases == {"team@example.test": ("alice@example.test", "dave@partner.test")}
-    assert config.forward == {"bob@example.test": "bob@elsewhere.test"}
-    assert config.relocated == {"carol@example.test": "carol@newcorp.test"}
+    assert config.aliases == {
+        "team@example.test": (Address("alice", "example.test"), Address("dave", "partner.test"))
+    }
+    assert config.forward == {"bob@example.test": Address("bob", "elsewhere.test")}
+    assert config.relocated == {"carol@example.test": Address("carol", "newcorp.test")}
     assert config.relay_networks == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("2001:db8::/32"),
@@ -393,6 +396,28 @@ def test_names_and_domains_are_checked(text, message):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'hostname = "mx.example.test\\n"',
+            'hostname: expected a domain name such as "example.test", got "mx.example.test\\n"',
+        ),
+        (
+            '[domains]\nlocal = ["example.test\\n"]',
+            'domains.local: expected a domain name such as "example.test", got "example.test\\n"',
+        ),
+        (
+            '[smtp]\nlisten = ["mx.example.test\\n:25"]',
+            'smtp.listen: "mx.example.test\\n:25": not a host name or IP address: "mx.example.test\\n"',
+        ),
+    ],
+)
+def test_a_name_ending_in_a_line_break_is_refused(text, message):
+    """It used to pass check-config; then every greeting failed (a reply refuses CR and LF)."""
+    assert str(refusal(text)) == message
+
+
+@pytest.mark.parametrize(
     ("section", "entry", "message"),
     [
         (
@@ -553,7 +578,10 @@ def test_local_targets_may_be_postmaster_or_auto_mailbox_users():
         '[domains]\nlocal = ["example.test", "auto.test"]\nauto_mailbox = ["auto.test"]\n'
         '[aliases]\n"abuse@example.test" = ["PostMaster@example.test", "anyone@auto.test"]\n'
     )
-    assert config.aliases["abuse@example.test"] == ("PostMaster@example.test", "anyone@auto.test")
+    assert config.aliases["abuse@example.test"] == (
+        Address("PostMaster", "example.test"),
+        Address("anyone", "auto.test"),
+    )
 
 
 @pytest.mark.parametrize("password", ["hunter2", "$1$md5crypt", ""])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass, field
+
+from mailwright.syntax import is_dot_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Address:
 
     def __str__(self) -> str:
         local = self.local_part
-        if not _is_dot_string(local):
+        if not is_dot_string(local):
             local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{local}@{self.domain}"
 
@@ -43,52 +43,6 @@ class Address:
         if not sep or not local or not domain:
             raise ValueError(f"not an address (expected local@domain): {text!r}")
         return cls(local, domain)
-
-
-# RFC 5321 4.1.2 Dot-string: Atoms of atext joined by single dots; any non-ASCII
-# character counts as atext too (RFC 6531 3.3).  One compiled pattern, not a
-# loop over characters: every log line and delivery formats addresses.
-_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+"
-_DOT_STRING = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
-
-
-def _is_dot_string(local: str) -> bool:
-    return _DOT_STRING.fullmatch(local) is not None
-
-
-def is_address_literal(domain: str) -> bool:
-    """Whether ``domain`` is an address literal (RFC 5321 4.1.3), well formed or not."""
-    return domain.startswith("[")
-
-
-def address_literal_key(domain: str) -> str:
-    """The form of an address literal to compare: ``[192.0.2.1]``, ``[ipv6:2001:db8::1]``.
-
-    One IPv6 address has many spellings (``IPv6:0::1``, ``ipv6:::1``); a route
-    written for one must match the others.  A literal that is not an IP address
-    (a general address literal, or a malformed one) is only lower-cased.
-    """
-    inner = domain.lower().rstrip(".").removeprefix("[").removesuffix("]")
-    ip = _literal_ip(inner)
-    if ip is None:
-        return f"[{inner}]"
-    return f"[ipv6:{ip.compressed}]" if ip.version == 6 else f"[{ip}]"
-
-
-def is_ip_address_literal(domain: str) -> bool:
-    """Whether ``domain`` is ``[IPv4]`` or ``[IPv6:address]`` (RFC 5321 4.1.3)."""
-    if not (domain.startswith("[") and domain.endswith("]")):
-        return False
-    return _literal_ip(domain[1:-1].lower()) is not None
-
-
-def _literal_ip(inner: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        if inner.startswith("ipv6:"):
-            return ipaddress.IPv6Address(inner[5:])
-        return ipaddress.IPv4Address(inner)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

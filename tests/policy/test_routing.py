@@ -222,9 +222,9 @@ def make_router(
     config = Config(
         local_domains=frozenset({"example.test"}),
         mailboxes={m: MailboxConfig() for m in mailboxes},
-        aliases=aliases,
-        forward=forward or {},
-        relocated=relocated or {},
+        aliases={key: tuple(map(Address.from_text, ts)) for key, ts in aliases.items()},
+        forward={key: Address.from_text(t) for key, t in (forward or {}).items()},
+        relocated={key: Address.from_text(t) for key, t in (relocated or {}).items()},
     )
     if max_alias_depth is None:
         return Router(config)

@@ -42,11 +42,11 @@ from mailwright.protocol.client import (
     ClientConnection,
     ReplyReceived,
 )
-from mailwright.protocol.commands import is_valid_domain
 from mailwright.protocol.events import ConnectionClosed
 from mailwright.protocol.reply import Reply
+from mailwright.syntax import SMTP_PORT, is_valid_domain
 
-DEFAULT_PORT = 25
+DEFAULT_PORT = SMTP_PORT
 #: The body is read and written in pieces of this size, never whole.
 BODY_CHUNK_SIZE = 64 * 1024
 READ_SIZE = 64 * 1024

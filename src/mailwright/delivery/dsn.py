@@ -33,10 +33,11 @@ from email.utils import format_datetime
 from typing import BinaryIO
 
 from mailwright.logfmt import kv
-from mailwright.model import Address, address_literal_key, is_address_literal
+from mailwright.model import Address
 from mailwright.policy.routing import Router
 from mailwright.protocol.reply import Reply, printable_text
 from mailwright.queue.base import QueuedMessage, QueueStore, Target
+from mailwright.syntax import address_literal_key, is_address_literal
 
 log = logging.getLogger("mailwright.delivery")
 

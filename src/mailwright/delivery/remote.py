@@ -46,7 +46,6 @@ log = logging.getLogger("mailwright.delivery")
 
 IDLE_CONNECTION_SECONDS = 5.0  # an idle connection kept for the next message to the same host
 MAX_MESSAGES_PER_CONNECTION = 100
-COMMAND_TIMEOUT = 300.0  # RFC 5321 4.5.3.2
 #: Bodies up to this size are read on the event loop's thread (see _via).
 INLINE_BODY_READ = 64 * 1024
 
@@ -149,14 +148,8 @@ class SmtpDeliverer:
         self.resolver = resolver
         self.pool = ConnectionPool()
         self.limits = DestinationLimits(config.delivery.destination_concurrency)
-        connect = config.delivery.connect_timeout
-        self.timeouts = Timeouts(
-            connect=connect,
-            greeting=COMMAND_TIMEOUT,
-            command=COMMAND_TIMEOUT,
-            data_block=180.0,
-            end_of_data=600.0,
-        )
+        # Every other step gets RFC 5321 4.5.3.2's minimum, the client's defaults.
+        self.timeouts = Timeouts(connect=config.delivery.connect_timeout)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -22,10 +22,10 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from mailwright.config import Config, split_host_port
+from mailwright.config import Config
 from mailwright.errors import DeliveryError
-from mailwright.model import address_literal_key, is_address_literal
 from mailwright.protocol.reply import Reply
+from mailwright.syntax import DNS_PORT, address_literal_key, is_address_literal, split_host_port
 
 DNS_TIMEOUT = 10.0  # seconds for one whole lookup, all servers and retries included
 
@@ -60,7 +60,7 @@ class RouteResolver:
         if config.delivery.dns_servers:
             servers: list[dns.nameserver.Nameserver] = []
             for item in config.delivery.dns_servers:
-                host, port = split_host_port(item, default_port=53)
+                host, port = split_host_port(item, default_port=DNS_PORT)
                 servers.append(dns.nameserver.Do53Nameserver(host, port))
             self.resolver.nameservers = servers
         self.resolver.lifetime = DNS_TIMEOUT

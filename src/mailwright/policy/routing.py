@@ -16,16 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailwright.config import (
-    DEFAULT_MAX_ALIAS_DEPTH,
-    Config,
-    is_domain_name,
-    is_safe_local_part,
-)
+from mailwright.config import DEFAULT_MAX_ALIAS_DEPTH, Config
 from mailwright.model import Address
 from mailwright.protocol.replies import RECIPIENT_OK
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import Target
+from mailwright.syntax import is_domain_name, is_safe_local_part
 
 #: RFC 5321 4.5.1: every domain we receive for has a postmaster, whatever its case.
 POSTMASTER = "postmaster"
@@ -106,12 +102,9 @@ class Router:
         self._local_domains = frozenset(config.local_domains)
         self._auto_mailbox = frozenset(config.auto_mailbox_domains)
         self._mailboxes = frozenset(config.mailboxes)
-        self._aliases = {
-            key: tuple(Address.from_text(t) for t in targets)
-            for key, targets in config.aliases.items()
-        }
-        self._forward = {key: Address.from_text(t) for key, t in config.forward.items()}
-        self._relocated = {key: Address.from_text(t) for key, t in config.relocated.items()}
+        self._aliases = dict(config.aliases)
+        self._forward = dict(config.forward)
+        self._relocated = dict(config.relocated)
         self._max_alias_depth = max_alias_depth
         hostname = config.hostname.lower().rstrip(".")
         self._primary_domain = (

@@ -40,10 +40,10 @@ from types import MappingProxyType
 
 from mailwright.errors import LocalProtocolError, RemoteProtocolError
 from mailwright.model import Address
-from mailwright.protocol.commands import is_valid_address_literal, is_valid_domain
 from mailwright.protocol.data import DotStuffer
 from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
 from mailwright.protocol.reply import ERROR_EXCERPT, Reply, excerpt
+from mailwright.syntax import is_valid_address_literal, is_valid_domain
 
 #: Longest reply line accepted, line ending included.  RFC 5321 4.5.3.1.5 says 512;
 #: real servers send longer texts, so we allow eight times that and no more.

@@ -4,7 +4,9 @@ Parsing returns values or raises ``CommandSyntaxError`` carrying the reply that
 explains the mistake; it never looks at the session state (state.py does).
 Written by hand rather than with regular expressions per line: the grammar of a
 path (quoted local parts, address literals, source routes) is small enough to
-scan once, and each failure gets its own precise reply.
+scan once, and each failure gets its own precise reply.  The pieces shared with
+configuration and the tools (atext, domain labels, address literals) are in
+syntax.py.
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ from dataclasses import dataclass
 
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
+from mailwright.syntax import (
+    ALPHA_DIGIT,
+    LDH,
+    MAX_DOMAIN,
+    MAX_LOCAL_PART,
+    is_atext,
+    is_valid_address_literal,
+    is_valid_domain,
+)
 
-# RFC 5321 4.5.3.1.1-3
-MAX_LOCAL_PART = 64
-MAX_DOMAIN = 255
+# RFC 5321 4.5.3.1.3
 MAX_PATH = 256
 MAX_SIZE_DIGITS = 20  # RFC 1870: size-value ::= 1*20DIGIT
-
-_ALPHA_DIGIT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_ATEXT = _ALPHA_DIGIT | frozenset("!#$%&'*+-/=?^_`{|}~")
-_LDH = _ALPHA_DIGIT | frozenset("-")
-# EHLO/HELO names in the wild carry underscores (Windows host names); accept them there only.
-_HELO_LDH = _LDH | frozenset("_")
 
 
 class CommandSyntaxError(Exception):
@@ -47,45 +50,6 @@ def split_command(line: str) -> CommandLine:
     """Split ``VERB[ SP argument]``; verbs are case-insensitive (RFC 5321 2.4)."""
     verb, _, argument = line.partition(" ")
     return CommandLine(verb.upper(), argument)
-
-
-def _is_utf8_non_ascii(ch: str) -> bool:
-    return ord(ch) > 127
-
-
-def is_valid_domain(domain: str, *, allow_utf8: bool = False, helo: bool = False) -> bool:
-    """Domain = sub-domain *("." sub-domain) (RFC 5321 4.1.2); U-labels with SMTPUTF8 (RFC 6531)."""
-    if not domain or len(domain.encode("utf-8")) > MAX_DOMAIN:
-        return False
-    chars = _HELO_LDH if helo else _LDH
-    labels = domain[:-1].split(".") if domain.endswith(".") and helo else domain.split(".")
-    for label in labels:
-        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
-            return False
-        for ch in label:
-            if ch not in chars and not (allow_utf8 and _is_utf8_non_ascii(ch)):
-                return False
-    return True
-
-
-def is_valid_address_literal(literal: str) -> bool:
-    """address-literal = "[" ( IPv4 / "IPv6:" IPv6 / General ) "]" (RFC 5321 4.1.3)."""
-    import ipaddress
-
-    if len(literal) < 3 or literal[0] != "[" or literal[-1] != "]":
-        return False
-    inner = literal[1:-1]
-    if inner[:5].lower() == "ipv6:":
-        try:
-            ipaddress.IPv6Address(inner[5:])
-        except ValueError:
-            return False
-        return True
-    try:
-        ipaddress.IPv4Address(inner)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_helo_argument(argument: str, verb: str) -> str:
@@ -194,7 +158,7 @@ def _parse_local_part(local: str, kind: _PathErrors, smtputf8: bool) -> str:
     if not local or local.startswith(".") or local.endswith(".") or ".." in local:
         raise _syntax(kind, "misplaced dot in local part")
     for ch in local:
-        if ch != "." and ch not in _ATEXT and not (smtputf8 and _is_utf8_non_ascii(ch)):
+        if ch != "." and not is_atext(ch, utf8=smtputf8):
             raise _syntax(kind, f"character {ch!r} is not allowed in a local part")
     return local
 
@@ -278,7 +242,7 @@ def parse_parameters(text: str) -> dict[str, str | None]:
         if not item:
             continue
         keyword, eq, value = item.partition("=")
-        if not keyword or keyword[0] not in _ALPHA_DIGIT or any(c not in _LDH for c in keyword):
+        if not keyword or keyword[0] not in ALPHA_DIGIT or any(c not in LDH for c in keyword):
             raise CommandSyntaxError(Reply(501, "5.5.4", f"Syntax error in parameter {item!r}"))
         if eq and (not value or any(not (33 <= ord(c) <= 126) or c == "=" for c in value)):
             raise CommandSyntaxError(

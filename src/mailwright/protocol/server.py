@@ -62,10 +62,21 @@ from mailwright.protocol.events import (
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.state import Fact, State
 
-DEFAULT_MAX_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
+# The limits of a session, named here once: the protocol core must work without any
+# configuration, and config/schema.py takes its defaults for [smtp] from these.
+#: RFC 5321 4.5.3.1.4: a server must accept command lines of 512 octets, CRLF included;
+#: a lower limit breaks clients, so it is also the least a configuration may set.
+MIN_LINE_LENGTH = 512
+DEFAULT_MAX_LINE = MIN_LINE_LENGTH
+#: RFC 5321 4.5.3.1.6: text lines of 1000 octets, CRLF included, must be accepted.
+MIN_BODY_LINE_LENGTH = 1000
+#: Octets per message line, CRLF included; 0 accepts any length (never buffered whole).
+DEFAULT_MAX_BODY_LINE = 0
 DEFAULT_MAX_MESSAGE_SIZE = 26_214_400
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 DEFAULT_MAX_ERRORS = 10
+#: RCPTs refused (5xx) in one session before 421: guessing addresses (directory
+#: harvesting) is cut off, as Postfix's smtpd_hard_error_limit does.
 DEFAULT_MAX_REFUSED_RECIPIENTS = 20
 
 DEFAULT_MAX_AUTH_LINE = auth.DEFAULT_MAX_AUTH_LINE
@@ -83,7 +94,7 @@ class ProtocolConfig:
     """The limits and extensions of one server session; immutable, passed in, never global."""
 
     max_line: int = DEFAULT_MAX_LINE
-    max_body_line: int = 0  # octets per message line with CRLF; 0: no limit
+    max_body_line: int = DEFAULT_MAX_BODY_LINE
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS

@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Final
 
 from mailwright.model import Address
-from mailwright.protocol.commands import is_valid_domain
+from mailwright.syntax import is_valid_domain
 
 DEFAULT_MESSAGE: Final = (
     b"Subject: mailwright test\r\n\r\nThis is a test message sent with mailwright send.\r\n"

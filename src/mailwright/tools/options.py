@@ -24,14 +24,9 @@ from typing import Final
 
 from mailwright.client import DEFAULT_PORT
 from mailwright.codes import LANGUAGES
-from mailwright.config import split_host_port
 from mailwright.model import Address
-from mailwright.protocol.commands import (
-    CommandSyntaxError,
-    is_valid_address_literal,
-    is_valid_domain,
-    parse_path,
-)
+from mailwright.protocol.commands import CommandSyntaxError, parse_path
+from mailwright.syntax import is_valid_address_literal, is_valid_domain, split_host_port
 
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1

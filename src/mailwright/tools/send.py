@@ -59,7 +59,7 @@ from mailwright.client import (
     send,
 )
 from mailwright.codes import default_lang
-from mailwright.config import Config
+from mailwright.config import DEFAULT_DELIVERY_PORT, Config
 from mailwright.errors import DeliveryError, RemoteProtocolError
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
@@ -183,9 +183,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mx-port",
         type=port_number,
-        default=25,
+        default=DEFAULT_DELIVERY_PORT,
         metavar="PORT",
-        help="for referrals: the port of mail exchangers found in DNS (default: 25)",
+        help="for referrals: the port of mail exchangers found in DNS "
+        f"(default: {DEFAULT_DELIVERY_PORT})",
     )
     parser.add_argument(
         "--user",

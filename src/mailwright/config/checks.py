@@ -1,0 +1,134 @@
+"""Cross-checks: the rules that tie several keys together, run on the Config load.py read.
+
+Each key was already checked on its own (values.py); these catch a file whose
+keys are each fine but do not fit together: one port in two listeners,
+submission without TLS, a key file that is not the certificate's, an address
+in two roles, an alias to a local address nobody receives for.  Each raises
+ConfigError naming the key to change, in the order below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mailwright.config.place import dotted, show
+from mailwright.config.schema import Config, TlsConfig
+from mailwright.errors import ConfigError
+from mailwright.model import Address
+from mailwright.syntax import is_safe_local_part, split_host_port
+
+#: The tables keyed by local address; an address may be in one of them only.
+_ADDRESS_TABLES = ("mailboxes", "aliases", "forward", "relocated")
+
+
+def check(config: Config) -> None:
+    """Raise ConfigError for the first rule ``config`` breaks."""
+    listeners_apart(config)
+    if config.tls is not None:
+        key_pair(config.tls)
+    submission_has_tls(config)
+    one_role_per_address(config)
+    targets_exist(config)
+
+
+def listeners_apart(config: Config) -> None:
+    """A port listened on by two kinds of listener would take mail for one as the other."""
+    seen: dict[tuple[str, int], str] = {}
+    for name, items in (
+        ("smtp.listen", config.smtp.listen),
+        ("submission.listen", config.submission.listen),
+        ("submission.implicit_tls", config.submission.implicit_tls),
+    ):
+        for item in items:
+            host, port = split_host_port(item, allow_port_zero=True)
+            endpoint = (host.lower(), port)
+            if port and endpoint in seen and seen[endpoint] != name:
+                raise ConfigError(name, f"{show(item)} is also in {seen[endpoint]}")
+            seen[endpoint] = name
+
+
+def key_pair(tls: TlsConfig) -> None:
+    """Load the pair once, so a wrong file stops start-up (and check-config) with a clear line."""
+    import ssl  # here, not at the top: importing mailwright must not load ssl for protocol/
+
+    certificate, key = tls.certificate, tls.key
+    try:
+        text = certificate.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:  # pragma: no cover - just checked readable
+        raise ConfigError("tls.certificate", f"cannot read {certificate} ({exc})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError("tls.certificate", f"no PEM certificate in {certificate}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certificate, key)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise ConfigError(
+            "tls.key", f"{key} is not the private key of {certificate} ({reason})"
+        ) from None
+
+
+def submission_has_tls(config: Config) -> None:
+    """AUTH is only offered over TLS (RFC 4954 4), and submission requires AUTH."""
+    submission = config.submission
+    if config.tls is None and (submission.listen or submission.implicit_tls):
+        which = "listen" if submission.listen else "implicit_tls"
+        raise ConfigError(
+            f"submission.{which}",
+            "submission needs TLS: set [tls] certificate and key (AUTH is only offered over TLS)",
+        )
+
+
+def one_role_per_address(config: Config) -> None:
+    """An address is one of mailbox, alias, forward or relocated, never two."""
+    owner: dict[str, str] = {}
+    maps: tuple[Mapping[str, object], ...] = (
+        config.mailboxes,
+        config.aliases,
+        config.forward,
+        config.relocated,
+    )
+    for name, mapping in zip(_ADDRESS_TABLES, maps, strict=True):
+        for key in mapping:
+            if key in owner:
+                raise ConfigError(
+                    dotted(name, key),
+                    f"also in {owner[key]}; an address is one of mailbox, alias, "
+                    "forward or relocated",
+                )
+            owner[key] = name
+
+
+def targets_exist(config: Config) -> None:
+    """Refuse a local target nobody receives for: a typo would otherwise eat mail."""
+    for key in config.relocated:
+        if key.partition("@")[0] == "postmaster":
+            raise ConfigError(
+                dotted("relocated", key), "postmaster must always accept mail (RFC 5321 4.5.1)"
+            )
+    for alias, targets in config.aliases.items():
+        for target in targets:
+            _receives_here(config, dotted("aliases", alias), target)
+    for source, target in config.forward.items():
+        _receives_here(config, dotted("forward", source), target)
+
+
+def _receives_here(config: Config, key: str, target: Address) -> None:
+    """A target in a local domain must be somebody here, and not a relocated address."""
+    domain = target.domain_key
+    if domain not in config.local_domains:
+        return
+    if target.key in config.relocated:
+        raise ConfigError(key, f"{show(str(target))} is relocated and receives no mail here")
+    known = (
+        target.key in config.mailboxes
+        or target.key in config.aliases
+        or target.key in config.forward
+        or target.local_part.lower() == "postmaster"
+        or (domain in config.auto_mailbox_domains and is_safe_local_part(target.local_part))
+    )
+    if not known:
+        raise ConfigError(
+            key,
+            f"{show(str(target))} is in a local domain but is no mailbox, alias or forward here",
+        )
