@@ -14,7 +14,7 @@ from mailwright.errors import (
     RemoteProtocolError,
     StorageError,
 )
-from mailwright.model import Address, Envelope, SessionInfo
+from mailwright.model import Address, SessionInfo, Target
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ProtocolConfig, ServerConnection
 
@@ -23,7 +23,6 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeliveryError",
-    "Envelope",
     "LocalProtocolError",
     "MailwrightError",
     "ProtocolConfig",
@@ -33,6 +32,7 @@ __all__ = [
     "ServerConnection",
     "SessionInfo",
     "StorageError",
+    "Target",
     "load_config",
     "parse_config",
 ]

@@ -46,19 +46,6 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
-class Envelope:
-    """What the SMTP transaction said about a message, apart from its content.
-
-    ``sender`` is None for the null reverse-path ``<>`` (bounces).
-    ``mail_params`` keeps the ESMTP parameters of MAIL FROM (e.g. BODY, SMTPUTF8).
-    """
-
-    sender: Address | None
-    recipients: tuple[Address, ...]
-    mail_params: tuple[tuple[str, str | None], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class SessionInfo:
     """Who is on the other end of a connection; used for policy and Received: headers."""
 
@@ -71,3 +58,18 @@ class SessionInfo:
     local_host: str = ""
     local_port: int = 0
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one copy of an accepted message must go.
+
+    ``address`` is the final destination (after alias or forward expansion);
+    ``original`` is the recipient as the client gave it in RCPT TO, kept for
+    bounces (RFC 3464 Original-Recipient) and logs.  ``local`` is True for a
+    Maildir under data_dir, False for SMTP delivery to another server.
+    """
+
+    address: Address
+    original: Address
+    local: bool

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from mailwright.config import Config, MailboxConfig, parse_config
+from mailwright.delivery.maildir import mailbox_path
 from mailwright.model import Address
-from mailwright.policy import RecipientDecision, Router, mailbox_path, unique_targets
+from mailwright.policy import RecipientDecision, Router, unique_targets
 from mailwright.queue.base import Target
 
 CONFIG = """\

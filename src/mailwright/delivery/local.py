@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailwright.delivery.attempt import Attempt
-from mailwright.delivery.maildir import sync_new_messages, write_to_maildir
+from mailwright.delivery.maildir import mailbox_path, sync_new_messages, write_to_maildir
 from mailwright.durable import DirectorySyncer
 from mailwright.errors import StorageError
 from mailwright.model import Address
-from mailwright.policy.routing import mailbox_path
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 
 __all__ = ["MAILDIR_THREAD_NICENESS", "MAX_BATCH", "LocalDelivery"]

@@ -22,6 +22,8 @@ from typing import BinaryIO
 
 from mailwright.durable import DirectorySyncer, fsync_directory, make_directories
 from mailwright.errors import StorageError
+from mailwright.model import Address
+from mailwright.syntax import is_domain_name, is_safe_local_part
 
 __all__ = [
     "DEFAULT_COPY_CHUNK_SIZE",
@@ -41,6 +43,23 @@ MESSAGE_MODE = 0o600
 MAX_NAME_ATTEMPTS = 8
 
 _SUBDIRECTORIES = ("tmp", "new", "cur")
+
+
+def mailbox_path(data_dir: Path | str, address: Address) -> Path:
+    """The Maildir of a local ``address``: data_dir/mailboxes/<domain>/<local part, lower case>.
+
+    Raises ValueError when either part could step outside its directory or is
+    not a plain name (``..``, ``/``, ``%``, quotes, a leading dot ...).  Delivery
+    calls this rather than joining paths itself, so a hostile address can never
+    reach the filesystem.
+    """
+    local_part = address.local_part.lower()  # the name on disk: checked as it will be used
+    domain = address.domain_key
+    if not is_safe_local_part(local_part):
+        raise ValueError(f"local part is not safe as a mailbox name: {local_part!r}")
+    if not is_domain_name(domain):
+        raise ValueError(f"domain is not safe as a directory name: {domain!r}")
+    return Path(data_dir) / "mailboxes" / domain / local_part
 
 
 def maildir_unique_name(

@@ -10,7 +10,6 @@ from mailwright.policy.routing import (
     RELAYING_DENIED,
     RecipientDecision,
     Router,
-    mailbox_path,
     unique_targets,
 )
 
@@ -20,6 +19,5 @@ __all__ = [
     "RecipientDecision",
     "RelayPolicy",
     "Router",
-    "mailbox_path",
     "unique_targets",
 ]

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mailwright.config import DEFAULT_MAX_ALIAS_DEPTH, Config
-from mailwright.model import Address
+from mailwright.model import Address, Target
 from mailwright.protocol.replies import RECIPIENT_OK
 from mailwright.protocol.reply import Reply
-from mailwright.queue.base import Target
-from mailwright.syntax import is_domain_name, is_safe_local_part
+from mailwright.syntax import is_safe_local_part
 
 #: RFC 5321 4.5.1: every domain we receive for has a postmaster, whatever its case.
 POSTMASTER = "postmaster"
@@ -56,23 +54,6 @@ class RecipientDecision:
     @property
     def accepted(self) -> bool:
         return bool(self.targets)
-
-
-def mailbox_path(data_dir: Path | str, address: Address) -> Path:
-    """The Maildir of a local ``address``: data_dir/mailboxes/<domain>/<local part, lower case>.
-
-    Raises ValueError when either part could step outside its directory or is
-    not a plain name (``..``, ``/``, ``%``, quotes, a leading dot ...).  Delivery
-    calls this rather than joining paths itself, so a hostile address can never
-    reach the filesystem.
-    """
-    local_part = address.local_part.lower()  # the name on disk: checked as it will be used
-    domain = address.domain_key
-    if not is_safe_local_part(local_part):
-        raise ValueError(f"local part is not safe as a mailbox name: {local_part!r}")
-    if not is_domain_name(domain):
-        raise ValueError(f"domain is not safe as a directory name: {domain!r}")
-    return Path(data_dir) / "mailboxes" / domain / local_part
 
 
 def unique_targets(targets: Iterable[Target]) -> tuple[Target, ...]:

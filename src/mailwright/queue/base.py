@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from mailwright.model import Address
+from mailwright.model import Address, Target
 
 
 class RecipientState(enum.StrEnum):
@@ -21,21 +21,6 @@ class RecipientState(enum.StrEnum):
     DEFERRED = "deferred"  # an attempt failed temporarily; waits for next_attempt
     DELIVERED = "delivered"  # final
     BOUNCED = "bounced"  # final: failed permanently or expired; a DSN was made
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one copy of an accepted message must go.
-
-    ``address`` is the final destination (after alias or forward expansion);
-    ``original`` is the recipient as the client gave it in RCPT TO, kept for
-    bounces (RFC 3464 Original-Recipient) and logs.  ``local`` is True for a
-    Maildir under data_dir, False for SMTP delivery to another server.
-    """
-
-    address: Address
-    original: Address
-    local: bool
 
 
 @dataclass(frozen=True, slots=True)
