@@ -15,7 +15,11 @@ inside TLS when TLS worked, explains every reply, and ends the transaction
 with RSET.  ``--to`` without ``--from`` uses the null sender ``<>``, which is
 what a bounce would use.
 
-Exit statuses as for ``send`` (tools/options.py): 1 when MAIL or a RCPT was
+The session is opened by the client's ``open_session`` under an
+opportunistic policy with two contexts, verifying then not; the probe is its
+``SessionObserver`` and prints each step as it happens.
+
+Exit statuses as for ``send`` (cli/options.py): 1 when MAIL or a RCPT was
 refused, 3 when there was no usable session.  TLS findings are reported but
 do not change the status: whether an unverified certificate matters is the
 sending side's policy, not a fact about the server.
@@ -26,26 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from mailwright.client import SmtpClientError, TlsError
-from mailwright.codes import default_lang
-from mailwright.errors import RemoteProtocolError
-from mailwright.model import Address
-from mailwright.protocol.reply import Reply
-from mailwright.tools.capabilities import describe_capabilities
-from mailwright.tools.explain import (
-    INDENT,
-    console,
-    exchange,
-    explanation,
-    failure_lines,
-    referral_hints,
-)
-from mailwright.tools.options import (
+from mailwright.cli.capabilities import describe_capabilities
+from mailwright.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
@@ -54,15 +44,34 @@ from mailwright.tools.options import (
     sender_or_null,
     server_address,
 )
-from mailwright.tools.session import ProbeSession
-from mailwright.tools.tls import (
-    RecordingContext,
-    describe_session,
-    session_of,
-    unverified_context,
+from mailwright.cli.report import (
+    INDENT,
+    console,
+    exchange,
+    explanation,
+    failure_lines,
+    referral_hints,
+)
+from mailwright.cli.tls import describe_session, failure_reason
+from mailwright.client import (
+    CommandRefused,
+    ExtensionNotOffered,
+    SessionObserver,
+    SmtpClient,
+    SmtpClientError,
+    Timeouts,
+    TlsError,
+    TlsMode,
+    TlsPolicy,
+    needs_smtputf8,
+    open_session,
+    opportunistic_tls_context,
     verifying_context,
 )
-from mailwright.tools.tls import failure_reason as tls_failure_reason
+from mailwright.codes import default_lang
+from mailwright.errors import RemoteProtocolError
+from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 
 PROG = "mailwright probe"
 DESCRIPTION = (
@@ -129,13 +138,6 @@ def run_probe(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     return asyncio.run(_Probe(out, plan).run())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mailwright.tools probe ...``)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    add_arguments(parser)
-    return run_probe(parser.parse_args(argv))
-
-
 # ---------------------------------------------------------------- internals
 
 
@@ -155,16 +157,16 @@ class _Plan:
 
 
 class _SessionOver(Exception):
-    """The server ended the session (421, or EHLO refused) after saying why; exit 3."""
+    """The server ended the session (a 421) after saying why; exit 3."""
 
 
-class _Probe:
-    """The steps of one probe, printing as it goes."""
+class _Probe(SessionObserver):
+    """The steps of one probe, printing as it goes (and as ``open_session`` goes)."""
 
     def __init__(self, out: TextIO, plan: _Plan) -> None:
         self.out = out
         self.plan = plan
-        self.session: ProbeSession | None = None
+        self.client: SmtpClient | None = None  # the connection being opened or used
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out)
@@ -173,147 +175,147 @@ class _Probe:
         plan = self.plan
         self.say(f"server: {plan.host}:{plan.port}")
         try:
-            session = await self._open()
-            if plan.starttls and session.capabilities.starttls:
-                session = await self._starttls(session)
-            elif plan.starttls:
-                self.say("STARTTLS: not offered, so mail to this server travels unencrypted")
-            status = await self._transaction(session) if plan.transaction else EXIT_OK
-            quit_reply = await session.quit()
-            if quit_reply is not None:
-                self._show("QUIT", quit_reply, explain=quit_reply.code != 221)
-            return status
+            opened = await open_session(
+                plan.host,
+                plan.port,
+                self._policy(),
+                timeouts=Timeouts.uniform(plan.timeout),
+                local_hostname=plan.helo,
+                observer=self,
+            )
+            try:
+                return await self._after_hello(opened.client)
+            finally:
+                await opened.client.close()
         except _SessionOver:
             return EXIT_UNREACHABLE
+        except CommandRefused as exc:
+            self._refused(exc)
+            return EXIT_UNREACHABLE
         except (SmtpClientError, RemoteProtocolError) as exc:
-            last = self.session.last_command if self.session is not None else ""
+            last = (self.client.last_command or "connecting") if self.client else ""
             for line in failure_lines(exc, plan.lang, last_command=last):
                 self.say(line)
             return EXIT_UNREACHABLE
-        finally:
-            await self._close()
 
-    async def _open(self, *, quiet: bool = False) -> ProbeSession:
-        """A new connection, greeted and EHLO'd; the previous one is closed."""
-        await self._close()
+    def _policy(self) -> TlsPolicy:
+        """STARTTLS with verification; after a failed handshake a second look without it."""
         plan = self.plan
-        self.session = session = ProbeSession(
-            plan.host, plan.port, timeout=plan.timeout, helo_name=plan.helo
-        )
-        greeting = await session.connect()
-        if not quiet or greeting.code != 220:
-            self.say(f"greeting: {greeting}")
-        if greeting.code != 220:
-            # RFC 5321 3.1: 554 (no service here) or 421 (not now); either way no session.
-            self.say(explanation(greeting, plan.lang))
-            await session.quit()
-            raise _SessionOver
-        await self._ehlo(session, quiet=quiet)
-        return session
+        if not plan.starttls:
+            return TlsPolicy(TlsMode.NEVER)
+        cafile = plan.cafile
+        contexts = (lambda: verifying_context(cafile), opportunistic_tls_context)
+        return TlsPolicy(TlsMode.OPPORTUNISTIC, contexts, plan.tls_name)
 
-    async def _ehlo(
-        self, session: ProbeSession, *, quiet: bool = False, after_tls: bool = False
-    ) -> None:
-        line, reply = await session.ehlo()
-        if not quiet or reply.code != 250:
-            self.say(f"{line} -> {reply.code} {reply.lines[0]}".rstrip())
-        if reply.code != 250:
-            self.say(explanation(reply, self.plan.lang))
-            raise _SessionOver
-        if quiet:
+    async def _after_hello(self, client: SmtpClient) -> int:
+        status = await self._transaction(client) if self.plan.transaction else EXIT_OK
+        quit_reply = await client.quit()
+        if quit_reply is not None:
+            self._show("QUIT", quit_reply, explain=quit_reply.code != 221)
+        return status
+
+    def _refused(self, exc: CommandRefused) -> None:
+        """A refusal that ends the session: say which, and what it means."""
+        reply = exc.reply
+        if reply is None or exc.command not in ("connection", "EHLO", "HELO", "STARTTLS"):
+            for line in failure_lines(exc, self.plan.lang):
+                self.say(line)
             return
-        if line.startswith("HELO"):
+        if exc.command == "connection":
+            # RFC 5321 3.1: 554 (no service here) or 421 (not now); either way no session.
+            self.say(f"greeting: {reply}")
+        elif exc.command == "STARTTLS":
+            self.say(exchange("STARTTLS", reply))
+        else:
+            command = self.client.last_command if self.client else exc.command
+            self.say(f"{command} -> {reply.code} {reply.lines[0]}".rstrip())
+        self.say(explanation(reply, self.plan.lang))
+
+    # ----------------------------------------------- open_session's steps
+
+    def connecting(self, client: SmtpClient, attempt: int) -> None:
+        self.client = client
+
+    def greeted(self, client: SmtpClient, attempt: int) -> None:
+        if attempt == 0:  # the connections of a second look are quiet until TLS
+            self.say(f"greeting: {client.greeting}")
+
+    def hello(self, client: SmtpClient, attempt: int, *, tls: bool) -> None:
+        reply = client.ehlo_reply
+        if reply is None or (attempt > 0 and not tls):
+            return
+        self.say(f"{client.last_command} -> {reply.code} {reply.lines[0]}".rstrip())
+        if client.last_command.startswith("HELO"):
             self.say(INDENT + "the server does not know EHLO: it offers no extensions")
             return
-        described = describe_capabilities(session.capabilities, self.plan.lang)
-        heading = "capabilities after STARTTLS" if after_tls else "capabilities"
+        described = describe_capabilities(client.capabilities, self.plan.lang)
+        heading = "capabilities after STARTTLS" if tls else "capabilities"
         self.say(f"{heading}:" if described else f"{heading}: none")
         width = max((len(keyword) for keyword, _ in described), default=0)
         for keyword, meaning in described:
             self.say(f"{INDENT}{keyword.ljust(width)}  {meaning}")
 
-    async def _starttls(self, session: ProbeSession) -> ProbeSession:
-        """STARTTLS with verification; on failure, a second look without it.
-
-        Returns the session to go on with: inside TLS when a handshake worked,
-        else a plain one.
-        """
-        plan = self.plan
-        context = verifying_context(plan.cafile)
-        try:
-            reply = await session.starttls(context, plan.tls_name)
-        except TlsError as exc:
-            self.say(f"STARTTLS -> handshake failed: {tls_failure_reason(exc)}")
+    def starttls_not_offered(self, client: SmtpClient, attempt: int) -> None:
+        if attempt == 0:
+            self.say("STARTTLS: not offered, so mail to this server travels unencrypted")
         else:
-            self._show("STARTTLS", reply, explain=reply.code != 220)
-            if reply.code != 220:
-                if session.closed:
-                    raise _SessionOver
-                return session  # RFC 3207 4: after a 454 the plain session goes on
-            self._describe_tls(context)
-            await self._ehlo(session, after_tls=True)
-            return session
-        # The failed handshake spoilt the connection: look again, without verifying.
-        self.say("second look, without verifying the certificate:")
-        session = await self._open(quiet=True)
-        if not session.capabilities.starttls:
             self.say("STARTTLS: no longer offered on a new connection; going on without TLS")
-            return session
-        context = unverified_context()
-        try:
-            reply = await session.starttls(context, plan.tls_name)
-        except TlsError as exc:
-            self.say(f"STARTTLS -> handshake failed again: {tls_failure_reason(exc)}")
+
+    def starttls_refused(self, client: SmtpClient, reply: Reply, attempt: int) -> None:
+        self._show("STARTTLS", reply)  # RFC 3207 4: after a 454 the plain session goes on
+
+    def tls_started(self, client: SmtpClient, reply: Reply, attempt: int) -> None:
+        if attempt == 0:
+            self._show("STARTTLS", reply, explain=False)
+        if client.tls_info is not None:
+            for line in describe_session(client.tls_info, datetime.now().astimezone()):
+                self.say(INDENT + line)
+
+    def tls_failed(self, error: TlsError, attempt: int) -> None:
+        if attempt == 0:
+            self.say(f"STARTTLS -> handshake failed: {failure_reason(error)}")
+            self.say("second look, without verifying the certificate:")
+        else:
+            self.say(f"STARTTLS -> handshake failed again: {failure_reason(error)}")
             self.say("going on without TLS, on a new connection")
-            return await self._open(quiet=True)
-        if reply.code != 220:
-            self._show("STARTTLS", reply)
-            return session if not session.closed else await self._open(quiet=True)
-        self._describe_tls(context)
-        await self._ehlo(session, after_tls=True)
-        return session
 
-    def _describe_tls(self, context: RecordingContext) -> None:
-        tls = session_of(context)
-        if tls is None:
-            return
-        for line in describe_session(tls, datetime.now().astimezone()):
-            self.say(INDENT + line)
+    # ------------------------------------------------------- the transaction
 
-    async def _transaction(self, session: ProbeSession) -> int:
+    async def _transaction(self, client: SmtpClient) -> int:
         """MAIL, each RCPT, RSET: every reply shown and explained; DATA is never sent."""
         plan = self.plan
-        addresses = [str(a) for a in (plan.sender, *plan.recipients) if a is not None]
-        smtputf8 = not all(a.isascii() for a in addresses)
-        if smtputf8 and not session.capabilities.smtputf8:
+        try:
+            mail = await client.mail(
+                plan.sender, smtputf8=needs_smtputf8(plan.sender, plan.recipients)
+            )
+        except ExtensionNotOffered:
             self.say(
                 "MAIL: not sent: the addresses are not ASCII, which needs SMTPUTF8 "
                 "(RFC 6531), and the server does not offer it"
             )
             return EXIT_REFUSED
-        command, mail = await session.mail(plan.sender, smtputf8=smtputf8)
-        self._show(command, mail)
-        self._check_open(session)
+        self._show(client.last_command, mail)
+        self._check_open(client)
         refused = not mail.is_positive
         if refused:
             for recipient in plan.recipients:
                 self.say(f"RCPT TO:<{recipient}>: not sent, since MAIL was refused")
         else:
             for recipient in plan.recipients:
-                command, reply = await session.rcpt(recipient)
-                self._show(command, reply)
+                reply = await client.rcpt(recipient)
+                self._show(client.last_command, reply)
                 for line in referral_hints(reply, recipient, plan.lang, suggest_follow=False):
                     self.say(line)
-                self._check_open(session)
+                self._check_open(client)
                 refused = refused or reply.code not in (250, 251)
-        command, reply = await session.rset()
-        self._show(command, reply)
-        self._check_open(session)
+        reply = await client.rset()
+        self._show(client.last_command, reply)
+        self._check_open(client)
         return EXIT_REFUSED if refused else EXIT_OK
 
-    def _check_open(self, session: ProbeSession) -> None:
+    def _check_open(self, client: SmtpClient) -> None:
         """After a 421 the server is gone (RFC 5321 3.8): stop, as an early close."""
-        if session.closed:
+        if not client.connected:
             self.say("error: the server closed the session")
             raise _SessionOver
 
@@ -321,8 +323,3 @@ class _Probe:
         self.say(exchange(command, reply))
         if explain:
             self.say(explanation(reply, self.plan.lang))
-
-    async def _close(self) -> None:
-        session, self.session = self.session, None
-        if session is not None:
-            await session.close()
