@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from mailwright.cli.common import EXIT_OK, EXIT_USAGE, load_config_or_say_why
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+    load_config_or_say_why,
+)
 
 
-def add_check_config_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def add_check_config_parser(subcommands: Subcommands) -> None:
     """Register ``check-config``; it runs ``run_check_config``."""
-    parser = subparsers.add_parser("check-config", help="validate a configuration file and exit")
+    summary = "validate a configuration file and exit"
+    parser = add_command(subcommands, "check-config", run_check_config, help=summary)
     parser.add_argument("file", metavar="FILE")
-    parser.set_defaults(func=run_check_config)
 
 
 def run_check_config(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""What every command shares: the exit statuses and reading the configuration.
+"""What every command shares: registering it, the exit statuses, reading the configuration.
 
 Exit statuses are the contract scripts rely on; each command's module says
 what its own mean (the client tools' in cli/options.py).  2 is argparse's own
@@ -8,8 +8,10 @@ is one.
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from mailwright.errors import ConfigError
 
@@ -18,6 +20,27 @@ if TYPE_CHECKING:
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Run = Callable[[argparse.Namespace], int]
+
+
+def add_command(
+    subcommands: Subcommands,
+    name: str,
+    run: Run | None,
+    *,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register the command ``name`` (``main`` calls ``run``); its parser, for the arguments.
+
+    ``run`` None: the command's own subcommands each set theirs (``queue``).
+    """
+    parser = subcommands.add_parser(name, help=help, description=description)
+    if run is not None:
+        parser.set_defaults(func=run)
+    return parser
 
 
 def load_config_or_say_why(path: str | None) -> Config | None:

@@ -14,7 +14,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from mailwright.cli.common import EXIT_OK, EXIT_USAGE
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+)
 from mailwright.codes import (
     LANGUAGES,
     CodeError,
@@ -35,15 +40,13 @@ _DESCRIPTION = (
 )
 
 
-def add_explain_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``explain`` on the main parser's subcommands; it runs ``run_explain``."""
-    parser = subparsers.add_parser(
-        "explain",
-        help="explain or compare SMTP reply codes",
-        description=_DESCRIPTION,
+def add_explain_parser(subcommands: Subcommands) -> None:
+    """Register ``explain``; it runs ``run_explain``."""
+    summary = "explain or compare SMTP reply codes"
+    parser = add_command(
+        subcommands, "explain", run_explain, help=summary, description=_DESCRIPTION
     )
     _add_arguments(parser)
-    parser.set_defaults(func=run_explain)
 
 
 def run_explain(

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mailwright.cli.common import EXIT_OK, EXIT_USAGE
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+)
 
 
-def add_passwd_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_passwd_parser(subcommands: Subcommands) -> None:
     """Register ``passwd``; it runs ``run_passwd``."""
-    parser = subparsers.add_parser(
-        "passwd",
-        help="hash a password for [mailboxes] (asks twice, or reads one line from stdin)",
-    )
-    parser.set_defaults(func=run_passwd)
+    summary = "hash a password for [mailboxes] (asks twice, or reads one line from stdin)"
+    add_command(subcommands, "passwd", run_passwd, help=summary)
 
 
 def run_passwd(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import TextIO
 
 from mailwright.cli.capabilities import describe_capabilities
+from mailwright.cli.common import Subcommands, add_command
 from mailwright.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -82,13 +83,12 @@ DESCRIPTION = (
 )
 
 
-def add_probe_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``probe`` on the main parser's subcommands; it runs ``run_probe``."""
-    parser = subparsers.add_parser(
-        "probe", help="check what an SMTP server offers and how it answers", description=DESCRIPTION
+def add_probe_parser(subcommands: Subcommands) -> None:
+    """Register ``probe``; it runs ``run_probe``."""
+    summary = "check what an SMTP server offers and how it answers"
+    add_arguments(
+        add_command(subcommands, "probe", run_probe, help=summary, description=DESCRIPTION)
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run_probe)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from mailwright.cli.common import EXIT_OK, EXIT_USAGE, load_config_or_say_why
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+    load_config_or_say_why,
+)
 from mailwright.errors import StorageError
 from mailwright.logfmt import printable
 from mailwright.queue.base import QueuedMessage
@@ -157,9 +163,11 @@ def run_queue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def add_queue_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_queue_parser(subcommands: Subcommands) -> None:
     """Register ``queue`` and its actions; each runs ``run_queue``."""
-    queue = sub.add_parser("queue", help="list, show, retry or delete queued messages")
+    queue = add_command(
+        subcommands, "queue", None, help="list, show, retry or delete queued messages"
+    )
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, id_mode in (
         ("list", "every message still queued, with each recipient's state", None),

@@ -71,6 +71,38 @@ class Outcome:
             self.lines[key] = f"refused: {referral.original} ({moved}; {status})"
 
 
+def add_referral_options(parser: argparse.ArgumentParser) -> None:
+    """``--follow-referrals`` and where it looks for the next hops: routes, DNS, port."""
+    parser.add_argument(
+        "--follow-referrals",
+        action="store_true",
+        help="send to the address a 551 reply suggests, at its domain's mail exchanger",
+    )
+    for flag, dest, kind, metavar, text in (
+        ("--route", "routes", route, "DOMAIN=HOST[:PORT]", "send mail for DOMAIN (or *) to HOST"
+         " instead of asking DNS"),
+        ("--dns-server", "dns_servers", dns_server, "IP[:PORT]", "the DNS server to ask for MX"
+         " records (default: the system's)"),
+    ):  # fmt: skip
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            default=[],
+            type=kind,
+            metavar=metavar,
+            help=f"for referrals: {text}",
+        )
+    parser.add_argument(
+        "--mx-port",
+        type=port_number,
+        default=DEFAULT_DELIVERY_PORT,
+        metavar="PORT",
+        help="for referrals: the port of mail exchangers found in DNS"
+        f" (default: {DEFAULT_DELIVERY_PORT})",
+    )
+
+
 def route(text: str) -> tuple[str, str]:
     """``DOMAIN=HOST[:PORT]`` (or ``*=HOST[:PORT]`` for every domain), as in ``[routes]``."""
     domain, sep, hop = text.partition("=")

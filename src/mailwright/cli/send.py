@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from mailwright.cli.common import Subcommands, add_command
 from mailwright.cli.message import DEFAULT_MESSAGE, complete_message
 from mailwright.cli.options import (
     EXIT_OK,
@@ -62,12 +63,10 @@ from mailwright.cli.referrals import (
     Outcome,
     Sent,
     Target,
-    dns_server,
+    add_referral_options,
     follow,
-    port_number,
     referrals_of,
     resolver_config,
-    route,
     unique,
 )
 from mailwright.cli.report import (
@@ -108,13 +107,10 @@ DESCRIPTION = (
 )
 
 
-def add_send_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``send`` on the main parser's subcommands; it runs ``run_send``."""
-    parser = subparsers.add_parser(
-        "send", help="send a message and explain the server's replies", description=DESCRIPTION
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_send)
+def add_send_parser(subcommands: Subcommands) -> None:
+    """Register ``send``; it runs ``run_send``."""
+    summary = "send a message and explain the server's replies"
+    add_arguments(add_command(subcommands, "send", run_send, help=summary, description=DESCRIPTION))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,36 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print the whole SMTP transcript"
     )
-    parser.add_argument(
-        "--follow-referrals",
-        action="store_true",
-        help="send to the address a 551 reply suggests, at its domain's mail exchanger",
-    )
-    parser.add_argument(
-        "--route",
-        dest="routes",
-        action="append",
-        default=[],
-        type=route,
-        metavar="DOMAIN=HOST[:PORT]",
-        help="for referrals: send mail for DOMAIN (or *) to HOST instead of asking DNS",
-    )
-    parser.add_argument(
-        "--dns-server",
-        dest="dns_servers",
-        action="append",
-        default=[],
-        type=dns_server,
-        metavar="IP[:PORT]",
-        help="for referrals: the DNS server to ask for MX records (default: the system's)",
-    )
-    parser.add_argument(
-        "--mx-port",
-        type=port_number,
-        default=25,
-        metavar="PORT",
-        help="for referrals: the port of mail exchangers found in DNS (default: 25)",
-    )
+    add_referral_options(parser)
     parser.add_argument(
         "--user",
         metavar="USER",

@@ -13,13 +13,19 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from mailwright.cli.common import EXIT_OK, EXIT_USAGE, load_config_or_say_why
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+    load_config_or_say_why,
+)
 from mailwright.errors import StorageError
 
 
-def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_serve_parser(subcommands: Subcommands) -> None:
     """Register ``serve``; it runs ``run_serve``."""
-    parser = subparsers.add_parser("serve", help="run the SMTP server")
+    parser = add_command(subcommands, "serve", run_serve, help="run the SMTP server")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (default: embedded)")
     parser.add_argument(
         "--log-level",
@@ -27,7 +33,6 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
-    parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from mailwright.client.channel import Channel, Timeouts, Transcript
+from mailwright.client.channel import Channel
 from mailwright.client.errors import CommandRefused, ExtensionNotOffered
 from mailwright.client.tls import TlsInfo, verifying_context
 from mailwright.client.transaction import (
@@ -43,7 +43,6 @@ from mailwright.client.transaction import (
     run_transaction,
 )
 from mailwright.model import Address
-from mailwright.protocol.client import DEFAULT_MAX_REPLY_LINE, DEFAULT_MAX_REPLY_LINES
 from mailwright.protocol.commands import is_valid_domain
 from mailwright.protocol.reply import Reply
 
@@ -60,30 +59,18 @@ class SmtpClient(Channel):
             await client.ehlo()
             result = await client.send_transaction(sender, [rcpt], body)
 
-    Leaving the block sends QUIT when all went well, then closes.  The bytes,
-    the timeouts, the transcript and the end of the connection (``quit``,
-    ``close``) are the Channel's (client/channel.py).
+    Leaving the block sends QUIT when all went well, then closes.  The
+    constructor (``timeouts``, ``transcript``, the reply limits), the bytes and
+    the end of the connection (``quit``, ``close``) are the Channel's
+    (client/channel.py).
     """
 
-    def __init__(
-        self,
-        *,
-        timeouts: Timeouts | None = None,
-        transcript: Transcript | None = None,
-        max_reply_line: int = DEFAULT_MAX_REPLY_LINE,
-        max_reply_lines: int = DEFAULT_MAX_REPLY_LINES,
-    ) -> None:
-        super().__init__(
-            timeouts=timeouts,
-            transcript=transcript,
-            max_reply_line=max_reply_line,
-            max_reply_lines=max_reply_lines,
-        )
-        self.local_hostname = ""
-        self.greeting: Reply | None = None
-        self.ehlo_reply: Reply | None = None  # the latest EHLO or HELO reply
-        self.tls_info: TlsInfo | None = None  # what STARTTLS negotiated; kept after close
-        self._needs_rset = False  # a transaction is open: MAIL accepted, no end of data yet
+    # What the session has learnt so far; each instance sets its own as it goes.
+    local_hostname = ""
+    greeting: Reply | None = None
+    ehlo_reply: Reply | None = None  # the latest EHLO or HELO reply
+    tls_info: TlsInfo | None = None  # what STARTTLS negotiated; kept after close
+    _needs_rset = False  # a transaction is open (MAIL accepted, no end of data yet)
 
     # --------------------------------------------------------- commands
 
