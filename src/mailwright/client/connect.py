@@ -95,7 +95,8 @@ async def open_session(
     The caller owns the returned ``client``: QUIT and close it when done.
     """
     policy = tls or TlsPolicy()
-    opener = _Opener(host, port, policy, timeouts, local_hostname, transcript, observer)
+    notify = observer or SessionObserver()
+    opener = _Opener(host, port, policy, timeouts, local_hostname, transcript, notify)
     contexts = policy.context_factories() if policy.mode is not TlsMode.NEVER else ()
     failure: TlsError | None = None
     for attempt, context in enumerate(contexts):
@@ -110,22 +111,17 @@ async def open_session(
     return replace(opened, tls_failure=failure)
 
 
+@dataclass(frozen=True, slots=True)
 class _Opener:
     """One ``open_session`` call: what every connection it opens shares."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        policy: TlsPolicy,
-        timeouts: Timeouts | None,
-        local_hostname: str | None,
-        transcript: Transcript | None,
-        observer: SessionObserver | None,
-    ) -> None:
-        self.host, self.port, self.policy = host, port, policy
-        self.timeouts, self.local_hostname, self.transcript = timeouts, local_hostname, transcript
-        self.notify = observer or SessionObserver()
+    host: str
+    port: int
+    policy: TlsPolicy
+    timeouts: Timeouts | None
+    local_hostname: str | None
+    transcript: Transcript | None
+    notify: SessionObserver
 
     async def open(self, attempt: int, context: ContextFactory | None) -> OpenedSession:
         """One connection, with STARTTLS when ``context`` is given; closed on any error."""
