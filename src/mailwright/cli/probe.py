@@ -74,7 +74,6 @@ from mailwright.errors import RemoteProtocolError
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
 
-PROG = "mailwright probe"
 DESCRIPTION = (
     "Connect to an SMTP server and show its greeting, its extensions, its TLS certificate "
     "and, with --from/--to, how it answers MAIL and RCPT (nothing is sent). "
