@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import trustme
@@ -29,12 +27,7 @@ from mailwright.model import Address
 from mailwright.protocol.reply import Reply
 from tests.sink import Behaviour, SinkServer
 
-T = TypeVar("T")
 BODY = b"Subject: steps\r\n\r\none step at a time\r\n"
-
-
-def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(test())
 
 
 class Steps(SessionObserver):
@@ -85,7 +78,7 @@ def open_to(
         await session.client.close()
         return session
 
-    return run(opened)
+    return asyncio.run(opened())
 
 
 def test_a_second_context_after_a_failed_handshake_then_tls(tls_sink: SinkServer) -> None:
@@ -183,7 +176,7 @@ def test_one_transaction_a_step_at_a_time(sink: SinkServer) -> None:
             return seen
 
     sink.default = Behaviour(rcpt={"bob@sink.test": Reply(550, "5.1.1", "No such user")})
-    assert run(steps) == [
+    assert asyncio.run(steps()) == [
         ("MAIL FROM:<sender@client.test>", 250),
         ("RCPT TO:<alice@sink.test>", 250),
         ("RCPT TO:<bob@sink.test>", 550),
