@@ -20,11 +20,11 @@ from mailwright.client import (
     SmtpTimeout,
     Timeouts,
     Transcript,
+    open_session,
     send,
 )
 from mailwright.errors import RemoteProtocolError
 from mailwright.protocol.reply import Reply
-from mailwright.tools.session import ProbeSession
 from tests.helpers import run
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import HANG_UP, Behaviour, SinkServer
@@ -349,7 +349,7 @@ def test_a_broken_reply_is_a_client_error_quoting_what_came_escaped(
 def test_the_probe_session_gets_the_same_client_error(
     scripted_peer: Callable[..., ScriptedPeer],
 ) -> None:
-    """``mailwright probe`` drives the core itself, through the same boundary."""
+    """``mailwright probe`` opens its session with ``open_session``, through the same boundary."""
 
     def garbage(sock: socket.socket) -> None:
         sock.sendall(b"this is not an smtp reply\r\n")
@@ -358,11 +358,10 @@ def test_the_probe_session_gets_the_same_client_error(
     peer = scripted_peer(garbage)
 
     async def probe() -> None:
-        session = ProbeSession(peer.host, peer.port, timeout=10, helo_name="client.test")
-        try:
-            await session.connect()
-        finally:
-            await session.close()
+        opened = await open_session(
+            peer.host, peer.port, timeouts=Timeouts.uniform(10), local_hostname="client.test"
+        )
+        await opened.client.close()
 
     with pytest.raises(MalformedReply, match="'this is not an smtp reply'"):
         run(probe)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
+from mailwright.protocol.reply import Reply
 from tests.helpers import RunningServer, wait_for
-from tests.sink import SinkServer
+from tests.sink import Behaviour, SinkServer
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,18 @@ def test_opportunistic_sends_in_plain_text_when_tls_is_not_offered(server_factor
     send_forward(server)
     [msg] = plain_sink.wait_for_messages(1)
     assert not msg.tls
+
+
+def test_opportunistic_goes_on_in_plain_text_after_a_454_on_the_same_connection(
+    server_factory, tls_sink: SinkServer
+) -> None:
+    """RFC 3207 4: a 454 to STARTTLS leaves the plain-text session usable; no second connection."""
+    tls_sink.default = Behaviour(starttls=Reply(454, "4.7.0", "TLS not available"))
+    server = server_factory(config_for(tls_sink, "opportunistic"))
+    send_forward(server)
+    [msg] = tls_sink.wait_for_messages(1)
+    assert not msg.tls
+    assert tls_sink.connections == 1
 
 
 def test_required_defers_rather_than_send_in_plain_text(server_factory, plain_sink: SinkServer) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from mailwright.cli.send import add_arguments, run_send
 from mailwright.client import CommandRefused, SmtpClient, send
 from mailwright.server.session import ListenerKind
-from mailwright.tools.send import add_arguments, run_send
 from tests.helpers import RunningServer
 from tests.server.test_tls_auth import (  # noqa: F401 - fixtures
     ALICE,

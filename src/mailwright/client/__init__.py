@@ -1,10 +1,14 @@
 """The client role of SMTP over asyncio: connect, EHLO, STARTTLS, send, per-recipient replies.
 
-``send()`` delivers one message in one call; ``SmtpClient`` is the session for
-callers that need more (several transactions on one connection, probes).
-Both sit on the sans-I/O core ``mailwright.protocol.client.ClientConnection``.
+``SmtpClient`` is one session, driven a step at a time (client/session.py);
+``open_session`` opens one under a TLS policy (client/connect.py), the way
+delivery, ``mailwright send`` and ``probe`` all do; ``send()`` delivers one
+message in one call.  All sit on the sans-I/O core
+``mailwright.protocol.client.ClientConnection``.
 """
 
+from mailwright.client.channel import Timeouts, Transcript
+from mailwright.client.connect import OpenedSession, SessionObserver, open_session
 from mailwright.client.errors import (
     CommandRefused,
     ConnectError,
@@ -15,18 +19,23 @@ from mailwright.client.errors import (
     SmtpTimeout,
     TlsError,
 )
-from mailwright.client.send import SendResult, opportunistic_tls_context, send
-from mailwright.client.session import (
+from mailwright.client.send import SendResult, send
+from mailwright.client.session import DEFAULT_PORT, SmtpClient
+from mailwright.client.stream import Stream, TcpStream
+from mailwright.client.tls import (
+    TlsInfo,
+    TlsMode,
+    TlsPolicy,
+    opportunistic_tls_context,
+    verifying_context,
+)
+from mailwright.client.transaction import (
     BODY_CHUNK_SIZE,
-    DEFAULT_PORT,
     MessageBody,
     RecipientReply,
-    SmtpClient,
-    Timeouts,
     TransactionResult,
-    Transcript,
+    needs_smtputf8,
 )
-from mailwright.client.stream import Stream, TcpStream
 from mailwright.protocol.client import Capabilities
 
 __all__ = [
@@ -39,8 +48,10 @@ __all__ = [
     "ExtensionNotOffered",
     "MalformedReply",
     "MessageBody",
+    "OpenedSession",
     "RecipientReply",
     "SendResult",
+    "SessionObserver",
     "SmtpClient",
     "SmtpClientError",
     "SmtpTimeout",
@@ -48,8 +59,14 @@ __all__ = [
     "TcpStream",
     "Timeouts",
     "TlsError",
+    "TlsInfo",
+    "TlsMode",
+    "TlsPolicy",
     "TransactionResult",
     "Transcript",
+    "needs_smtputf8",
+    "open_session",
     "opportunistic_tls_context",
     "send",
+    "verifying_context",
 ]

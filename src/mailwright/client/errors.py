@@ -4,7 +4,7 @@ Everything the layers below raise is mapped to one of these, each at one
 boundary, so a caller catches ``SmtpClientError`` and never a socket error or
 a bare protocol error: ``OSError``, ``ssl.SSLError`` and ``TimeoutError`` in
 stream.py (``_boundary``), and the protocol core's ``RemoteProtocolError`` (a
-reply that breaks the grammar or a limit) in session.py (``next_reply``), as
+reply that breaks the grammar or a limit) in channel.py (``next_reply``), as
 ``MalformedReply``.
 
 A refused *transaction* is not an error: it is a result carrying the replies

@@ -12,15 +12,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
 
-from mailwright.client.errors import CommandRefused, ExtensionNotOffered, TlsError
-from mailwright.client.session import (
-    DEFAULT_PORT,
+from mailwright.client.channel import Timeouts, Transcript
+from mailwright.client.connect import open_session
+from mailwright.client.errors import TlsError
+from mailwright.client.session import DEFAULT_PORT
+from mailwright.client.tls import TlsInfo, TlsMode, TlsPolicy
+from mailwright.client.transaction import (
     RecipientReply,
-    SmtpClient,
-    Timeouts,
     TransactionResult,
-    Transcript,
     as_address,
+    needs_smtputf8,
 )
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
@@ -31,9 +32,11 @@ class SendResult:
     """The replies of a whole session.
 
     ``ehlo`` answered the first EHLO (or HELO); with STARTTLS, ``starttls``
-    is its 220 and ``tls_ehlo`` the reply to the EHLO sent inside TLS.
-    ``quit`` is None when the QUIT went unanswered, which changes nothing:
-    the transaction was over.
+    is its reply and ``tls_ehlo`` the reply to the EHLO sent inside TLS,
+    whose handshake ``tls_info`` describes.  ``tls_failure`` is the failed
+    opportunistic handshake after which the message went in plain text on a
+    new connection.  ``quit`` is None when the QUIT went unanswered, which
+    changes nothing: the transaction was over.
     """
 
     greeting: Reply
@@ -42,6 +45,8 @@ class SendResult:
     tls_ehlo: Reply | None
     transaction: TransactionResult
     quit: Reply | None
+    tls_info: TlsInfo | None = None
+    tls_failure: TlsError | None = None
 
     @property
     def tls(self) -> bool:
@@ -58,18 +63,6 @@ class SendResult:
     @property
     def delivered(self) -> bool:
         return self.transaction.delivered
-
-
-def opportunistic_tls_context() -> ssl.SSLContext:
-    """A context that encrypts without checking the certificate.
-
-    For opportunistic STARTTLS only (RFC 7435, RFC 3207 4.1): the alternative
-    to an unauthenticated TLS session is plain text, not a verified one.
-    """
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def send(
@@ -107,67 +100,47 @@ async def send(
     rcpt_addresses = [as_address(r) for r in recipients]
     if not rcpt_addresses:
         raise ValueError("send() needs at least one recipient")
-    body = _message_bytes(message, _needs_smtputf8(sender_address, rcpt_addresses))
-    options = _Options(starttls, ssl_context, server_hostname or host, login)
-    use_tls = starttls is not False
-    while True:
-        client = SmtpClient(timeouts=Timeouts.uniform(timeout), transcript=transcript)
-        try:
-            await client.connect(host, port, local_hostname=local_hostname)
-            result = await _session(client, options, use_tls, sender_address, rcpt_addresses, body)
-        finally:
-            await client.close()
-        if result is not None:
-            return result
-        use_tls = False  # the handshake failed and spoilt the connection: again, in plain text
+    body = _message_bytes(message, needs_smtputf8(sender_address, rcpt_addresses))
+    opened = await open_session(
+        host,
+        port,
+        _policy(starttls, ssl_context, server_hostname),
+        timeouts=Timeouts.uniform(timeout),
+        local_hostname=local_hostname,
+        transcript=transcript,
+    )
+    client = opened.client
+    try:
+        if login is not None:
+            await client.login(*login)
+        transaction = await client.send_transaction(sender_address, rcpt_addresses, body)
+        quit_reply = await client.quit()
+    finally:
+        await client.close()
+    return SendResult(
+        opened.greeting,
+        opened.ehlo,
+        opened.starttls,
+        opened.tls_ehlo,
+        transaction,
+        quit_reply,
+        client.tls_info,
+        opened.tls_failure,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class _Options:
-    """The TLS choices of one send(), carried into each session attempt."""
-
-    starttls: bool | None
-    ssl_context: ssl.SSLContext | None
-    server_hostname: str
-    login: tuple[str, str] | None = None
-
-
-async def _session(
-    client: SmtpClient,
-    options: _Options,
-    use_tls: bool,
-    sender: Address | None,
-    recipients: list[Address],
-    body: bytes,
-) -> SendResult | None:
-    """One connected session; None when opportunistic TLS failed and a retry is due."""
-    assert client.greeting is not None
-    ehlo = await client.ehlo()
-    starttls_reply = tls_ehlo = None
-    required = options.starttls is True
-    if use_tls and client.capabilities.starttls:
-        context = options.ssl_context or (
-            ssl.create_default_context() if required else opportunistic_tls_context()
-        )
-        try:
-            starttls_reply = await client.starttls(context, options.server_hostname)
-            tls_ehlo = client.ehlo_reply
-        except TlsError:
-            if required:
-                raise
-            return None
-        except CommandRefused as exc:
-            # A 454 leaves the plain-text session usable (RFC 3207 4); a 421 does not.
-            if required or not client.connected or exc.command != "STARTTLS":
-                raise
-            starttls_reply = exc.reply
-    elif required:
-        raise ExtensionNotOffered("STARTTLS", "starttls=True requires it")
-    if options.login is not None:
-        await client.login(*options.login)
-    transaction = await client.send_transaction(sender, recipients, body)
-    quit_reply = await client.quit()
-    return SendResult(client.greeting, ehlo, starttls_reply, tls_ehlo, transaction, quit_reply)
+def _policy(
+    starttls: bool | None, ssl_context: ssl.SSLContext | None, server_hostname: str | None
+) -> TlsPolicy:
+    """``starttls`` True: VERIFY (or REQUIRED with the caller's context); None: OPPORTUNISTIC."""
+    if starttls is False:
+        return TlsPolicy(TlsMode.NEVER)
+    if ssl_context is None:
+        mode = TlsMode.OPPORTUNISTIC if starttls is None else TlsMode.VERIFY
+        return TlsPolicy(mode, server_hostname=server_hostname)
+    # The caller's context decides what is checked.
+    mode = TlsMode.OPPORTUNISTIC if starttls is None else TlsMode.REQUIRED
+    return TlsPolicy(mode, (lambda: ssl_context,), server_hostname)
 
 
 def _message_bytes(message: bytes | str | Message, smtputf8: bool) -> bytes:
@@ -178,7 +151,3 @@ def _message_bytes(message: bytes | str | Message, smtputf8: bool) -> bytes:
     if isinstance(message, str):
         return message.encode("utf-8")
     return bytes(message)
-
-
-def _needs_smtputf8(sender: Address | None, recipients: list[Address]) -> bool:
-    return not all(str(a).isascii() for a in [*recipients, sender or ""])

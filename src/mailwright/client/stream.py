@@ -27,6 +27,7 @@ from mailwright.client.errors import (
     SmtpTimeout,
     TlsError,
 )
+from mailwright.client.tls import TlsInfo
 
 #: Bytes received but not yet read above which we stop reading from the socket.
 MAX_UNREAD = 256 * 1024
@@ -43,6 +44,11 @@ class Stream(Protocol):
 
     @property
     def tls(self) -> bool: ...
+
+    @property
+    def tls_info(self) -> TlsInfo | None:
+        """What the handshake negotiated; None before ``start_tls``."""
+        ...
 
     @property
     def local_address(self) -> tuple[str, int]: ...
@@ -150,7 +156,7 @@ class TcpStream:
         self._transport = transport
         self._receiver = receiver
         self._peer = peer
-        self._tls = False
+        self._tls_info: TlsInfo | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float | None) -> TcpStream:
@@ -162,7 +168,11 @@ class TcpStream:
 
     @property
     def tls(self) -> bool:
-        return self._tls
+        return self._tls_info is not None
+
+    @property
+    def tls_info(self) -> TlsInfo | None:
+        return self._tls_info
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -206,7 +216,7 @@ class TcpStream:
             raise ConnectionLost(f"TLS handshake with {self._peer}: the connection closed")
         self._transport = transport
         receiver.transport = transport
-        self._tls = True
+        self._tls_info = TlsInfo.of(transport.get_extra_info("ssl_object"), context)
 
     async def close(self) -> None:
         """Close, waiting a little for TLS close_notify and FIN; abort if that hangs."""

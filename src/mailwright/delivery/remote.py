@@ -19,20 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from mailwright.client import (
+    CommandRefused,
+    ExtensionNotOffered,
     MalformedReply,
     SmtpClient,
     SmtpClientError,
     Timeouts,
+    TlsError,
+    TlsMode,
+    TlsPolicy,
     TransactionResult,
-    opportunistic_tls_context,
+    open_session,
 )
 from mailwright.config import Config
 from mailwright.delivery.attempt import Attempt
@@ -246,43 +249,31 @@ class SmtpDeliverer:
 
     async def _open(self, hop: NextHop, mode: str) -> SmtpClient:
         """Connect, EHLO and apply the TLS policy; _HostFailed when this host is no good."""
-        client = SmtpClient(timeouts=self.timeouts)
+        ca_file = self.config.delivery.ca_file
+        policy = TlsPolicy(TlsMode(mode), server_hostname=hop.host, cafile=ca_file)
         try:
-            await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
-            await client.ehlo()
-            if client.capabilities.starttls:
-                context = _tls_context(mode, self.config.delivery.ca_file)
-                try:
-                    await client.starttls(context, server_hostname=hop.host)
-                except SmtpClientError as exc:
-                    await client.close()
-                    if mode != "opportunistic":
-                        raise _HostFailed(
-                            Reply(454, "4.7.5", f"TLS with {hop.host} failed: {exc}")
-                        ) from None
-                    # Opportunistic: plain text is what we would have had anyway.
-                    client = SmtpClient(timeouts=self.timeouts)
-                    await client.connect(hop.address, hop.port, local_hostname=self.config.hostname)
-                    await client.ehlo()
-            elif mode != "opportunistic":
-                await _quit(client)
-                raise _HostFailed(
-                    Reply(
-                        454, "4.7.10", f"{hop.host} does not offer STARTTLS (delivery.tls={mode})"
-                    )
-                )
+            opened = await open_session(
+                hop.address,
+                hop.port,
+                policy,
+                timeouts=self.timeouts,
+                local_hostname=self.config.hostname,
+            )
         except SmtpClientError as exc:
-            await client.close()
-            raise _HostFailed(_reply_of(exc)) from None
-        return client
+            raise _HostFailed(_open_failure(exc, hop, policy)) from None
+        return opened.client
 
 
-def _tls_context(mode: str, ca_file: Path | None) -> ssl.SSLContext:
-    if mode == "verify":
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-    return opportunistic_tls_context()
+def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Reply:
+    """Why ``hop`` is no good: the TLS policy's own refusals first, then ``_reply_of``."""
+    if policy.required:
+        mode = policy.mode.value
+        if isinstance(exc, ExtensionNotOffered) and exc.keyword == "STARTTLS":
+            return Reply(454, "4.7.10", f"{hop.host} does not offer STARTTLS (delivery.tls={mode})")
+        starttls_refused = isinstance(exc, CommandRefused) and exc.command == "STARTTLS"
+        if isinstance(exc, TlsError) or starttls_refused:
+            return Reply(454, "4.7.5", f"TLS with {hop.host} failed: {exc}")
+    return _reply_of(exc)
 
 
 def _reply_of(exc: SmtpClientError) -> Reply:

@@ -1447,7 +1447,7 @@ def _refuse_foreign_data_dir(data_dir: Path) -> None:
     That user controls every name in it, and not only mailwright opens files
     there: SQLite opens (and, as root, chowns) the -wal and -shm files by
     name.  Run as the owner instead; ``mailwright queue`` switches to the
-    owner by itself before it opens the queue (cli_queue.py).  A data_dir that
+    owner by itself before it opens the queue (cli/queue.py).  A data_dir that
     does not exist yet is fine: the server role creates it as root's.
     """
     if os.geteuid() != 0:

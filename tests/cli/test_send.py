@@ -13,12 +13,12 @@ import trustme
 
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
+from tests.cli.conftest import ToolRun, address
 from tests.dns_server import LoopbackDns
 from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.peers import ScriptedPeer, read_line
 from tests.server.test_tls_auth import TLS_CONFIG, queued, write_pems
 from tests.sink import Behaviour, SinkServer
-from tests.tools.conftest import ToolRun, address
 
 ALICE = "alice@example.test"
 Tool = Callable[..., ToolRun]

@@ -3,7 +3,7 @@
 Most tests call the tools' real entry point (argument parsing included) in
 this process and read what it printed; a process start costs more than a
 second on a busy machine, so only the tests about the process itself (exit
-status seen by a shell, standard input) start ``python -m mailwright.tools``.
+status seen by a shell, standard input) start ``python -m mailwright``.
 Everything stays on 127.0.0.1.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from mailwright.tools.__main__ import main
+from mailwright.cli import main
 from tests.sink import SinkServer
 
 #: Every step of a test run may take this long; a hang fails fast instead of at 30 s.
@@ -66,11 +66,11 @@ def tool(capsys: pytest.CaptureFixture[str]) -> Callable[..., ToolRun]:
 
 @pytest.fixture
 def tool_process() -> Callable[..., ToolRun]:
-    """``tool_process("send", ..., stdin=b"...")``: ``python -m mailwright.tools`` as a process."""
+    """``tool_process("send", ..., stdin=b"...")``: ``python -m mailwright`` as a process."""
 
     def run(*args: str, stdin: bytes = b"") -> ToolRun:
         done = subprocess.run(
-            [sys.executable, "-m", "mailwright.tools", *_argv(args)],
+            [sys.executable, "-m", "mailwright", *_argv(args)],
             input=stdin,
             capture_output=True,
             timeout=60,

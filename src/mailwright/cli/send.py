@@ -7,7 +7,7 @@
                     [-v] [--follow-referrals] [--lang en|zh]
 
 The message is FILE, standard input (``-``), or a short test message; Date,
-Message-ID, From and To are added when missing (tools/message.py).  Each
+Message-ID, From and To are added when missing (cli/message.py).  Each
 command of the transaction is printed with its reply, every reply that is
 not a success (2xx, or the 354 that DATA expects) is explained in one line
 from the reply-code reference, and 251 and 551 say what the address in them
@@ -15,7 +15,7 @@ is for.  ``-v`` prints the whole transcript first.
 
 With ``--follow-referrals`` each recipient refused with 551 is sent, in a
 separate transaction, to the address the server suggested, at the next hop
-for that address's domain (``--route``, else MX records; tools/referrals.py).
+for that address's domain (``--route``, else MX records; cli/referrals.py).
 
 TLS: by default STARTTLS is used when offered, without checking the
 certificate (opportunistic, RFC 7435); ``--starttls`` insists on it and on a
@@ -32,7 +32,7 @@ option that would allow what it refused.
 
 The report goes to standard output, failures included, so the story of a
 session reads in order; only command-line errors go to standard error.  Exit
-statuses are in tools/options.py.
+statuses are in cli/options.py.
 """
 
 from __future__ import annotations
@@ -40,41 +40,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mailwright.client import (
-    CommandRefused,
-    ConnectError,
-    ExtensionNotOffered,
-    SendResult,
-    SmtpClientError,
-    TlsError,
-    TransactionResult,
-    Transcript,
-    send,
-)
-from mailwright.codes import default_lang
-from mailwright.config import DEFAULT_DELIVERY_PORT, Config
-from mailwright.errors import DeliveryError, RemoteProtocolError
-from mailwright.model import Address
-from mailwright.protocol.reply import Reply
-from mailwright.tools.explain import (
-    INDENT,
-    after_refused_mail,
-    console,
-    exchange,
-    explanation,
-    failure_lines,
-    referral_hints,
-    suggested_address,
-)
-from mailwright.tools.message import DEFAULT_MESSAGE, complete_message
-from mailwright.tools.options import (
+from mailwright.cli.common import Subcommands, add_command
+from mailwright.cli.message import DEFAULT_MESSAGE, complete_message
+from mailwright.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
@@ -84,23 +59,45 @@ from mailwright.tools.options import (
     sender,
     server_address,
 )
-from mailwright.tools.referrals import (
-    Referral,
-    dns_server,
-    group_by_domain,
-    port_number,
+from mailwright.cli.referrals import (
+    Outcome,
+    Sent,
+    Target,
+    add_referral_options,
+    follow,
+    referrals_of,
     resolver_config,
-    route,
+    unique,
 )
-from mailwright.tools.tls import (
-    RecordingContext,
-    certificate_rejected,
-    describe_session,
-    failure_reason,
-    session_of,
-    unverified_context,
+from mailwright.cli.report import (
+    INDENT,
+    after_refused_mail,
+    codes,
+    console,
+    exchange,
+    explanation,
+    failure_lines,
+    referral_hints,
+    suggested_address,
+)
+from mailwright.cli.tls import certificate_rejected, describe_session, failure_reason
+from mailwright.client import (
+    CommandRefused,
+    ExtensionNotOffered,
+    SendResult,
+    SmtpClientError,
+    TlsError,
+    TransactionResult,
+    Transcript,
+    opportunistic_tls_context,
+    send,
     verifying_context,
 )
+from mailwright.codes import default_lang
+from mailwright.config import Config
+from mailwright.errors import RemoteProtocolError
+from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 
 PROG = "mailwright send"
 DESCRIPTION = (
@@ -110,13 +107,10 @@ DESCRIPTION = (
 )
 
 
-def add_send_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``send`` on the main parser's subcommands; it runs ``run_send``."""
-    parser = subparsers.add_parser(
-        "send", help="send a message and explain the server's replies", description=DESCRIPTION
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_send)
+def add_send_parser(subcommands: Subcommands) -> None:
+    """Register ``send``; it runs ``run_send``."""
+    summary = "send a message and explain the server's replies"
+    add_arguments(add_command(subcommands, "send", run_send, help=summary, description=DESCRIPTION))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,37 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print the whole SMTP transcript"
     )
-    parser.add_argument(
-        "--follow-referrals",
-        action="store_true",
-        help="send to the address a 551 reply suggests, at its domain's mail exchanger",
-    )
-    parser.add_argument(
-        "--route",
-        dest="routes",
-        action="append",
-        default=[],
-        type=route,
-        metavar="DOMAIN=HOST[:PORT]",
-        help="for referrals: send mail for DOMAIN (or *) to HOST instead of asking DNS",
-    )
-    parser.add_argument(
-        "--dns-server",
-        dest="dns_servers",
-        action="append",
-        default=[],
-        type=dns_server,
-        metavar="IP[:PORT]",
-        help="for referrals: the DNS server to ask for MX records (default: the system's)",
-    )
-    parser.add_argument(
-        "--mx-port",
-        type=port_number,
-        default=DEFAULT_DELIVERY_PORT,
-        metavar="PORT",
-        help="for referrals: the port of mail exchangers found in DNS "
-        f"(default: {DEFAULT_DELIVERY_PORT})",
-    )
+    add_referral_options(parser)
     parser.add_argument(
         "--user",
         metavar="USER",
@@ -238,7 +202,7 @@ def run_send(
     except OSError as exc:
         err.write(f"{PROG}: error: cannot read {args.message}: {exc.strerror or exc}\n")
         return EXIT_USAGE
-    recipients = _unique(args.recipients)
+    recipients = unique(args.recipients)
     body, added = complete_message(
         raw, sender=args.sender, recipients=recipients, now=datetime.now().astimezone()
     )
@@ -274,14 +238,7 @@ def run_send(
         ),
     )
     host, port = args.server
-    return asyncio.run(_run(out, plan, _Target(host, port, args.tls_name or host), recipients))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mailwright.tools send ...``)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    add_arguments(parser)
-    return run_send(parser.parse_args(argv))
+    return asyncio.run(_run(out, plan, Target(host, port, args.tls_name or host), recipients))
 
 
 # ---------------------------------------------------------------- internals
@@ -315,22 +272,7 @@ class _Plan:
         return self.starttls
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    host: str
-    port: int
-    tls_name: str
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What became of each recipient given on the command line, by ``Address.key``."""
-
-    lines: dict[str, str] = field(default_factory=dict)
-    accepted: set[str] = field(default_factory=set)
-
-
-async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Address]) -> int:
+async def _run(out: TextIO, plan: _Plan, target: Target, recipients: list[Address]) -> int:
     result, failure = await _session(out, plan, target, recipients, login=plan.login)
     if result is None:
         if isinstance(failure, ExtensionNotOffered) and failure.keyword != "STARTTLS":
@@ -341,9 +283,13 @@ async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Addre
         print("error: the server closed the session (421) before the transaction ended", file=out)
         return EXIT_UNREACHABLE
     outcome = _outcome(result.transaction)
-    referrals = _referrals(result.transaction) if plan.referrals is not None else []
-    if referrals:
-        await _follow(out, plan, referrals, outcome)
+    referrals = referrals_of(result.transaction) if plan.referrals is not None else []
+    if plan.referrals is not None and referrals:
+
+        async def send_to(hop: Target, addresses: list[Address]) -> Sent:
+            return await _session(out, plan, hop, addresses)
+
+        await follow(out, plan.referrals, plan.lang, referrals, outcome, send_to)
     print(file=out)
     print(f"result: {len(outcome.accepted)} of {len(recipients)} recipients accepted", file=out)
     for address in recipients:
@@ -354,16 +300,15 @@ async def _run(out: TextIO, plan: _Plan, target: _Target, recipients: list[Addre
 async def _session(
     out: TextIO,
     plan: _Plan,
-    target: _Target,
+    target: Target,
     recipients: list[Address],
     *,
     login: tuple[str, str] | None = None,
-) -> tuple[SendResult | None, Exception | None]:
+) -> Sent:
     """One connection: send, then print what happened; the result, or the failure."""
     print(f"server: {target.host}:{target.port}", file=out)
     transcript: Transcript = []
     starttls = plan.starttls_for(login)
-    context = _tls_context(plan, starttls)
     try:
         result = await send(
             plan.body,
@@ -372,7 +317,7 @@ async def _session(
             host=target.host,
             port=target.port,
             starttls=starttls,
-            ssl_context=context,
+            ssl_context=_tls_context(plan, starttls),
             server_hostname=target.tls_name,
             local_hostname=plan.helo,
             timeout=plan.timeout,
@@ -392,15 +337,15 @@ async def _session(
         return None, exc
     if plan.verbose:
         _print_transcript(out, transcript)
-    _print_result(out, plan, result, context, transcript)
+    _print_result(out, plan, result, transcript)
     return result, None
 
 
-def _tls_context(plan: _Plan, starttls: bool | None) -> RecordingContext | None:
+def _tls_context(plan: _Plan, starttls: bool | None) -> ssl.SSLContext | None:
+    """Required STARTTLS checks the certificate (``--cafile``) unless --no-verify;
+    None lets ``send`` choose its opportunistic default."""
     if starttls is True:
-        return verifying_context(plan.cafile) if plan.verify else unverified_context()
-    if starttls is None:
-        return unverified_context()
+        return verifying_context(plan.cafile) if plan.verify else opportunistic_tls_context()
     return None
 
 
@@ -426,13 +371,7 @@ def _print_transcript(out: TextIO, transcript: Transcript) -> None:
         print(f"{INDENT}{side}: {line}", file=out)
 
 
-def _print_result(
-    out: TextIO,
-    plan: _Plan,
-    result: SendResult,
-    context: RecordingContext | None,
-    transcript: Transcript,
-) -> None:
+def _print_result(out: TextIO, plan: _Plan, result: SendResult, transcript: Transcript) -> None:
     lang = plan.lang
     mail_command = next(
         (line for side, line in transcript if side == "C" and line.startswith("MAIL FROM:")),
@@ -447,12 +386,12 @@ def _print_result(
     print(f"greeting: {result.greeting}", file=out)
     if result.starttls is not None:
         show("STARTTLS", result.starttls)
-    handshake = context is not None and context.ssl_object is not None
-    tls = session_of(context) if context is not None and result.tls else None
-    if tls is not None:
-        for line in describe_session(tls, datetime.now().astimezone(), certificate=False):
+    if result.tls and result.tls_info is not None:
+        for line in describe_session(
+            result.tls_info, datetime.now().astimezone(), certificate=False
+        ):
             print(INDENT + line, file=out)
-    elif handshake and not result.tls:
+    elif result.tls_failure is not None:
         # send() goes on in plain text after a failed opportunistic handshake (RFC 7435).
         print("STARTTLS: the handshake failed; sent without TLS on a new connection", file=out)
     txn = result.transaction
@@ -480,8 +419,8 @@ def _print_result(
         show("QUIT", result.quit)
 
 
-def _outcome(txn: TransactionResult) -> _Outcome:
-    outcome = _Outcome()
+def _outcome(txn: TransactionResult) -> Outcome:
+    outcome = Outcome()
     end = txn.end_of_data
     for rcpt in txn.recipients:
         key = rcpt.address.key
@@ -489,9 +428,9 @@ def _outcome(txn: TransactionResult) -> _Outcome:
         if reply is None:
             outcome.lines[key] = f"refused: {rcpt.address} (not tried: MAIL was refused)"
         elif not rcpt.accepted:
-            outcome.lines[key] = f"refused: {rcpt.address} ({_codes(reply)})"
+            outcome.lines[key] = f"refused: {rcpt.address} ({codes(reply)})"
         elif not txn.delivered:
-            why = _codes(end) if end is not None else _codes(txn.data) if txn.data else "no reply"
+            why = codes(end) if end is not None else codes(txn.data) if txn.data else "no reply"
             outcome.lines[key] = f"refused: {rcpt.address} (the message was not accepted: {why})"
         else:
             outcome.accepted.add(key)
@@ -504,87 +443,6 @@ def _outcome(txn: TransactionResult) -> _Outcome:
 def _closed_by_server(txn: TransactionResult) -> bool:
     replies = [txn.mail, txn.data, txn.end_of_data, *(r.reply for r in txn.recipients)]
     return any(reply is not None and reply.code == 421 for reply in replies)
-
-
-def _codes(reply: Reply) -> str:
-    return f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-
-
-def _referrals(txn: TransactionResult) -> list[Referral]:
-    found = []
-    for rcpt in txn.refused:
-        if rcpt.reply is not None and rcpt.reply.code == 551:
-            address = suggested_address(rcpt.reply, rcpt.address)
-            if address is not None:
-                found.append(Referral(rcpt.address, address))
-    return found
-
-
-async def _follow(
-    out: TextIO,
-    plan: _Plan,
-    referrals: list[Referral],
-    outcome: _Outcome,
-) -> None:
-    """Send to each suggested address at its domain's next hop; update ``outcome``."""
-    from mailwright.delivery.routes import RouteResolver  # dnspython, only when needed
-
-    assert plan.referrals is not None
-    resolver = RouteResolver(plan.referrals)
-    for domain, group in group_by_domain(referrals).items():
-        print(file=out)
-        for referral in group:
-            print(f"referral: {referral.original} -> {referral.suggested}", file=out)
-        try:
-            hops = await resolver.next_hops(domain)
-        except DeliveryError as exc:
-            print(f"error: no next hop for {domain}: {exc.reply}", file=out)
-            print(explanation(exc.reply, plan.lang), file=out)
-            for referral in group:
-                _refer(outcome, referral, f"no next hop for {domain}: {_codes(exc.reply)}")
-            continue
-        recipients = _unique([r.suggested for r in group])
-        result = None
-        for hop in hops:
-            target = _Target(hop.address, hop.port, hop.host)
-            result, failure = await _session(out, plan, target, recipients)
-            if not isinstance(failure, ConnectError):
-                break  # only a connection that could not be made is worth another hop
-        for referral in group:
-            accepted, status = _referral_status(result, referral.suggested)
-            _refer(outcome, referral, status, accepted=accepted)
-
-
-def _referral_status(result: SendResult | None, address: Address) -> tuple[bool, str]:
-    """Whether the suggested address took the message, and what to say about it."""
-    if result is None:
-        return False, "its server could not be reached"
-    rcpt = next((r for r in result.transaction.recipients if r.address == address), None)
-    if rcpt is None or rcpt.reply is None:
-        return False, "not tried"
-    if not rcpt.accepted:
-        return False, f"refused there too ({_codes(rcpt.reply)})"
-    if not result.delivered:
-        return False, "the message was not accepted there"
-    return True, "accepted there"
-
-
-def _refer(outcome: _Outcome, referral: Referral, status: str, *, accepted: bool = False) -> None:
-    key = referral.original.key
-    if accepted:
-        outcome.accepted.add(key)
-        outcome.lines[key] = f"accepted: {referral.original}, at <{referral.suggested}>"
-    else:
-        moved = f"moved to <{referral.suggested}>"
-        outcome.lines[key] = f"refused: {referral.original} ({moved}; {status})"
-
-
-def _unique(addresses: Sequence[Address]) -> list[Address]:
-    """Each address once (compared as the server would, ``Address.key``), in the order given."""
-    first: dict[str, Address] = {}
-    for address in addresses:
-        first.setdefault(address.key, address)
-    return list(first.values())
 
 
 def _read_message(name: str | None, stdin: BinaryIO | None) -> tuple[bytes, str]:

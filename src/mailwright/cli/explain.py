@@ -1,30 +1,37 @@
 """``mailwright explain CODE [CODE ...] [--lang en|zh] [--json]``.
 
-The glue between argparse and the reference: one code is explained, two or
-more are compared.  A code that cannot be explained gets exactly one line on
-stderr and exit status 2, the conventional status for bad command-line input,
-so scripts can tell it from a crash.
-
-``src/mailwright/cli.py`` registers the subcommand with ``add_explain_parser``;
-``python -m mailwright.codes.cli CODE ...`` runs it on its own.
+The glue between argparse and the reference (``mailwright.codes``): one code
+is explained, two or more are compared.  A code that cannot be explained gets
+exactly one line on stderr and exit status 2, the conventional status for bad
+command-line input, so scripts can tell it from a crash.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from mailwright.codes.errors import CodeError
-from mailwright.codes.explain import compare, lookup
-from mailwright.codes.language import LANGUAGES, default_lang
-from mailwright.codes.render import render_text, to_dict
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+)
+from mailwright.codes import (
+    LANGUAGES,
+    CodeError,
+    compare,
+    default_lang,
+    lookup,
+    render_text,
+    to_dict,
+)
 
-EXIT_OK = 0
-EXIT_BAD_CODE = 2
+#: A code that cannot be explained is bad command-line input.
+EXIT_BAD_CODE = EXIT_USAGE
 
 _DESCRIPTION = (
     "Explain SMTP reply codes (RFC 5321 and extensions) and enhanced status codes "
@@ -33,15 +40,13 @@ _DESCRIPTION = (
 )
 
 
-def add_explain_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``explain`` on the main parser's subcommands; it runs ``run_explain``."""
-    parser = subparsers.add_parser(
-        "explain",
-        help="explain or compare SMTP reply codes",
-        description=_DESCRIPTION,
+def add_explain_parser(subcommands: Subcommands) -> None:
+    """Register ``explain``; it runs ``run_explain``."""
+    summary = "explain or compare SMTP reply codes"
+    parser = add_command(
+        subcommands, "explain", run_explain, help=summary, description=_DESCRIPTION
     )
     _add_arguments(parser)
-    parser.set_defaults(func=run_explain)
 
 
 def run_explain(
@@ -72,17 +77,6 @@ def run_explain(
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m mailwright.codes.cli CODE ...``."""
-    parser = argparse.ArgumentParser(prog="mailwright explain", description=_DESCRIPTION)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    # A terminal that cannot show Chinese should get escapes, not a traceback.
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="backslashreplace")
-    return run_explain(args)
-
-
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "codes",
@@ -101,7 +95,3 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print a JSON object instead of text",
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

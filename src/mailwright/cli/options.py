@@ -1,4 +1,5 @@
-"""What ``send`` and ``probe`` share on the command line: exit statuses, argument types, options.
+"""What the client tools (``send``, ``probe``) share on the command line: exit statuses,
+argument types, options.
 
 Exit statuses are the contract scripts rely on (issue 5):
 
@@ -22,16 +23,26 @@ import argparse
 import ssl
 from typing import Final
 
+from mailwright.cli.common import EXIT_OK, EXIT_USAGE
 from mailwright.client import DEFAULT_PORT
 from mailwright.codes import LANGUAGES
 from mailwright.model import Address
 from mailwright.protocol.commands import CommandSyntaxError, parse_path
 from mailwright.syntax import is_valid_address_literal, is_valid_domain, split_host_port
 
-EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
+__all__ = [
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "add_connection_options",
+    "recipient",
+    "sender",
+    "sender_or_null",
+    "server_address",
+]
 
 #: Seconds each step may take.  RFC 5321 4.5.3.2 allows minutes; a person at a
 #: terminal wants an answer sooner, and ``--timeout`` raises it when needed.

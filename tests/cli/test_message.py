@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mailwright.cli.message import DEFAULT_MESSAGE, complete_message
 from mailwright.model import Address
-from mailwright.tools.message import DEFAULT_MESSAGE, complete_message
 
 SENDER = Address("sender", "remote.test")
 ALICE = Address("alice", "example.test")

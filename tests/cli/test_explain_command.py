@@ -1,4 +1,4 @@
-"""The explain command: through argparse in-process, and as ``python -m mailwright.codes.cli``."""
+"""The explain command: through argparse in-process, and as ``python -m mailwright explain``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
+from mailwright.cli.explain import add_explain_parser, run_explain
 from mailwright.codes import default_lang
-from mailwright.codes.cli import add_explain_parser, run_explain
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    """Build the main parser the way src/mailwright/cli.py will, and parse ``explain ...``."""
+    """Build the main parser the way src/mailwright/cli/ does, and parse ``explain ...``."""
     parser = argparse.ArgumentParser(prog="mailwright")
     add_explain_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["explain", *argv])
@@ -32,7 +32,7 @@ def run_module(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "LC_MESSAGES", "LANG")}
     environ.update(PYTHONIOENCODING="utf-8", **env)
     return subprocess.run(
-        [sys.executable, "-m", "mailwright.codes.cli", *argv],
+        [sys.executable, "-m", "mailwright", "explain", *argv],
         capture_output=True,
         text=True,
         encoding="utf-8",

@@ -26,12 +26,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from mailwright.errors import ConfigError, StorageError
+from mailwright.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    add_command,
+    load_config_or_say_why,
+)
+from mailwright.errors import StorageError
 from mailwright.logfmt import printable
 from mailwright.queue.base import QueuedMessage
 from mailwright.queue.sqlite import SqliteQueueStore
 
-EXIT_USAGE = 2
 EXIT_NOT_FOUND = 1
 
 
@@ -111,7 +117,7 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
             for message in messages:
                 print(format_message(message, verbose=False))
             print(f"{len(messages)} message(s) in the queue")
-            return 0
+            return EXIT_OK
         if action == "show":
             found = await store.get(args.id)
             if found is None:
@@ -121,29 +127,25 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
             with store.open_body(args.id) as body:
                 head = body.read(64 * 1024)
             print("\n" + format_headers(head))
-            return 0
+            return EXIT_OK
         if action == "retry":
             count = await store.retry_now(args.id)
             print(f"{count} recipient(s) due now")
-            return 0
+            return EXIT_OK
         if action == "delete":
             if not await store.remove(args.id):
                 print(f"mailwright: no message {args.id} in the queue", file=sys.stderr)
                 return EXIT_NOT_FOUND
             print(f"deleted {args.id}")
-            return 0
+            return EXIT_OK
         raise AssertionError(action)  # pragma: no cover - argparse restricts the choices
     finally:
         await store.close()
 
 
-def cmd_queue(args: argparse.Namespace) -> int:
-    from mailwright.config import load_config
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"mailwright: configuration error: {exc}", file=sys.stderr)
+def run_queue(args: argparse.Namespace) -> int:
+    config = load_config_or_say_why(args.config)
+    if config is None:
         return EXIT_USAGE
     try:
         become_owner_of(config.data_dir)
@@ -161,8 +163,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def add_queue_parser(sub: argparse._SubParsersAction) -> None:
-    queue = sub.add_parser("queue", help="list, show, retry or delete queued messages")
+def add_queue_parser(subcommands: Subcommands) -> None:
+    """Register ``queue`` and its actions; each runs ``run_queue``."""
+    queue = add_command(
+        subcommands, "queue", None, help="list, show, retry or delete queued messages"
+    )
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, id_mode in (
         ("list", "every message still queued, with each recipient's state", None),
@@ -176,4 +181,4 @@ def add_queue_parser(sub: argparse._SubParsersAction) -> None:
         elif id_mode == "optional":
             p.add_argument("id", metavar="ID", nargs="?")
         p.add_argument("--config", metavar="FILE", help="the server's configuration")
-        p.set_defaults(func=cmd_queue)
+        p.set_defaults(func=run_queue)

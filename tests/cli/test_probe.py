@@ -9,11 +9,11 @@ from pathlib import Path
 
 import trustme
 
-from mailwright.tools.x509 import fingerprint
+from mailwright.cli.x509 import fingerprint
+from tests.cli.conftest import ToolRun, address
 from tests.helpers import RunningServer, maildir_messages
 from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
-from tests.tools.conftest import ToolRun, address
 
 Tool = Callable[..., ToolRun]
 Peer = Callable[[Callable[[socket.socket], None]], ScriptedPeer]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import trustme
 
-from mailwright.tools.x509 import CertificateFormatError, fingerprint, summarize
+from mailwright.cli.x509 import CertificateFormatError, fingerprint, summarize
 
 
 def der(pem: bytes) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mailwright.cli.report import referral_hints, suggested_address
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
-from mailwright.tools.explain import referral_hints, suggested_address
 
 CAROL = Address("carol", "example.test")
 

@@ -13,6 +13,7 @@ import io
 import re
 from typing import Final, TextIO, cast
 
+from mailwright.cli.tls import failure_reason as tls_failure_reason
 from mailwright.client import (
     CommandRefused,
     ConnectError,
@@ -26,7 +27,6 @@ from mailwright.logfmt import printable
 from mailwright.model import Address
 from mailwright.protocol.commands import CommandSyntaxError, parse_path
 from mailwright.protocol.reply import Reply
-from mailwright.tools.tls import failure_reason as tls_failure_reason
 
 INDENT: Final = "    "
 
@@ -87,6 +87,11 @@ def referral_hints(
     if suggest_follow:
         lines.append(INDENT + hints["follow"])
     return lines
+
+
+def codes(reply: Reply) -> str:
+    """``550 5.1.1``: the reply's codes without its text, for one-line summaries."""
+    return f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
 
 
 def after_refused_mail(lang: str) -> str:
