@@ -9,6 +9,9 @@ keeps one timer and asks ``next()`` when it fires.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 
 class Deadlines:
     def __init__(self, *, idle: float, command: float, data: float) -> None:
@@ -42,3 +45,50 @@ class Deadlines:
         elif self._command_at is not None:
             limits.append((self._command_at, "command"))
         return min(limits)
+
+
+class SessionTimer:
+    """One timer per session, re-armed only when a deadline comes *earlier*.
+
+    When it fires it asks the deadlines again and re-arms if the session was
+    active meanwhile; only a deadline really passed calls ``expired``.  So a
+    busy session costs no timer operation per command.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadlines: Deadlines,
+        fire: Callable[[Callable[[], None]], None],
+        expired: Callable[[str], None],
+    ) -> None:
+        """``fire`` runs the timer's callback (the session's guard against bugs)."""
+        self._loop = loop
+        self._deadlines = deadlines
+        self._fire = fire
+        self._expired = expired
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0
+
+    def arm(self) -> None:
+        deadline, _kind = self._deadlines.next()
+        if self._handle is None or deadline < self._at:
+            self._set(deadline)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _set(self, when: float) -> None:
+        self.cancel()
+        self._handle = self._loop.call_at(when, self._fire, self._check)
+        self._at = when
+
+    def _check(self) -> None:
+        self._handle = None
+        deadline, kind = self._deadlines.next()
+        if self._loop.time() < deadline:
+            self._set(deadline)  # there was input since: wait on
+            return
+        self._expired(kind)

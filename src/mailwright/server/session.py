@@ -36,18 +36,17 @@ from mailwright.protocol.events import Auth, BodyChunk, ConnectionClosed, EndOfD
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ServerConnection
 from mailwright.protocol.state import State
-from mailwright.server.deadlines import Deadlines
+from mailwright.server.deadlines import Deadlines, SessionTimer
 from mailwright.server.handler import Peer, SessionHandler
+from mailwright.server.output import ReplyOutput
 from mailwright.server.services import ListenerKind, SessionServices
+from mailwright.server.tls import negotiated, upgrade
 
 __all__ = ["ListenerKind", "SessionServices", "SmtpSession"]
 
 log = logging.getLogger("mailwright.smtpd")
 
 MAX_BUFFERED_INPUT = 1 << 20  # pause reading above this much unprocessed input
-#: Replies to pipelined commands held for one write stop being held past this size;
-#: the write then lets the transport's flow control (pause_writing) stop the session.
-MAX_HELD_REPLIES = 64 * 1024
 #: The transport calls pause_writing above this many octets not yet sent.
 WRITE_BUFFER_HIGH_WATER = 64 * 1024
 
@@ -70,7 +69,7 @@ class SmtpSession(asyncio.Protocol):
     (the queue's commit after DATA, a password check, the TLS handshake) run
     as a task; while one runs, new input waits in the core and is handled when
     it ends, so replies stay in order.  Timeouts use one lazily re-armed timer
-    per session (see ``_await_input``).
+    per session (server/deadlines.py).
     """
 
     def __init__(
@@ -106,16 +105,15 @@ class SmtpSession(asyncio.Protocol):
         self._deadlines = Deadlines(
             idle=smtp.idle_timeout, command=smtp.command_timeout, data=smtp.data_timeout
         )
-        self._tls_version: str | None = None  # for the log; the core knows whether TLS is on
-        self._lost = False  # the transport is gone: write nothing more
+        self._timer = SessionTimer(self._loop, self._deadlines, self._safely, self._timed_out)
+        self._out = ReplyOutput()
+        #: For the log; the core knows whether TLS is on.
+        self._tls_version: str | None = None
+        self._tls_cipher: str | None = None
         self._stopping = False  # shutdown asked: close at the next wait for input
         self._reading_paused = False
         self._write_paused = False  # the transport's write buffer is over its high-water mark
         self._greet_handle: asyncio.TimerHandle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._held: list[bytes] = []  # replies waiting to leave in one write
-        self._held_bytes = 0
         self._started = time.monotonic()
         self._result = "closed"
 
@@ -139,7 +137,7 @@ class SmtpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self._out.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_host, self.peer_port = str(peer[0]), int(peer[1])
@@ -162,7 +160,7 @@ class SmtpSession(asyncio.Protocol):
         return self._tls_version is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        self._out.lost = True
         self.conn.receive_data(b"")
         self._input_arrived()
 
@@ -251,11 +249,11 @@ class SmtpSession(asyncio.Protocol):
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
-        for handle in (self._timer, self._greet_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._greet_handle = None
-        self._write(b"")  # replies still held (e.g. before a 421 close) leave first
+        self._timer.cancel()
+        if self._greet_handle is not None:
+            self._greet_handle.cancel()
+            self._greet_handle = None
+        self._out.write()  # replies still held (e.g. before a 421 close) leave first
         self.handler.drop_transaction()
         if self.transport is not None:
             if self._write_paused:
@@ -286,28 +284,12 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ writing
 
     def _write(self, data: bytes) -> None:
-        """Write ``data`` after any replies held back, so replies always leave in order."""
-        if self._held:
-            data = b"".join(self._held) + data
-            self._held.clear()
-            self._held_bytes = 0
-        if data and self.transport is not None and not self._lost:
-            self.transport.write(data)
+        self._out.write(data)
 
     def _reply(self, data: bytes) -> None:
-        """Send a reply, or hold it while more pipelined commands are already waiting.
-
-        RFC 2920 lets a server answer a group of commands in one write; holding
-        replies only while input is buffered means one write (one syscall) per
-        group instead of one per command, and never a reply held while we wait.
-        """
-        if self.conn.buffered_bytes and self.conn.state is not State.CLOSED:
-            self._held.append(data)
-            self._held_bytes += len(data)
-            if self._held_bytes > MAX_HELD_REPLIES:
-                self._write(b"")  # may pause_writing: then the pump stops here
-        else:
-            self._write(data)
+        self._out.reply(
+            data, more_input=self.conn.buffered_bytes > 0 and self.conn.state is not State.CLOSED
+        )
 
     def _write_close(self, reply: Reply) -> None:
         if self.conn.state is not State.CLOSED:
@@ -375,13 +357,7 @@ class SmtpSession(asyncio.Protocol):
             self._input_arrived()
 
     def _await_input(self) -> None:
-        """Wait for bytes: resume reading, end the session at shutdown, arm the timeout.
-
-        The timer is re-armed only when a deadline comes *earlier* than the one
-        it is set for; when it fires it checks the real deadline and re-arms if
-        the session was active meanwhile.  So a busy session costs no timer
-        operation per command.
-        """
+        """Wait for bytes: resume reading, end the session at shutdown, arm the timeout."""
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -394,25 +370,12 @@ class SmtpSession(asyncio.Protocol):
         self._deadlines.waiting(
             self._loop.time(), receiving_body=receiving, partial_line=self.conn.buffered_bytes > 0
         )
-        deadline, _kind = self._deadlines.next()
-        if self._timer is None or deadline < self._timer_at:
-            self._set_timer(deadline)
+        self._timer.arm()
 
-    def _set_timer(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._safely, self._on_timer)
-        self._timer_at = when
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _timed_out(self, kind: str) -> None:
         waiting_on_client = self.phase is Phase.READY or self._write_paused
         if self.phase is Phase.CLOSED or not waiting_on_client:
-            return  # the next wait for input arms it again
-        deadline, kind = self._deadlines.next()
-        if self._loop.time() < deadline:
-            self._set_timer(deadline)  # there was input since: wait on
-            return
+            return  # the next wait for input arms the timer again
         if self._write_paused:
             kind = "write"  # the client has read none of our replies for that long
         self._write_close(replies.IDLE_TIMEOUT)
@@ -423,55 +386,38 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------------ TLS
 
     def _tls_started(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        self._tls_version = ssl_object.version() if ssl_object is not None else "TLS"
+        self.transport = self._out.transport = transport
+        self._tls_version, self._tls_cipher = negotiated(transport)
 
     def _log_tls(self) -> None:
-        assert self.transport is not None
-        cipher = self.transport.get_extra_info("cipher")
         log.info(
             kv(
                 event="tls",
                 client=self._client(),
                 version=self._tls_version,
-                cipher=cipher[0] if cipher else None,
+                cipher=self._tls_cipher,
             )
         )
 
     async def _starttls(self) -> bool:
         """Answer STARTTLS and run the handshake; False when the session must end."""
-        if self.services.tls is None:  # pragma: no cover - STARTTLS is not offered then
-            self._write(self.conn.send(replies.TLS_NOT_AVAILABLE))
-            return True
+        tls = self.services.tls
+        assert tls is not None and self.transport is not None  # STARTTLS is offered only then
         # Pause before the 220 leaves: whatever the client sent after STARTTLS in plain
         # text is either buffered (the core drops it now) or arrives inside TLS.
         self._pause_reading()
         self._write(self.conn.send(replies.READY_FOR_TLS))
-        return await self._handshake()
-
-    async def _handshake(self) -> bool:
-        """STARTTLS's handshake on the paused transport; False when the session must end."""
-        tls = self.services.tls
-        assert tls is not None and self.transport is not None
         try:
-            transport = await self._loop.start_tls(
-                self.transport,
-                self,
-                tls.current,
-                server_side=True,
-                ssl_handshake_timeout=tls.handshake_timeout,
-            )
+            transport = await upgrade(self._loop, self.transport, self, tls)
         except OSError as exc:  # ssl.SSLError, resets and the handshake timeout among them
             self._result = "tls-failed"
-            log.info(
-                kv(event="tls-failed", client=self._client(), error=str(exc) or type(exc).__name__)
-            )
+            error = str(exc) or type(exc).__name__
+            log.info(kv(event="tls-failed", client=self._client(), error=error))
             return False
-        if transport is None or self._lost:
+        if transport is None or self._out.lost:
             self._result = "lost"
             return False
         self._reading_paused = False  # start_tls resumed reading under TLS
-        self._tls_started(cast(asyncio.Transport, transport))
+        self._tls_started(transport)
         self._log_tls()
         return True

@@ -8,8 +8,10 @@ their handshake in the session (``loop.start_tls``) and read ``current`` then.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from typing import cast
 
 from mailwright.config import TlsConfig
 from mailwright.logfmt import kv
@@ -56,3 +58,33 @@ class ServerTls:
         self.current = context
         log.info(kv(event="tls-reloaded", certificate=self.config.certificate))
         return True
+
+
+async def upgrade(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.Transport,
+    protocol: asyncio.Protocol,
+    tls: ServerTls,
+) -> asyncio.Transport | None:
+    """STARTTLS's server-side handshake on a transport whose reading is paused.
+
+    Uses ``tls.current``, so a certificate reloaded by SIGHUP serves from the
+    next handshake on.  Raises OSError (ssl.SSLError, a reset, the handshake
+    timeout) when it fails; None when the connection went away meanwhile.
+    """
+    upgraded = await loop.start_tls(
+        transport,
+        protocol,
+        tls.current,
+        server_side=True,
+        ssl_handshake_timeout=tls.handshake_timeout,
+    )
+    return cast(asyncio.Transport, upgraded) if upgraded is not None else None
+
+
+def negotiated(transport: asyncio.BaseTransport) -> tuple[str, str | None]:
+    """The TLS version and cipher a transport runs, for the log."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    cipher = transport.get_extra_info("cipher")
+    version = ssl_object.version() if ssl_object is not None else None
+    return version or "TLS", cipher[0] if cipher else None
