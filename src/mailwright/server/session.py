@@ -70,6 +70,13 @@ class SmtpSession(asyncio.Protocol):
     as a task; while one runs, new input waits in the core and is handled when
     it ends, so replies stay in order.  Timeouts use one lazily re-armed timer
     per session (server/deadlines.py).
+
+    Why this class is longer than the house's 250 lines: it is one state
+    machine over one transport (the Protocol callbacks, both directions of
+    flow control, the phases, the pump and the steps that wait all read and
+    change the same few fields).  What stands alone lives elsewhere: the
+    answers (handler.py), the transaction, the output buffer, the deadlines,
+    the TLS handshake.
     """
 
     def __init__(
