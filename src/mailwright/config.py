@@ -57,6 +57,14 @@ DEFAULT_LOCAL_CONCURRENCY = 4
 #: connection instead and reuse it.
 DEFAULT_DESTINATION_CONCURRENCY = 20
 DEFAULT_CONNECT_TIMEOUT = 30.0
+#: The longest one delivery attempt of a message may take, from its claim to its results:
+#: waiting for a connection or a Maildir writer, DNS, the SMTP session.  A destination
+#: that never answers then holds a delivery slot this long at most, and an attempt ends
+#: before the queue's claim on it lapses and could hand the message out a second time.
+DEFAULT_ATTEMPT_TIMEOUT = 720.0
+#: The claim lease of the queue (queue/sqlite.py DEFAULT_LEASE_SECONDS, 900 s) minus a
+#: minute to record the results: an attempt_timeout above this is refused.
+MAX_ATTEMPT_TIMEOUT = 840.0
 DEFAULT_DELIVERY_TLS = "opportunistic"
 DEFAULT_RETRY = (60, 300, 900, 3600, 14400)
 DEFAULT_MAX_AGE = 432_000
@@ -176,6 +184,7 @@ class DeliveryConfig:
     local_concurrency: int = DEFAULT_LOCAL_CONCURRENCY
     destination_concurrency: int = DEFAULT_DESTINATION_CONCURRENCY
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT
     tls: str = DEFAULT_DELIVERY_TLS
     ca_file: Path | None = None  # PEM CAs trusted by tls = "verify"; None: the system's
 
@@ -516,6 +525,18 @@ def _seconds(value: object, key: str, *, allow_zero: bool = False) -> float:
         return float(value)
     what = "a number of seconds, 0 or more" if allow_zero else "a positive number of seconds"
     raise ConfigError(key, f"expected {what}, got {_show(value)}")
+
+
+def _attempt_timeout(value: object, key: str) -> float:
+    """Seconds, at most MAX_ATTEMPT_TIMEOUT: an attempt must end before its claim lapses."""
+    seconds = _seconds(value, key)
+    if seconds > MAX_ATTEMPT_TIMEOUT:
+        raise ConfigError(
+            key,
+            f"at most {MAX_ATTEMPT_TIMEOUT:g} seconds (the queue hands a claimed message out"
+            f" again after 900 s), got {_show(value)}",
+        )
+    return seconds
 
 
 def _body_line(value: object, key: str) -> int:
@@ -1030,6 +1051,7 @@ class _Builder:
                 "local_concurrency",
                 "destination_concurrency",
                 "connect_timeout",
+                "attempt_timeout",
                 "tls",
                 "ca_file",
             ),
@@ -1052,6 +1074,7 @@ class _Builder:
                 "destination_concurrency", _positive_int, DEFAULT_DESTINATION_CONCURRENCY
             ),
             connect_timeout=t.get("connect_timeout", _seconds, DEFAULT_CONNECT_TIMEOUT),
+            attempt_timeout=t.get("attempt_timeout", _attempt_timeout, DEFAULT_ATTEMPT_TIMEOUT),
             tls=t.get("tls", _tls_mode, DEFAULT_DELIVERY_TLS),
             ca_file=t.get(
                 "ca_file", lambda value, key: _readable_file(value, key, self.base_dir), None

@@ -132,8 +132,13 @@ class SmtpClient:
         transcript: Transcript | None = None,
         max_reply_line: int = DEFAULT_MAX_REPLY_LINE,
         max_reply_lines: int = DEFAULT_MAX_REPLY_LINES,
+        deadline: float | None = None,
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        #: The event loop's time (``loop.time()``) by which every step must be over, whatever
+        #: its own timeout: one delivery attempt as a whole is bounded (``[delivery]
+        #: attempt_timeout``).  A step cut short by it raises SmtpTimeout like any timeout.
+        self.deadline = deadline
         self.transcript = transcript
         self._conn = ClientConnection(
             max_reply_line=max_reply_line, max_reply_lines=max_reply_lines
@@ -196,7 +201,7 @@ class SmtpClient:
             raise RuntimeError("this SmtpClient is already connected")
         self.host, self.port = host, port
         connect_timeout = self.timeouts.connect if timeout is None else timeout
-        self._stream = await TcpStream.connect(host, port, connect_timeout)
+        self._stream = await TcpStream.connect(host, port, self._within_deadline(connect_timeout))
         self.local_hostname = local_hostname or default_local_hostname(
             self._stream.local_address[0]
         )
@@ -237,7 +242,7 @@ class SmtpClient:
             raise CommandRefused("STARTTLS", reply)
         context = ssl_context or ssl.create_default_context()
         await self._require_stream().start_tls(
-            context, server_hostname or self.host, self.timeouts.command
+            context, server_hostname or self.host, self._within_deadline(self.timeouts.command)
         )
         await self.ehlo()
         return reply
@@ -453,14 +458,20 @@ class SmtpClient:
         await self._write(data, self.timeouts.command)
 
     async def _write(self, data: bytes, timeout: float) -> None:
-        await self._require_stream().write(data, timeout)
+        await self._require_stream().write(data, self._within_deadline(timeout))
+
+    def _within_deadline(self, timeout: float) -> float:
+        """``timeout``, or less when ``deadline`` comes first."""
+        if self.deadline is None:
+            return timeout
+        return max(0.0, min(timeout, self.deadline - asyncio.get_running_loop().time()))
 
     async def _read_reply(self, timeout: float) -> ReplyReceived:
         """The next reply; the whole of it must arrive within ``timeout``."""
         stream = self._require_stream()
         conn = self._conn
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + self._within_deadline(timeout)
         while True:
             event = conn.next_event()
             if isinstance(event, ReplyReceived):
