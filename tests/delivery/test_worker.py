@@ -25,15 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from mailwright.config import load_config
 from mailwright.protocol.reply import Reply
-from tests.conftest import (
-    BASE_CONFIG,
-    RunningServer,
-    ServerProcess,
-    maildir_messages,
-    make_config,
-    wait_for,
-)
+from tests.conftest import BASE_CONFIG, RunningServer, ServerProcess, maildir_messages, wait_for
 from tests.peers import Tarpit
 from tests.sink import Behaviour, SinkServer
 
@@ -271,12 +265,17 @@ def test_a_failed_bounce_never_makes_a_delivered_copy_again_after_a_restart(
     """A restart releases every claim, as a lapsed lease does: the recipient delivered
     before the bounce failed must not be delivered again, and the bounce is still made."""
     caplog.set_level(logging.INFO, logger="mailwright.delivery")
-    config = make_config(tmp_path, routed(sink.port))
+    config_path = tmp_path / "mw.toml"
+    config_path.write_text(BASE_CONFIG + routed(sink.port))
+    config = load_config(config_path)
     server = RunningServer(config)
     try:
         half_delivered(server, sink, caplog)
     finally:
         server.stop()
+    listing = queue_cli(config_path, "list").stdout
+    assert "bouncing  <bob@elsewhere.test> (remote)  attempts=1  next=" in listing
+    assert "last reply: 550 5.1.1 No such user here" in listing
     run_sql(config.data_dir, "DROP TRIGGER refuse_bounces")
     server = RunningServer(config)
     try:
