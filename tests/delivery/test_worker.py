@@ -324,3 +324,23 @@ def test_an_attempt_ends_within_attempt_timeout_and_is_deferred(
     assert isinstance(reply, str) and reply.startswith("451 4.4.1") and "timed out" in reply
     wait_for(lambda: tarpit.open_connections() == 0)  # we hung up
     assert tarpit.accepted == 1
+
+
+def test_a_slow_domain_does_not_hold_up_the_other_domains_of_the_same_message(
+    server_factory: Callable[..., RunningServer], tarpit: Tarpit, sink: SinkServer
+) -> None:
+    base = BASE_CONFIG.replace(
+        "[aliases]\n", '[aliases]\n"pair@example.test" = ["x@elsewhere.test", "y@other.test"]\n'
+    )
+    server = server_factory(
+        f"""
+[routes]
+"elsewhere.test" = "127.0.0.1:{tarpit.port}"
+"other.test" = "127.0.0.1:{sink.port}"
+""",
+        base=base,
+    )
+    send(server, "sender@remote.test", ["pair@example.test"], "Subject: two\r\n\r\nb\r\n")
+    [message] = sink.wait_for_messages(1, timeout=30)
+    assert [str(r) for r in message.recipients] == ["y@other.test"]
+    assert tarpit.open_connections() == 1  # x's delivery still waits for its greeting

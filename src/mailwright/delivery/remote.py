@@ -176,15 +176,36 @@ class SmtpDeliverer:
     ) -> dict[int, Attempt]:
         """An Attempt for every recipient; ``deadline`` (``loop.time()``) ends the attempt.
 
-        Whatever is not done by the deadline (waiting for a connection, a DNS
-        lookup, an SMTP step) is a temporary failure, tried again later.
+        The domains of one message are delivered at the same time, so a slow
+        one holds up no other, and an error in one stays in it (a temporary
+        failure of its recipients).  Whatever is not done by the deadline
+        (waiting for a connection, a DNS lookup, an SMTP step) is a temporary
+        failure, tried again later.
         """
         by_domain: dict[str, list[QueuedRecipient]] = defaultdict(list)
         for rcpt in recipients:
             by_domain[rcpt.target.address.domain_key].append(rcpt)
+        domains = list(by_domain.items())
+        outcomes = await asyncio.gather(
+            *(self._deliver_domain(message, domain, rcpts, deadline) for domain, rcpts in domains),
+            return_exceptions=True,
+        )
         results: dict[int, Attempt] = {}
-        for domain, rcpts in by_domain.items():
-            results.update(await self._deliver_domain(message, domain, rcpts, deadline))
+        for (domain, rcpts), outcome in zip(domains, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error(
+                    kv(
+                        event="delivery-error",
+                        id=message.queue_id,
+                        domain=domain,
+                        error=repr(outcome),
+                    ),
+                    exc_info=outcome,
+                )
+                outcome = _all(rcpts, str(_INTERNAL_ERROR), permanent=False)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            results.update(outcome)
         return results
 
     async def _deliver_domain(
@@ -320,6 +341,10 @@ class SmtpDeliverer:
             await client.close()
             raise _HostFailed(_reply_of(exc)) from None
         return client
+
+
+#: A delivery to one domain that raised instead of answering (a bug, or an error nobody mapped).
+_INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error during delivery; tried again later")
 
 
 def _out_of_time(doing: str) -> Reply:
