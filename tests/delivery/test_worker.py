@@ -303,6 +303,28 @@ def test_local_mail_is_delivered_while_a_tarpit_holds_every_remote_slot(
     assert tarpit.accepted == 2  # the other two wait for a slot, not for a second connection
 
 
+def test_messages_waiting_for_a_slow_destination_leave_room_for_other_work(
+    server_factory: Callable[..., RunningServer], tarpit: Tarpit
+) -> None:
+    """With one SMTP slot and one Maildir thread the worker has 33 messages in delivery at
+    most; 40 messages waiting for a tarpit stop counting once they have waited a while,
+    so the worker claims the local message behind them."""
+    server = server_factory(
+        routed(tarpit.port, "[delivery]\nconcurrency = 1\nlocal_concurrency = 1\n")
+    )
+    assert server.app.worker.max_active == 33
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        for number in range(40):
+            client.sendmail(
+                "sender@remote.test", ["bob@example.test"], f"Subject: {number}\r\n\r\n"
+            )
+    wait_for(lambda: tarpit.accepted == 1)
+    send(server, "sender@remote.test", ["alice@example.test"], "Subject: local\r\n\r\nb\r\n")
+    [copy] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"), timeout=30)
+    assert b"Subject: local" in copy
+    assert tarpit.open_connections() == 1
+
+
 def test_an_attempt_ends_within_attempt_timeout_and_is_deferred(
     server_factory: Callable[..., RunningServer], tarpit: Tarpit
 ) -> None:

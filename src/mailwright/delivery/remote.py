@@ -17,7 +17,7 @@ import logging
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,11 @@ class DestinationLimits:
         """Destinations with a delivery running or waiting (for tests and stats)."""
         return len(self._entries)
 
+    def full(self, destination: str) -> bool:
+        """Whether a delivery to ``destination`` would have to wait for its turn now."""
+        entry = self._entries.get(destination)
+        return entry is not None and entry.semaphore.locked()
+
 
 @dataclass
 class _Slots:
@@ -173,6 +178,7 @@ class SmtpDeliverer:
         recipients: Sequence[QueuedRecipient],
         *,
         deadline: float | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> dict[int, Attempt]:
         """An Attempt for every recipient; ``deadline`` (``loop.time()``) ends the attempt.
 
@@ -180,33 +186,42 @@ class SmtpDeliverer:
         one holds up no other, and an error in one stays in it (a temporary
         failure of its recipients).  Whatever is not done by the deadline
         (waiting for a connection, a DNS lookup, an SMTP step) is a temporary
-        failure, tried again later.
+        failure, tried again later.  ``on_wait(True)`` is called when a
+        delivery has to wait for its destination's turn or a global slot,
+        ``on_wait(False)`` when it stops waiting (the worker claims other work
+        meanwhile).
         """
         by_domain: dict[str, list[QueuedRecipient]] = defaultdict(list)
         for rcpt in recipients:
             by_domain[rcpt.target.address.domain_key].append(rcpt)
-        domains = list(by_domain.items())
-        outcomes = await asyncio.gather(
-            *(self._deliver_domain(message, domain, rcpts, deadline) for domain, rcpts in domains),
-            return_exceptions=True,
-        )
+        jobs = [
+            self._deliver_domain_alone(message, domain, rcpts, deadline, on_wait)
+            for domain, rcpts in by_domain.items()
+        ]
+        if len(jobs) == 1:  # the usual case: no task of its own
+            return await jobs[0]
         results: dict[int, Attempt] = {}
-        for (domain, rcpts), outcome in zip(domains, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                log.error(
-                    kv(
-                        event="delivery-error",
-                        id=message.queue_id,
-                        domain=domain,
-                        error=repr(outcome),
-                    ),
-                    exc_info=outcome,
-                )
-                outcome = _all(rcpts, str(_INTERNAL_ERROR), permanent=False)
-            elif isinstance(outcome, BaseException):
-                raise outcome
+        for outcome in await asyncio.gather(*jobs):
             results.update(outcome)
         return results
+
+    async def _deliver_domain_alone(
+        self,
+        message: QueuedMessage,
+        domain: str,
+        rcpts: list[QueuedRecipient],
+        deadline: float | None,
+        on_wait: Callable[[bool], None] | None,
+    ) -> dict[int, Attempt]:
+        """``_deliver_domain``, an error in it a temporary failure of its recipients only."""
+        try:
+            return await self._deliver_domain(message, domain, rcpts, deadline, on_wait)
+        except Exception as exc:
+            log.error(
+                kv(event="delivery-error", id=message.queue_id, domain=domain, error=repr(exc)),
+                exc_info=exc,
+            )
+            return _all(rcpts, str(_INTERNAL_ERROR), permanent=False)
 
     async def _deliver_domain(
         self,
@@ -214,6 +229,7 @@ class SmtpDeliverer:
         domain: str,
         rcpts: list[QueuedRecipient],
         deadline: float | None,
+        on_wait: Callable[[bool], None] | None,
     ) -> dict[int, Attempt]:
         try:
             async with asyncio.timeout_at(deadline):
@@ -225,6 +241,9 @@ class SmtpDeliverer:
         last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
         destination = hops[0].host.lower() if hops else domain
         async with contextlib.AsyncExitStack() as turn:
+            waits = self.limits.full(destination) or self.slots.locked()
+            if waits and on_wait is not None:
+                on_wait(True)
             try:
                 async with asyncio.timeout_at(deadline):
                     await turn.enter_async_context(self.limits.slot(destination))
@@ -232,6 +251,9 @@ class SmtpDeliverer:
             except TimeoutError:
                 waited = f"waiting for a connection to {destination}"
                 return _all(rcpts, str(_out_of_time(waited)), permanent=False)
+            finally:
+                if waits and on_wait is not None:
+                    on_wait(False)
             for hop in hops:
                 if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                     last = _out_of_time(f"delivering to {destination}")

@@ -31,7 +31,7 @@ from typing import Protocol
 from mailwright.config import Config
 from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.dsn import FailedRecipient
-from mailwright.delivery.local import LocalDelivery
+from mailwright.delivery.local import MAX_BATCH, LocalDelivery
 from mailwright.delivery.schedule import next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
@@ -47,11 +47,17 @@ log = logging.getLogger("mailwright.delivery")
 
 POLL_INTERVAL = 5.0  # seconds between looks at the queue when nobody wakes us
 CLAIM_BATCH = 100  # messages claimed at once
-#: Messages claimed and not yet finished, at most: being delivered, or waiting for
-#: a connection to their destination or for a Maildir writer (as Postfix's
-#: qmgr_message_active_limit).  Well above ``[delivery] concurrency``, so that
-#: messages waiting for a slow destination leave room for all the other work.
+#: Messages claimed and not yet finished, at most, counting those waiting for their
+#: destination's turn (as Postfix's qmgr_message_active_limit).  The worker claims
+#: work while fewer messages than it can start at once (``[delivery] concurrency`` SMTP
+#: deliveries, plus what the Maildir threads take) are being delivered, not counting
+#: those that have waited for their destination longer than SLOW_WAIT: so messages
+#: queued behind a slow destination leave room for all other work, up to this many.
 DEFAULT_MAX_CLAIMED = 1000
+#: Seconds a delivery waits for its destination's turn before it stops counting as being
+#: delivered.  A busy but healthy destination's turn comes sooner, and its waiting
+#: messages keep the worker from claiming more than it can deliver.
+SLOW_WAIT = 1.0
 #: While storage fails, a result is recorded again after this pause, doubled after
 #: each failure up to RECORD_RETRY_MAX: an unrecorded result is repeated work (a
 #: delivered message delivered again once its claim lapses), never lost work.
@@ -71,8 +77,14 @@ class RemoteDeliverer(Protocol):
         recipients: Sequence[QueuedRecipient],
         *,
         deadline: float | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> dict[int, Attempt]:
-        """An Attempt for every recipient index given, by ``deadline`` (``loop.time()``)."""
+        """An Attempt for every recipient index given, by ``deadline`` (``loop.time()``).
+
+        ``on_wait(True)`` when a delivery has to wait for its destination's turn
+        (it holds no connection and no slot meanwhile), ``on_wait(False)`` when it
+        stops waiting, whatever the reason.
+        """
 
 
 class Bouncer(Protocol):
@@ -97,8 +109,15 @@ class DeliveryWorker:
         self.bouncer = bouncer
         self.clock = clock
         self.max_claimed = max(1, max_claimed)
+        #: Messages being delivered at once, at most: every SMTP slot busy and every
+        #: Maildir thread with a full batch.  Those waiting for a destination don't count.
+        self.max_active = min(
+            self.max_claimed,
+            config.delivery.concurrency + config.delivery.local_concurrency * MAX_BATCH,
+        )
+        self._slow_waits = 0  # deliveries waiting for their destination for over SLOW_WAIT
         self._wakeup = asyncio.Event()
-        self._room = asyncio.Event()  # set when a claimed message is finished
+        self._room = asyncio.Event()  # set when a message is finished or starts waiting
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -152,12 +171,12 @@ class DeliveryWorker:
 
         Returns True when more may be due at once (the claim was full).
         """
-        while len(self._in_flight) >= self.max_claimed and not self._stopping:
+        while not (room := self._room_for_claims()) and not self._stopping:
             self._room.clear()
             await self._room.wait()
         if self._stopping:
             return False
-        limit = min(CLAIM_BATCH, self.max_claimed - len(self._in_flight))
+        limit = min(CLAIM_BATCH, room)
         deadline = asyncio.get_running_loop().time() + self.config.delivery.attempt_timeout
         claimed = await self.store.claim_due(self.clock(), limit)
         for message in claimed:
@@ -167,6 +186,39 @@ class DeliveryWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._done)
         return len(claimed) >= limit
+
+    def _room_for_claims(self) -> int:
+        """How many more messages may be claimed now (see DEFAULT_MAX_CLAIMED)."""
+        claimed = len(self._in_flight)
+        active = claimed - min(self._slow_waits, claimed)
+        return max(0, min(self.max_active - active, self.max_claimed - claimed))
+
+    def _waits_of_one_message(self) -> Callable[[bool], None]:
+        """The ``on_wait`` of one message's remote deliveries (see RemoteDeliverer).
+
+        A wait longer than SLOW_WAIT stops counting as a delivery, until it ends.
+        """
+        loop = asyncio.get_running_loop()
+        waits: list[_Wait] = []
+
+        def slow(wait: _Wait) -> None:
+            wait.slow = True
+            self._slow_waits += 1
+            self._room.set()  # it holds nothing the next message needs: claim more
+
+        def on_wait(waiting: bool) -> None:
+            if waiting:
+                wait = _Wait()
+                wait.timer = loop.call_later(SLOW_WAIT, slow, wait)
+                waits.append(wait)
+                return
+            ended = waits.pop()  # the waits of one message are alike: any one will do
+            if ended.slow:
+                self._slow_waits -= 1
+            elif ended.timer is not None:
+                ended.timer.cancel()
+
+        return on_wait
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -230,6 +282,10 @@ class DeliveryWorker:
         """An Attempt for every recipient: local and remote ones at the same time."""
         local = [r for r in recipients if r.target.local]
         remote = [r for r in recipients if not r.target.local]
+        if not remote:  # the usual cases need no task of their own
+            return await self._deliver_local(message, local, deadline)
+        if not local:
+            return await self._deliver_remote(message, remote, deadline)
         parts = await asyncio.gather(
             self._deliver_local(message, local, deadline),
             self._deliver_remote(message, remote, deadline),
@@ -263,7 +319,9 @@ class DeliveryWorker:
             reply = "451 4.4.0 Remote delivery is not available in this process"
             return {r.index: Attempt(success=False, permanent=False, reply=reply) for r in rcpts}
         try:
-            attempts = await self.remote.deliver(message, rcpts, deadline=deadline)
+            attempts = await self.remote.deliver(
+                message, rcpts, deadline=deadline, on_wait=self._waits_of_one_message()
+            )
         except Exception as exc:
             self._log_error(message, "remote", exc)
             attempts = {}
@@ -386,6 +444,16 @@ class DeliveryWorker:
                 reply=attempt.reply,
             )
         )
+
+
+class _Wait:
+    """One delivery waiting for its destination's turn."""
+
+    __slots__ = ("slow", "timer")
+
+    def __init__(self) -> None:
+        self.slow = False
+        self.timer: asyncio.TimerHandle | None = None
 
 
 def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
