@@ -72,3 +72,56 @@ def read_line(sock: socket.socket, buffer: bytearray) -> bytes:
     line, _, rest = bytes(buffer).partition(b"\r\n")
     buffer[:] = rest
     return line
+
+
+class Tarpit:
+    """A TCP peer on loopback that accepts every connection and never says a word.
+
+    It holds each connection open until ``stop()``, as a server that never
+    greets: a delivery to it waits for a greeting that does not come.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.accepted = 0  # connections accepted so far
+        self._thread = threading.Thread(target=self._run, name="tarpit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return  # stopped
+            with self._lock:
+                self._held.append(sock)
+                self.accepted += 1
+
+    def open_connections(self) -> int:
+        """Connections the client has not closed yet (a closed one reads as EOF)."""
+        with self._lock:
+            held = list(self._held)
+        open_now = 0
+        for sock in held:
+            try:
+                sock.setblocking(False)
+                if sock.recv(1, socket.MSG_PEEK) != b"":
+                    open_now += 1  # it sent something (it never should): still open
+            except BlockingIOError:
+                open_now += 1  # nothing to read and not closed
+            except OSError:
+                pass  # reset
+        return open_now
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(15)
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:
+            sock.close()

@@ -74,6 +74,7 @@ concurrency = 4
 local_concurrency = 2
 destination_concurrency = 3
 connect_timeout = 10
+attempt_timeout = 600
 tls = "verify"
 [queue]
 retry = [1, 2, 3]
@@ -166,6 +167,7 @@ def test_full_example_parses_every_key():
     assert config.delivery.local_concurrency == 2
     assert config.delivery.destination_concurrency == 3
     assert config.delivery.connect_timeout == 10.0
+    assert config.delivery.attempt_timeout == 600.0
     assert config.delivery.tls == "verify"
     assert config.queue.retry == (1, 2, 3)
     assert config.queue.max_age == 3600
@@ -289,7 +291,7 @@ def test_toml_syntax_error_names_the_file_and_line(tmp_path):
         ("[smtpd]\n", "smtpd: unknown key; did you mean smtp?"),
         (
             "[delivery]\nzzz = 1",
-            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, destination_concurrency, connect_timeout, tls, ca_file",
+            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, destination_concurrency, connect_timeout, attempt_timeout, tls, ca_file",
         ),
         (
             '[mailboxes]\n"alice@localhost" = { pasword = "$scrypt$x" }',
@@ -832,6 +834,11 @@ def test_bad_relay_networks_are_refused(networks, message):
         (
             "[delivery]\nconnect_timeout = 0",
             "delivery.connect_timeout: expected a positive number of seconds, got 0",
+        ),
+        (
+            "[delivery]\nattempt_timeout = 900",
+            "delivery.attempt_timeout: at most 840 seconds (the queue hands a claimed message"
+            " out again after 900 s), got 900",
         ),
         (
             '[delivery]\ndns_servers = ["dns.example.test"]',

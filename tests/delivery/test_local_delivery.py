@@ -173,3 +173,23 @@ def test_a_failed_directory_sync_defers_the_whole_batch_and_takes_the_files_back
         assert os.listdir(mailbox / "tmp") == []
 
     asyncio.run(scenario())
+
+
+def test_a_copy_not_begun_by_its_deadline_is_not_written(tmp_path: Path) -> None:
+    """An attempt must end before its claim on the queue lapses: a copy still waiting for
+    a Maildir writer at its deadline is deferred unwritten; one in time is written."""
+
+    async def scenario() -> None:
+        async with delivering(tmp_path, 1) as (store, local):
+            late, in_time = await queued(store, [b"late\r\n", b"in time\r\n"], ALICE)
+            now = asyncio.get_running_loop().time()
+            outcomes = await asyncio.gather(
+                local.deliver(late, late.recipients[0], start_by=now),
+                local.deliver(in_time, in_time.recipients[0], start_by=now + 60),
+            )
+        assert not outcomes[0].success and not outcomes[0].permanent
+        assert outcomes[0].reply.startswith("451 4.3.0")
+        assert outcomes[1].success
+        assert [body_of(m) for m in new_files(tmp_path, "alice")] == [b"in time\r\n"]
+
+    asyncio.run(scenario())

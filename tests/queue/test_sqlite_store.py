@@ -260,6 +260,75 @@ def test_retry_now_makes_deferred_recipients_due(tmp_path: Path) -> None:
     run(test)
 
 
+def test_a_bouncing_recipient_keeps_the_body_until_its_bounce_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """BOUNCING: failed for good, its bounce still to be made.  The message and its body
+    stay for the bounce to quote, the recipient is claimed again only for the bounce, and
+    retrying the bounce is not a delivery attempt."""
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
+            queue_id = await put(store, b"Subject: hi\r\n\r\nhello\r\n", targets)
+            now = time.time() + 1
+            await store.claim_due(now, 10)
+            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            bouncing = RecipientResult(RecipientState.BOUNCING, "550 5.1.1 no such user", now + 60)
+            await store.record_result(queue_id, 1, bouncing)
+            assert read_body(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
+            assert await store.claim_due(now, 10) == []  # not before its next attempt
+            [message] = await store.claim_due(now + 60, 10)
+            [rcpt] = message.recipients
+            assert (rcpt.index, rcpt.state, rcpt.attempts) == (1, RecipientState.BOUNCING, 1)
+            assert rcpt.last_reply == "550 5.1.1 no such user"
+            await store.record_result(queue_id, 1, bouncing)  # the bounce failed again
+            assert await store.retry_now(queue_id) == 1  # and is retried now
+            [message] = await store.claim_due(now, 10)
+            assert message.recipients[0].attempts == 1  # bounce retries are not attempts
+            final = RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
+            await store.record_result(queue_id, 1, final)
+            assert await store.get(queue_id) is None
+
+    run(test)
+
+
+def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """Schema 2 adds the 'bouncing' state: its index of pending recipients replaces schema
+    1's, and the version tells a mailwright that predates it to keep off."""
+
+    def indexes() -> list[str]:
+        with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
+            rows = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'recipients'"
+                " AND sql IS NOT NULL"
+            )
+            return sorted(name for (name,) in rows)
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            await put(store, b"body")
+        with contextlib.closing(
+            sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+        ) as connection:
+            connection.execute("DROP INDEX recipients_pending")
+            connection.execute(
+                "CREATE INDEX recipients_due ON recipients (next_attempt)"
+                " WHERE state IN ('queued', 'deferred')"
+            )
+            connection.execute("PRAGMA user_version = 1")
+        assert indexes() == ["recipients_due"]
+        async with opened(tmp_path) as store:
+            assert len(await store.claim_due(time.time() + 1, 10)) == 1
+        assert indexes() == ["recipients_pending"]
+        with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+
+    run(test)
+
+
 def test_remove_deletes_message_and_spool_file_and_later_results_are_ignored(
     tmp_path: Path,
 ) -> None:

@@ -54,12 +54,12 @@ def format_message(message: QueuedMessage, *, verbose: bool) -> str:
     for r in message.recipients:
         where = "local" if r.target.local else "remote"
         line = f"    {r.state.value:<9} <{r.target.address}> ({where})  attempts={r.attempts}"
-        if r.state.value in ("queued", "deferred"):
+        if r.state.value in ("queued", "deferred", "bouncing"):  # bouncing: the bounce's retry
             line += f"  next={_when(r.next_attempt)}"
         lines.append(line)
         if r.target.original != r.target.address:
             lines.append(f"              for <{r.target.original}>")
-        if r.last_reply and (verbose or r.state.value == "deferred"):
+        if r.last_reply and (verbose or r.state.value in ("deferred", "bouncing")):
             lines.append(f"              last reply: {r.last_reply}")
     return "\n".join(printable(line) for line in lines)
 

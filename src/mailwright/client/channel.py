@@ -69,8 +69,13 @@ class Channel:
         transcript: Transcript | None = None,
         max_reply_line: int = DEFAULT_MAX_REPLY_LINE,
         max_reply_lines: int = DEFAULT_MAX_REPLY_LINES,
+        deadline: float | None = None,
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        #: The event loop's time (``loop.time()``) by which every step must be over, whatever
+        #: its own timeout: one delivery attempt as a whole is bounded (``[delivery]
+        #: attempt_timeout``).  A step cut short by it raises SmtpTimeout like any timeout.
+        self.deadline = deadline
         self.transcript = transcript
         self._conn = ClientConnection(
             max_reply_line=max_reply_line, max_reply_lines=max_reply_lines
@@ -100,6 +105,8 @@ class Channel:
         if self._stream is not None:
             raise RuntimeError(f"this {type(self).__name__} is already connected")
         self.host, self.port = host, port
+        if timeout is not None:
+            timeout = self._within_deadline(timeout)
         self._stream = await TcpStream.connect(host, port, timeout)
         return self._stream
 
@@ -158,12 +165,21 @@ class Channel:
         await self._write(data, self.timeouts.command)
 
     async def _write(self, data: bytes, timeout: float) -> None:
-        await self._require_stream().write(data, timeout)
+        await self._require_stream().write(data, self._within_deadline(timeout))
+
+    def _within_deadline(self, timeout: float) -> float:
+        """``timeout``, or less when ``deadline`` comes first."""
+        if self.deadline is None:
+            return timeout
+        return max(0.0, min(timeout, self.deadline - asyncio.get_running_loop().time()))
 
     async def _read_reply(self, timeout: float) -> Reply:
-        """The next reply; the whole of it must arrive within ``timeout``."""
+        """The next reply; the whole of it must arrive within ``timeout`` (and the deadline)."""
         event = await next_reply(
-            self._conn, self._require_stream(), timeout, f"{self.host}:{self.port}"
+            self._conn,
+            self._require_stream(),
+            self._within_deadline(timeout),
+            f"{self.host}:{self.port}",
         )
         if isinstance(event, ConnectionClosed):
             raise ConnectionLost(

@@ -89,14 +89,17 @@ async def open_session(
     local_hostname: str | None = None,
     transcript: Transcript | None = None,
     observer: SessionObserver | None = None,
+    deadline: float | None = None,
 ) -> OpenedSession:
     """Connect to ``host``:``port`` and make the session ``tls`` asks for (see above).
 
-    The caller owns the returned ``client``: QUIT and close it when done.
+    ``deadline`` (the loop's time) bounds every step of the client, as
+    ``Channel.deadline`` says.  The caller owns the returned ``client``: QUIT
+    and close it when done.
     """
     policy = tls or TlsPolicy()
     notify = observer or SessionObserver()
-    opener = _Opener(host, port, policy, timeouts, local_hostname, transcript, notify)
+    opener = _Opener(host, port, policy, timeouts, local_hostname, transcript, notify, deadline)
     contexts = policy.context_factories() if policy.mode is not TlsMode.NEVER else ()
     failure: TlsError | None = None
     for attempt, context in enumerate(contexts):
@@ -122,10 +125,13 @@ class _Opener:
     local_hostname: str | None
     transcript: Transcript | None
     notify: SessionObserver
+    deadline: float | None
 
     async def open(self, attempt: int, context: ContextFactory | None) -> OpenedSession:
         """One connection, with STARTTLS when ``context`` is given; closed on any error."""
-        client = SmtpClient(timeouts=self.timeouts, transcript=self.transcript)
+        client = SmtpClient(
+            timeouts=self.timeouts, transcript=self.transcript, deadline=self.deadline
+        )
         self.notify.connecting(client, attempt)
         try:
             greeting = await client.connect(

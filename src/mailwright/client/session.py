@@ -130,7 +130,9 @@ class SmtpClient(Channel):
             raise CommandRefused("STARTTLS", reply)
         stream = self._require_stream()
         context = ssl_context or verifying_context()
-        await stream.start_tls(context, server_hostname or self.host, self.timeouts.command)
+        await stream.start_tls(
+            context, server_hostname or self.host, self._within_deadline(self.timeouts.command)
+        )
         self.tls_info = stream.tls_info
         if ehlo:
             await self.ehlo()

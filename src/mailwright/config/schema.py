@@ -216,6 +216,11 @@ class DeliveryConfig:
     #: connection instead and reuse it.
     destination_concurrency: int = setting(20, v.positive_int)
     connect_timeout: float = setting(30.0, v.seconds)
+    #: The longest one delivery attempt of a message may take, from its claim to its
+    #: results: waiting for a connection or a Maildir writer, DNS, the SMTP session.  A
+    #: destination that never answers then holds a delivery slot this long at most, and
+    #: an attempt ends before the queue's claim on it lapses and could hand it out again.
+    attempt_timeout: float = setting(720.0, v.attempt_timeout)
     tls: str = setting("opportunistic", v.tls_mode)
     #: PEM CAs trusted by tls = "verify"; None: the system's.
     ca_file: Path | None = setting(None, v.readable_file)

@@ -90,6 +90,22 @@ def seconds(value: object, at: Place) -> float:
     return _seconds(value, at, allow_zero=False)
 
 
+#: The claim lease of the queue (queue/sqlite.py DEFAULT_LEASE_SECONDS, 900 s) minus a
+#: minute to record the results: an attempt_timeout above this is refused.
+MAX_ATTEMPT_TIMEOUT = 840.0
+
+
+def attempt_timeout(value: object, at: Place) -> float:
+    """Seconds, at most MAX_ATTEMPT_TIMEOUT: an attempt must end before its claim lapses."""
+    seconds = _seconds(value, at, allow_zero=False)
+    if seconds > MAX_ATTEMPT_TIMEOUT:
+        raise at.fail(
+            f"at most {MAX_ATTEMPT_TIMEOUT:g} seconds (the queue hands a claimed message out"
+            f" again after 900 s), got {show(value)}"
+        )
+    return seconds
+
+
 def delay(value: object, at: Place) -> float:
     """A finite number of seconds, 0 or more."""
     return _seconds(value, at, allow_zero=True)

@@ -9,6 +9,9 @@ claimed batch of messages arrives at once) therefore go to a thread together.
 The thread writes them one after the other, syncs each new/ directory once for
 all of them, and reports back in one call.  Under a light load a batch is a
 single message and nothing waits: a batch leaves on the next turn of the loop.
+
+These threads are local delivery's own: a Maildir write never waits for a
+delivery slot that SMTP deliveries hold (delivery/remote.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -49,8 +53,14 @@ MAILBOX_CACHE_SIZE = 10_000
 
 
 DELIVERED = Attempt(success=True, permanent=False, reply="250 2.0.0 delivered to Maildir")
+NO_WRITER_IN_TIME = Attempt(
+    success=False,
+    permanent=False,
+    reply="451 4.3.0 No Maildir writer became free within the attempt's time; tried again later",
+)
 
 _Job = tuple[QueuedMessage, QueuedRecipient]
+_Pending = tuple[QueuedMessage, QueuedRecipient, "asyncio.Future[Attempt]", float]
 
 
 def _yield_to_receiving() -> None:
@@ -76,7 +86,7 @@ class LocalDelivery:
             initializer=_yield_to_receiving,
         )
         self._syncer = DirectorySyncer()  # threads writing into one new/ share its fsyncs
-        self._pending: list[tuple[QueuedMessage, QueuedRecipient, asyncio.Future[Attempt]]] = []
+        self._pending: list[_Pending] = []
         # Per address its Maildir (checked once: mailbox_path validates every part),
         # and the Maildirs known to have tmp/, new/ and cur/.  Shared by the threads:
         # a dict and a set are safe to use from several threads under the GIL.
@@ -84,10 +94,15 @@ class LocalDelivery:
         self._made: set[str] = set()
         self._flush_scheduled = False
 
-    async def deliver(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Attempt:
+    async def deliver(
+        self, message: QueuedMessage, rcpt: QueuedRecipient, *, start_by: float = math.inf
+    ) -> Attempt:
+        """Write one copy.  One not begun by ``start_by`` (``loop.time()``) is not begun at all:
+        a temporary failure, so that an attempt ends before its claim on the queue lapses.
+        A write once begun always finishes (its file would otherwise be delivered twice)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Attempt] = loop.create_future()
-        self._pending.append((message, rcpt, future))
+        self._pending.append((message, rcpt, future, start_by))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -101,30 +116,31 @@ class LocalDelivery:
         """Share what waits among the idle threads; the rest waits for a thread to finish."""
         self._flush_scheduled = False
         loop = asyncio.get_running_loop()
-        self._pending = [job for job in self._pending if not job[2].done()]  # cancelled
+        if self._pending and self._idle:
+            now = loop.time()
+            for _, _, future, start_by in self._pending:
+                if start_by <= now and not future.done():
+                    future.set_result(NO_WRITER_IN_TIME)
+        self._pending = [job for job in self._pending if not job[2].done()]  # cancelled, late
         while self._pending and self._idle:
             size = min(MAX_BATCH, -(-len(self._pending) // self._idle))
             batch, self._pending = self._pending[:size], self._pending[size:]
             self._idle -= 1
             try:
                 done = loop.run_in_executor(
-                    self._executor, self._deliver_batch, [(m, r) for m, r, _ in batch]
+                    self._executor, self._deliver_batch, [(m, r) for m, r, _, _ in batch]
                 )
             except RuntimeError as exc:  # shut down
                 self._idle += 1
-                for _, _, future in batch:
+                for _, _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             done.add_done_callback(functools.partial(self._batch_done, batch))
 
-    def _batch_done(
-        self,
-        batch: list[tuple[QueuedMessage, QueuedRecipient, asyncio.Future[Attempt]]],
-        done: asyncio.Future[list[Attempt]],
-    ) -> None:
+    def _batch_done(self, batch: list[_Pending], done: asyncio.Future[list[Attempt]]) -> None:
         self._idle += 1
-        for position, (_, _, future) in enumerate(batch):
+        for position, (_, _, future, _) in enumerate(batch):
             if future.done():
                 continue
             if done.cancelled():  # the executor was shut down before the batch ran

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from mailwright.client import (
@@ -77,6 +77,7 @@ class ConnectionPool:
         return None
 
     def give_back(self, key: tuple[str, int, str], client: SmtpClient, used: int) -> None:
+        client.deadline = None  # the attempt that used it is over; the next one sets its own
         if used >= MAX_MESSAGES_PER_CONNECTION or not client.connected:
             asyncio.get_running_loop().create_task(_quit(client))
             return
@@ -95,7 +96,9 @@ class DestinationLimits:
     primary MX): domains hosted together share one limit, as they share the
     receiving servers.  A waiting delivery then usually takes the connection the
     previous one gave back to the pool.  Entries exist only while in use, so
-    many different destinations leave nothing behind.
+    many different destinations leave nothing behind.  A delivery waits here
+    before it takes one of the global slots (``SmtpDeliverer``), so deliveries
+    queued behind a slow destination hold nothing the others need.
     """
 
     def __init__(self, limit: int) -> None:
@@ -120,6 +123,11 @@ class DestinationLimits:
         """Destinations with a delivery running or waiting (for tests and stats)."""
         return len(self._entries)
 
+    def full(self, destination: str) -> bool:
+        """Whether a delivery to ``destination`` would have to wait for its turn now."""
+        entry = self._entries.get(destination)
+        return entry is not None and entry.semaphore.locked()
+
 
 @dataclass
 class _Slots:
@@ -143,7 +151,15 @@ class _HostFailed(Exception):
 
 
 class SmtpDeliverer:
-    """The RemoteDeliverer of the worker: one message, its remote recipients."""
+    """The RemoteDeliverer of the worker: one message, its remote recipients.
+
+    ``[delivery] concurrency`` bounds the SMTP deliveries running at once, over
+    all destinations.  A delivery takes its destination's slot first and one of
+    these global slots second: had it taken a global slot first, deliveries
+    waiting for one slow destination would hold every global slot and stop
+    delivery everywhere (a destination that accepts connections and never
+    answers, say).
+    """
 
     def __init__(self, config: Config, store: QueueStore, resolver: RouteResolver) -> None:
         self.config = config
@@ -151,6 +167,7 @@ class SmtpDeliverer:
         self.resolver = resolver
         self.pool = ConnectionPool()
         self.limits = DestinationLimits(config.delivery.destination_concurrency)
+        self.slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
         # Every other step gets RFC 5321 4.5.3.2's minimum, the client's defaults.
         self.timeouts = Timeouts(connect=config.delivery.connect_timeout)
 
@@ -158,29 +175,93 @@ class SmtpDeliverer:
         await self.pool.close()
 
     async def deliver(
-        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]
+        self,
+        message: QueuedMessage,
+        recipients: Sequence[QueuedRecipient],
+        *,
+        deadline: float | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> dict[int, Attempt]:
+        """An Attempt for every recipient; ``deadline`` (``loop.time()``) ends the attempt.
+
+        The domains of one message are delivered at the same time, so a slow
+        one holds up no other, and an error in one stays in it (a temporary
+        failure of its recipients).  Whatever is not done by the deadline
+        (waiting for a connection, a DNS lookup, an SMTP step) is a temporary
+        failure, tried again later.  ``on_wait(True)`` is called when a
+        delivery has to wait for its destination's turn or a global slot,
+        ``on_wait(False)`` when it stops waiting (the worker claims other work
+        meanwhile).
+        """
         by_domain: dict[str, list[QueuedRecipient]] = defaultdict(list)
         for rcpt in recipients:
             by_domain[rcpt.target.address.domain_key].append(rcpt)
+        jobs = [
+            self._deliver_domain_alone(message, domain, rcpts, deadline, on_wait)
+            for domain, rcpts in by_domain.items()
+        ]
+        if len(jobs) == 1:  # the usual case: no task of its own
+            return await jobs[0]
         results: dict[int, Attempt] = {}
-        for domain, rcpts in by_domain.items():
-            results.update(await self._deliver_domain(message, domain, rcpts))
+        for outcome in await asyncio.gather(*jobs):
+            results.update(outcome)
         return results
 
+    async def _deliver_domain_alone(
+        self,
+        message: QueuedMessage,
+        domain: str,
+        rcpts: list[QueuedRecipient],
+        deadline: float | None,
+        on_wait: Callable[[bool], None] | None,
+    ) -> dict[int, Attempt]:
+        """``_deliver_domain``, an error in it a temporary failure of its recipients only."""
+        try:
+            return await self._deliver_domain(message, domain, rcpts, deadline, on_wait)
+        except Exception as exc:
+            log.error(
+                kv(event="delivery-error", id=message.queue_id, domain=domain, error=repr(exc)),
+                exc_info=exc,
+            )
+            return _all(rcpts, str(_INTERNAL_ERROR), permanent=False)
+
     async def _deliver_domain(
-        self, message: QueuedMessage, domain: str, rcpts: list[QueuedRecipient]
+        self,
+        message: QueuedMessage,
+        domain: str,
+        rcpts: list[QueuedRecipient],
+        deadline: float | None,
+        on_wait: Callable[[bool], None] | None,
     ) -> dict[int, Attempt]:
         try:
-            hops = await self.resolver.next_hops(domain)
+            async with asyncio.timeout_at(deadline):
+                hops = await self.resolver.next_hops(domain)
         except DeliveryError as exc:
             return _all(rcpts, str(exc.reply), permanent=not exc.temporary)
+        except TimeoutError:
+            return _all(rcpts, str(_out_of_time(f"looking up {domain}")), permanent=False)
         last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
         destination = hops[0].host.lower() if hops else domain
-        async with self.limits.slot(destination):
+        async with contextlib.AsyncExitStack() as turn:
+            waits = self.limits.full(destination) or self.slots.locked()
+            if waits and on_wait is not None:
+                on_wait(True)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await turn.enter_async_context(self.limits.slot(destination))
+                    await turn.enter_async_context(self.slots)
+            except TimeoutError:
+                waited = f"waiting for a connection to {destination}"
+                return _all(rcpts, str(_out_of_time(waited)), permanent=False)
+            finally:
+                if waits and on_wait is not None:
+                    on_wait(False)
             for hop in hops:
+                if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                    last = _out_of_time(f"delivering to {destination}")
+                    break
                 try:
-                    result = await self._via(hop, message, rcpts, self._tls_mode(domain))
+                    result = await self._via(hop, message, rcpts, self._tls_mode(domain), deadline)
                 except _HostFailed as exc:
                     last = exc.reply
                     log.info(
@@ -202,16 +283,22 @@ class SmtpDeliverer:
         return route_tls.get(domain) or route_tls.get("*") or self.config.delivery.tls
 
     async def _via(
-        self, hop: NextHop, message: QueuedMessage, rcpts: list[QueuedRecipient], mode: str
+        self,
+        hop: NextHop,
+        message: QueuedMessage,
+        rcpts: list[QueuedRecipient],
+        mode: str,
+        deadline: float | None,
     ) -> TransactionResult:
         key = (hop.address, hop.port, mode)
         idle = self.pool.take(key)
         if idle is not None:
             # RSET goes in front of the transaction's pipelined commands: no round trip.
             idle.client.reset_before_next()
+            idle.client.deadline = deadline
             client, used = idle.client, idle.used
         else:
-            client, used = await self._open(hop, mode), 0
+            client, used = await self._open(hop, mode, deadline), 0
         if message.size <= INLINE_BODY_READ:
             # A small BLOB read on this thread's own read-only connection takes
             # microseconds: cheaper than the hop to a worker thread and back.
@@ -237,7 +324,7 @@ class SmtpDeliverer:
                     # nothing of this transaction, so it took nothing. A new one.
                     idle = None
                     body.seek(0)
-                    client, used = await self._open(hop, mode), 0
+                    client, used = await self._open(hop, mode, deadline), 0
         finally:
             body.close()
         if result.mail.is_transient and not result.accepted:
@@ -247,7 +334,7 @@ class SmtpDeliverer:
         self.pool.give_back(key, client, used + 1)
         return result
 
-    async def _open(self, hop: NextHop, mode: str) -> SmtpClient:
+    async def _open(self, hop: NextHop, mode: str, deadline: float | None) -> SmtpClient:
         """Connect, EHLO and apply the TLS policy; _HostFailed when this host is no good."""
         ca_file = self.config.delivery.ca_file
         policy = TlsPolicy(TlsMode(mode), server_hostname=hop.host, cafile=ca_file)
@@ -258,6 +345,7 @@ class SmtpDeliverer:
                 policy,
                 timeouts=self.timeouts,
                 local_hostname=self.config.hostname,
+                deadline=deadline,
             )
         except SmtpClientError as exc:
             raise _HostFailed(_open_failure(exc, hop, policy)) from None
@@ -274,6 +362,15 @@ def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Repl
         if isinstance(exc, TlsError) or starttls_refused:
             return Reply(454, "4.7.5", f"TLS with {hop.host} failed: {exc}")
     return _reply_of(exc)
+
+
+#: A delivery to one domain that raised instead of answering (a bug, or an error nobody mapped).
+_INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error during delivery; tried again later")
+
+
+def _out_of_time(doing: str) -> Reply:
+    """The attempt's time (``[delivery] attempt_timeout``) ran out while ``doing``."""
+    return Reply(451, "4.4.1", f"Delivery attempt out of time while {doing}; tried again later")
 
 
 def _reply_of(exc: SmtpClientError) -> Reply:

@@ -4,6 +4,19 @@ Local recipients go to their Maildir; remote ones to the SMTP deliverer.  The
 outcome of each attempt is recorded in the queue, with the next attempt time
 from schedule.py; permanent failures and expired recipients are collected per
 message and reported to the sender in one bounce (dsn.py).
+
+A failure stays in the delivery where it happened (DESIGN rule 9).  An error of
+a transport becomes a temporary failure of the recipients it concerned; a
+result that cannot be recorded (storage failing) is recorded again, with a
+growing pause, until it is; a claim that fails is tried again at the next
+look at the queue.  Nothing that goes wrong in one delivery ends the loop.
+
+Two kinds of work never wait for each other: Maildir writes have threads of
+their own (local.py), and SMTP deliveries take one of ``[delivery]
+concurrency`` slots only once their destination has a connection free
+(remote.py), so messages queued behind a slow destination hold nothing the
+rest needs.  Every attempt ends within ``[delivery] attempt_timeout`` of its
+claim, before the queue's lease on it lapses.
 """
 
 from __future__ import annotations
@@ -18,8 +31,8 @@ from typing import Protocol
 from mailwright.config import Config
 from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.dsn import FailedRecipient
-from mailwright.delivery.local import LocalDelivery
-from mailwright.delivery.schedule import next_attempt
+from mailwright.delivery.local import MAX_BATCH, LocalDelivery
+from mailwright.delivery.schedule import next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.queue.base import (
@@ -34,15 +47,44 @@ log = logging.getLogger("mailwright.delivery")
 
 POLL_INTERVAL = 5.0  # seconds between looks at the queue when nobody wakes us
 CLAIM_BATCH = 100  # messages claimed at once
+#: Messages claimed and not yet finished, at most, counting those waiting for their
+#: destination's turn (as Postfix's qmgr_message_active_limit).  The worker claims
+#: work while fewer messages than it can start at once (``[delivery] concurrency`` SMTP
+#: deliveries, plus what the Maildir threads take) are being delivered, not counting
+#: those that have waited for their destination longer than SLOW_WAIT: so messages
+#: queued behind a slow destination leave room for all other work, up to this many.
+DEFAULT_MAX_CLAIMED = 1000
+#: Seconds a delivery waits for its destination's turn before it stops counting as being
+#: delivered.  A busy but healthy destination's turn comes sooner, and its waiting
+#: messages keep the worker from claiming more than it can deliver.
+SLOW_WAIT = 1.0
+#: While storage fails, a result is recorded again after this pause, doubled after
+#: each failure up to RECORD_RETRY_MAX: an unrecorded result is repeated work (a
+#: delivered message delivered again once its claim lapses), never lost work.
+RECORD_RETRY_FIRST = 0.5
+RECORD_RETRY_MAX = 30.0
+
+#: A transport that raised instead of answering (a bug, or a failure nobody mapped).
+_INTERNAL_ERROR = "451 4.3.0 Internal error during delivery; tried again later"
 
 
 class RemoteDeliverer(Protocol):
     """Delivers one message to its remote recipients (delivery/remote.py)."""
 
     async def deliver(
-        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]
+        self,
+        message: QueuedMessage,
+        recipients: Sequence[QueuedRecipient],
+        *,
+        deadline: float | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> dict[int, Attempt]:
-        """An Attempt for every recipient index given."""
+        """An Attempt for every recipient index given, by ``deadline`` (``loop.time()``).
+
+        ``on_wait(True)`` when a delivery has to wait for its destination's turn
+        (it holds no connection and no slot meanwhile), ``on_wait(False)`` when it
+        stops waiting, whatever the reason.
+        """
 
 
 class Bouncer(Protocol):
@@ -59,15 +101,24 @@ class DeliveryWorker:
         remote: RemoteDeliverer | None = None,
         bouncer: Bouncer | None = None,
         clock: Callable[[], float] = time.time,
+        max_claimed: int = DEFAULT_MAX_CLAIMED,
     ) -> None:
         self.config = config
         self.store = store
         self.remote = remote
         self.bouncer = bouncer
         self.clock = clock
+        self.max_claimed = max(1, max_claimed)
+        #: Messages being delivered at once, at most: every SMTP slot busy and every
+        #: Maildir thread with a full batch.  Those waiting for a destination don't count.
+        self.max_active = min(
+            self.max_claimed,
+            config.delivery.concurrency + config.delivery.local_concurrency * MAX_BATCH,
+        )
+        self._slow_waits = 0  # deliveries waiting for their destination for over SLOW_WAIT
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()  # set when a message is finished or starts waiting
         self._stopping = False
-        self._slots = asyncio.Semaphore(max(1, config.delivery.concurrency))
         self._in_flight: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
@@ -97,29 +148,81 @@ class DeliveryWorker:
         self._wakeup.set()
 
     async def run(self) -> None:
+        """Claim due work and start its deliveries until ``stop()``.
+
+        A claim that fails, for whatever reason, is logged and tried again
+        after a pause; nothing here lets an exception end the loop.
+        """
         while not self._stopping:
             self._wakeup.clear()
             try:
-                claimed = await self.store.claim_due(self.clock(), CLAIM_BATCH)
-            except StorageError as exc:
+                more = await self._claim_and_start()
+            except Exception as exc:  # storage failing, or a row it cannot read
                 log.error(kv(event="claim-error", error=exc))
-                claimed = []
-            for message in claimed:
-                await self._slots.acquire()
-                if self._stopping:
-                    self._slots.release()
-                    break
-                task = asyncio.create_task(self._deliver_message(message))
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
-            if claimed and len(claimed) >= CLAIM_BATCH:
+                await asyncio.sleep(POLL_INTERVAL)  # not woken early: spare a failing store
+                continue
+            if more:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), POLL_INTERVAL)
 
+    async def _claim_and_start(self) -> bool:
+        """Claim what fits beside the messages in flight and start delivering it.
+
+        Returns True when more may be due at once (the claim was full).
+        """
+        while not (room := self._room_for_claims()) and not self._stopping:
+            self._room.clear()
+            await self._room.wait()
+        if self._stopping:
+            return False
+        limit = min(CLAIM_BATCH, room)
+        deadline = asyncio.get_running_loop().time() + self.config.delivery.attempt_timeout
+        claimed = await self.store.claim_due(self.clock(), limit)
+        for message in claimed:
+            if self._stopping:
+                break  # unstarted claims lapse; after a restart they are due again
+            task = asyncio.create_task(self._deliver_message(message, deadline))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        return len(claimed) >= limit
+
+    def _room_for_claims(self) -> int:
+        """How many more messages may be claimed now (see DEFAULT_MAX_CLAIMED)."""
+        claimed = len(self._in_flight)
+        active = claimed - min(self._slow_waits, claimed)
+        return max(0, min(self.max_active - active, self.max_claimed - claimed))
+
+    def _waits_of_one_message(self) -> Callable[[bool], None]:
+        """The ``on_wait`` of one message's remote deliveries (see RemoteDeliverer).
+
+        A wait longer than SLOW_WAIT stops counting as a delivery, until it ends.
+        """
+        loop = asyncio.get_running_loop()
+        waits: list[_Wait] = []
+
+        def slow(wait: _Wait) -> None:
+            wait.slow = True
+            self._slow_waits += 1
+            self._room.set()  # it holds nothing the next message needs: claim more
+
+        def on_wait(waiting: bool) -> None:
+            if waiting:
+                wait = _Wait()
+                wait.timer = loop.call_later(SLOW_WAIT, slow, wait)
+                waits.append(wait)
+                return
+            ended = waits.pop()  # the waits of one message are alike: any one will do
+            if ended.slow:
+                self._slow_waits -= 1
+            elif ended.timer is not None:
+                ended.timer.cancel()
+
+        return on_wait
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
+        self._room.set()
         if not task.cancelled() and task.exception() is not None:
             log.error(kv(event="delivery-crash", error=repr(task.exception())))
 
@@ -131,57 +234,105 @@ class DeliveryWorker:
         """
         self._stopping = True
         self._wakeup.set()
+        self._room.set()
         if self._timer is not None:
             self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
         self._local.shutdown()
 
-    async def _deliver_message(self, message: QueuedMessage) -> None:
-        local = [r for r in message.recipients if r.target.local]
-        remote = [r for r in message.recipients if not r.target.local]
-        attempts: dict[int, Attempt] = {}
-        if local:  # together: the copies of one message go to a Maildir thread as one batch
-            copies = await asyncio.gather(*(self._local.deliver(message, r) for r in local))
-            attempts.update(
-                (rcpt.index, attempt) for rcpt, attempt in zip(local, copies, strict=True)
-            )
-        if remote:
-            if self.remote is None:
-                for rcpt in remote:
-                    attempts[rcpt.index] = Attempt(
-                        success=False,
-                        permanent=False,
-                        reply="451 4.4.0 Remote delivery is not available in this process",
-                    )
-            else:
-                attempts.update(await self.remote.deliver(message, remote))
-        decided = [(rcpt, attempts[rcpt.index]) for rcpt in message.recipients]
-        results = [(rcpt, att, *self._decide(message, rcpt, att)) for rcpt, att in decided]
-        failed = [
-            FailedRecipient(
-                address=rcpt.target.address,
-                original=rcpt.target.original,
-                reply=att.reply,
-                remote_mta=att.relay,
-                expired=status == "expired",
-            )
-            for rcpt, att, _, status in results
-            if status in ("bounced", "expired")
-        ]
-        if failed and self.bouncer is not None:
-            # Before recording: once every recipient is final the body is gone.
-            try:
-                if await self.bouncer.bounce(message, failed) is not None:
-                    self._wakeup.set()  # the bounce is new work
-            except Exception as exc:  # the bounce is retried with the message
-                log.error(kv(event="bounce-error", id=message.queue_id, error=repr(exc)))
-                return
-        for rcpt, attempt, result, status in results:
-            await self.store.record_result(message.queue_id, rcpt.index, result)
+    # ------------------------------------------------------------ one message
+
+    async def _deliver_message(self, message: QueuedMessage, deadline: float) -> None:
+        """One attempt at a claimed message, ended by ``deadline`` (``loop.time()``).
+
+        Order matters: the results of recipients delivered or deferred are
+        recorded before the bounce is made, so that a bounce that fails never
+        causes a delivered copy to be made again.  The failed recipients are
+        recorded last (the message and its body stay until then, for the
+        bounce to quote): BOUNCED once the bounce is queued, else BOUNCING,
+        and the bounce alone is tried again later.
+        """
+        try:
+            await self._attempt_message(message, deadline)
+        except Exception as exc:  # a bug: the claim lapses and the attempt is repeated
+            log.exception(kv(event="delivery-crash", id=message.queue_id, error=repr(exc)))
+
+    async def _attempt_message(self, message: QueuedMessage, deadline: float) -> None:
+        bouncing = [r for r in message.recipients if r.state is RecipientState.BOUNCING]
+        to_deliver = [r for r in message.recipients if r.state is not RecipientState.BOUNCING]
+        attempts = await self._attempts(message, to_deliver, deadline)
+        failed: list[tuple[QueuedRecipient, Attempt, str]] = []
+        for rcpt in to_deliver:
+            attempt = attempts[rcpt.index]
+            result, status = self._decide(message, rcpt, attempt)
+            if result.state is RecipientState.BOUNCED:
+                failed.append((rcpt, attempt, status))
+                continue
+            await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
             if result.state is RecipientState.DEFERRED:
                 self._wake_at(result.next_attempt)
+        if failed or bouncing:
+            await self._bounce(message, failed, bouncing)
+
+    async def _attempts(
+        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient], deadline: float
+    ) -> dict[int, Attempt]:
+        """An Attempt for every recipient: local and remote ones at the same time."""
+        local = [r for r in recipients if r.target.local]
+        remote = [r for r in recipients if not r.target.local]
+        if not remote:  # the usual cases need no task of their own
+            return await self._deliver_local(message, local, deadline)
+        if not local:
+            return await self._deliver_remote(message, remote, deadline)
+        parts = await asyncio.gather(
+            self._deliver_local(message, local, deadline),
+            self._deliver_remote(message, remote, deadline),
+        )
+        return {index: attempt for part in parts for index, attempt in part.items()}
+
+    async def _deliver_local(
+        self, message: QueuedMessage, rcpts: Sequence[QueuedRecipient], deadline: float
+    ) -> dict[int, Attempt]:
+        """Together: the copies of one message go to a Maildir thread as one batch."""
+        if not rcpts:
+            return {}
+        copies = await asyncio.gather(
+            *(self._local.deliver(message, r, start_by=deadline) for r in rcpts),
+            return_exceptions=True,
+        )
+        attempts: dict[int, Attempt] = {}
+        for rcpt, copy in zip(rcpts, copies, strict=True):
+            if isinstance(copy, BaseException):
+                self._log_error(message, "local", copy)
+                copy = Attempt(success=False, permanent=False, reply=_INTERNAL_ERROR)
+            attempts[rcpt.index] = copy
+        return attempts
+
+    async def _deliver_remote(
+        self, message: QueuedMessage, rcpts: Sequence[QueuedRecipient], deadline: float
+    ) -> dict[int, Attempt]:
+        if not rcpts:
+            return {}
+        if self.remote is None:
+            reply = "451 4.4.0 Remote delivery is not available in this process"
+            return {r.index: Attempt(success=False, permanent=False, reply=reply) for r in rcpts}
+        try:
+            attempts = await self.remote.deliver(
+                message, rcpts, deadline=deadline, on_wait=self._waits_of_one_message()
+            )
+        except Exception as exc:
+            self._log_error(message, "remote", exc)
+            attempts = {}
+        internal = Attempt(success=False, permanent=False, reply=_INTERNAL_ERROR)
+        return {r.index: attempts.get(r.index, internal) for r in rcpts}
+
+    def _log_error(self, message: QueuedMessage, transport: str, exc: BaseException) -> None:
+        log.error(
+            kv(event="delivery-error", id=message.queue_id, transport=transport, error=repr(exc)),
+            exc_info=exc,
+        )
 
     def _decide(
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt
@@ -196,6 +347,85 @@ class DeliveryWorker:
         if when is None:
             return RecipientResult(RecipientState.BOUNCED, attempt.reply), "expired"
         return RecipientResult(RecipientState.DEFERRED, attempt.reply, when), "deferred"
+
+    # ------------------------------------------------------------ bounces
+
+    async def _bounce(
+        self,
+        message: QueuedMessage,
+        failed: Sequence[tuple[QueuedRecipient, Attempt, str]],
+        bouncing: Sequence[QueuedRecipient],
+    ) -> None:
+        """Report the recipients that failed for good now, and those whose bounce failed
+        before, in one DSN; then record them all: BOUNCED, or BOUNCING when the DSN could
+        not be queued (it is tried again after the first retry interval)."""
+        report = [
+            FailedRecipient(
+                address=rcpt.target.address,
+                original=rcpt.target.original,
+                reply=attempt.reply,
+                remote_mta=attempt.relay,
+                expired=status == "expired",
+            )
+            for rcpt, attempt, status in failed
+        ] + [_failed_before(rcpt) for rcpt in bouncing]
+        state = RecipientState.BOUNCED
+        retry_at = 0.0
+        if self.bouncer is not None:
+            try:
+                if await self.bouncer.bounce(message, report) is not None:
+                    self._wakeup.set()  # the bounce is new work
+            except Exception as exc:
+                state = RecipientState.BOUNCING
+                retry_at = self.clock() + retry_delay(1, self.config.queue.retry)
+                log.error(
+                    kv(
+                        event="bounce-error",
+                        id=message.queue_id,
+                        error=repr(exc),
+                        retry=f"{retry_at - self.clock():.0f}s",
+                    )
+                )
+        for rcpt, attempt, status in failed:
+            await self._record(message, rcpt, RecipientResult(state, attempt.reply, retry_at))
+            self._log(message, rcpt, attempt, status)
+        for rcpt in bouncing:
+            reply = rcpt.last_reply or _INTERNAL_ERROR
+            await self._record(message, rcpt, RecipientResult(state, reply, retry_at))
+        if state is RecipientState.BOUNCING:
+            self._wake_at(retry_at)
+
+    # ------------------------------------------------------------ recording
+
+    async def _record(
+        self, message: QueuedMessage, rcpt: QueuedRecipient, result: RecipientResult
+    ) -> None:
+        """Record one result, again and again while storage fails, until it is recorded.
+
+        Giving up would not lose the recipient (its claim lapses and it is tried
+        again), but a delivered one would be delivered twice.  Only a worker
+        that is stopping gives up.
+        """
+        pause = RECORD_RETRY_FIRST
+        while True:
+            try:
+                await self.store.record_result(message.queue_id, rcpt.index, result)
+                return
+            except StorageError as exc:
+                if self._stopping:
+                    log.error(kv(event="record-abandoned", id=message.queue_id, error=exc))
+                    return
+                log.warning(
+                    kv(
+                        event="record-error",
+                        id=message.queue_id,
+                        to=f"<{rcpt.target.address}>",
+                        error=exc,
+                        retry=f"{pause:g}s",
+                    )
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_MAX)
 
     def _log(
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt, status: str
@@ -214,3 +444,28 @@ class DeliveryWorker:
                 reply=attempt.reply,
             )
         )
+
+
+class _Wait:
+    """One delivery waiting for its destination's turn."""
+
+    __slots__ = ("slow", "timer")
+
+    def __init__(self) -> None:
+        self.slow = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
+    """A BOUNCING recipient's line of the report, from what the queue kept of it.
+
+    Its last reply is the one it failed with: a 5xx refused it for good, any
+    other reply means it expired.  The host that gave the reply is not kept.
+    """
+    reply = rcpt.last_reply or _INTERNAL_ERROR
+    return FailedRecipient(
+        address=rcpt.target.address,
+        original=rcpt.target.original,
+        reply=reply,
+        expired=not reply.startswith("5"),
+    )

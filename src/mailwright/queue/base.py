@@ -17,10 +17,17 @@ from mailwright.model import Address, Target
 
 
 class RecipientState(enum.StrEnum):
+    """Where one recipient stands.  QUEUED, DEFERRED and BOUNCING are pending: the
+    message and its body stay in the queue while any recipient is pending."""
+
     QUEUED = "queued"  # waiting for its first attempt
     DEFERRED = "deferred"  # an attempt failed temporarily; waits for next_attempt
     DELIVERED = "delivered"  # final
     BOUNCED = "bounced"  # final: failed permanently or expired; a DSN was made
+    #: Failed for good (permanently, or expired), but the DSN could not be made yet:
+    #: it is tried again at next_attempt.  Never delivered to again.  ``last_reply`` is
+    #: the reply it failed with (5xx: refused for good; anything else: it expired).
+    BOUNCING = "bouncing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class QueuedRecipient:
     index: int  # stable within the message: 0, 1, 2 ... in enqueue order
     target: Target
     state: RecipientState
-    attempts: int
+    attempts: int  # delivery attempts made; retrying a bounce is not one
     next_attempt: float  # unix time
     last_reply: str | None  # the last reply text, e.g. "451 4.3.0 try later"
 
@@ -45,10 +52,11 @@ class QueuedMessage:
 
 @dataclass(frozen=True, slots=True)
 class RecipientResult:
-    """The outcome of one delivery attempt for one recipient.
+    """The outcome of one delivery attempt for one recipient, or of its bounce.
 
-    ``state`` is DELIVERED or BOUNCED (final) or DEFERRED (then ``next_attempt``
-    says when to try again).
+    ``state`` is DELIVERED or BOUNCED (final), DEFERRED (then ``next_attempt``
+    says when to try again) or BOUNCING (failed for good, its DSN not made yet:
+    ``next_attempt`` says when to try making it again).
     """
 
     state: RecipientState
@@ -103,17 +111,26 @@ class QueueStore(Protocol):
     async def claim_due(self, now: float, limit: int) -> list[QueuedMessage]:
         """Claim up to ``limit`` messages with recipients due at ``now``.
 
-        Only the due, non-final recipients are in each returned message.  The
-        claim is a lease: claimed recipients are not returned again until a
-        result is recorded for them or the lease lapses (a crash mid-delivery
-        makes them due again: at-least-once delivery).
+        Only the due, pending recipients (QUEUED, DEFERRED, BOUNCING) are in each
+        returned message; a BOUNCING one is there for its bounce to be made, not
+        to be delivered.  The claim is a lease: claimed recipients are not
+        returned again until a result is recorded for them or the lease lapses
+        (a crash mid-delivery makes them due again: at-least-once delivery).
         """
 
     async def record_result(self, queue_id: str, index: int, result: RecipientResult) -> None:
         """Record one attempt's outcome (durably) and end the claim on that recipient.
 
-        When every recipient of the message is final, the message and its body
+        ``attempts`` counts delivery attempts: it grows by one for a result
+        recorded on a QUEUED or DEFERRED recipient, not for one on a BOUNCING
+        recipient (the bounce was retried, not the delivery).  A result for a
+        recipient that is no longer pending is ignored.  When every recipient
+        of the message is final (DELIVERED or BOUNCED), the message and its body
         are removed.
+
+        Raises StorageError when the result could not be recorded; the
+        recipient then stays claimed until the lease lapses, and the caller may
+        simply record it again.
         """
 
     def open_body(self, queue_id: str) -> BinaryIO:
@@ -131,4 +148,7 @@ class QueueStore(Protocol):
         """Delete a message and its body; False when there was no such message."""
 
     async def retry_now(self, queue_id: str | None = None) -> int:
-        """Make deferred recipients (of one message, or all) due now; returns how many."""
+        """Make pending recipients (of one message, or all) due now; returns how many.
+
+        A BOUNCING recipient's bounce is then tried again now.
+        """

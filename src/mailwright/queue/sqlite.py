@@ -144,7 +144,9 @@ ACCEPTORS_LOCK_NAME = "queue.acceptors"
 SPOOL_DIR_NAME = "spool"
 SPOOL_TMP_NAME = "tmp"
 SPOOL_CORRUPT_NAME = "corrupt"
-SCHEMA_VERSION = 1
+#: 2: the state 'bouncing' (failed for good, its DSN still to be made); an older
+#: mailwright would not understand it, so it refuses the queue.
+SCHEMA_VERSION = 2
 #: Mode of the files the queue creates itself (the database, lock files): private.
 PRIVATE_FILE_MODE = 0o600
 #: Added to every open of a file in data_dir: a symbolic link planted there is refused,
@@ -152,8 +154,12 @@ PRIVATE_FILE_MODE = 0o600
 #: file neither blocks the open nor becomes our terminal; fstat then refuses it.
 _SAFE_OPEN = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
 
-_PENDING = (RecipientState.QUEUED.value, RecipientState.DEFERRED.value)
-_PENDING_SQL = "state IN ('queued', 'deferred')"
+_PENDING = (
+    RecipientState.QUEUED.value,
+    RecipientState.DEFERRED.value,
+    RecipientState.BOUNCING.value,
+)
+_PENDING_SQL = "state IN ('queued', 'deferred', 'bouncing')"
 _RECIPIENT_COLUMNS = (
     "queue_id, idx, address_local, address_domain, original_local, original_domain, "
     "local, state, attempts, next_attempt, last_reply"
@@ -185,7 +191,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     lease_until     REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (queue_id, idx)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS recipients_due ON recipients (next_attempt) WHERE {_PENDING_SQL};
+CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt) WHERE {_PENDING_SQL};
 CREATE TABLE IF NOT EXISTS quarantine (
     queue_id       TEXT PRIMARY KEY,
     quarantined_at REAL NOT NULL,
@@ -936,19 +942,22 @@ class SqliteQueueStore:
         return await self._call(claim, "cannot claim due messages", durable=False)
 
     async def record_result(self, queue_id: str, index: int, result: RecipientResult) -> None:
-        """Record one attempt (attempts + 1), end the claim; remove the message once all are final.
+        """Record one attempt (attempts + 1 unless it was a bounce's retry), end the claim;
+        remove the message once all are final.
 
         A result for a recipient that is already final, or for a message that
         was removed meanwhile (``mailwright queue delete``), is ignored.
         """
         if result.state is RecipientState.QUEUED:
-            raise ValueError("a result is delivered, bounced or deferred, never queued")
-        next_attempt = result.next_attempt if result.state is RecipientState.DEFERRED else 0.0
+            raise ValueError("a result is delivered, bounced, bouncing or deferred, never queued")
+        waits = result.state in (RecipientState.DEFERRED, RecipientState.BOUNCING)
+        next_attempt = result.next_attempt if waits else 0.0
 
         def record(connection: sqlite3.Connection, effects: _Effects) -> None:
             updated = connection.execute(
-                "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt = ?,"
-                " last_reply = ?, lease_until = 0"
+                "UPDATE recipients SET state = ?,"
+                " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
+                " next_attempt = ?, last_reply = ?, lease_until = 0"
                 f" WHERE queue_id = ? AND idx = ? AND {_PENDING_SQL}",
                 (result.state.value, next_attempt, result.reply, queue_id, index),
             ).rowcount
@@ -1020,7 +1029,8 @@ class SqliteQueueStore:
     async def retry_now(self, queue_id: str | None = None) -> int:
         """Make every pending recipient (of one message, or all) due now; returns how many.
 
-        Claims are left alone: a recipient in flight keeps its lease.
+        That includes the bounce of a BOUNCING recipient.  Claims are left
+        alone: a recipient in flight keeps its lease.
         """
 
         def retry(connection: sqlite3.Connection, effects: _Effects) -> int:
@@ -1197,6 +1207,9 @@ class SqliteQueueStore:
                 f" mailwright understands ({SCHEMA_VERSION})"
             )
         _run_script(connection, _SCHEMA)
+        if version < 2:
+            # Schema 1's index of due recipients left out 'bouncing': claims could not use it.
+            connection.execute("DROP INDEX IF EXISTS recipients_due")
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if self._role == "server":
             self._recover(connection, effects)
