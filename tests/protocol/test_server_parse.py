@@ -34,9 +34,9 @@ def parser(config: ProtocolConfig | None = None) -> tuple[CommandParser, LineBuf
 def test_the_same_rcpt_line_depends_on_the_state_it_is_given() -> None:
     p, _ = parser()
     line = b"RCPT TO:<bob@example.test>"
-    early = p.command(line, State.READY, Fact.NONE, True, None)
+    early = p.parse(line, State.READY, Fact.NONE, True, None)
     assert early == ProtocolViolation(reply=replies.NEED_MAIL)
-    accepted = p.command(line, State.MAIL, Fact.NONE, True, Transaction(smtputf8=False))
+    accepted = p.parse(line, State.MAIL, Fact.NONE, True, Transaction(smtputf8=False))
     assert accepted == Rcpt(recipient=Address("bob", "example.test"))
 
 
@@ -44,7 +44,7 @@ def test_rcpt_over_the_limit_counts_the_transaction_it_is_given() -> None:
     p, _ = parser(ProtocolConfig(max_recipients=2))
     line = b"RCPT TO:<bob@example.test>"
     full = Transaction(smtputf8=False, accepted=2)
-    assert p.command(line, State.RCPT, Fact.NONE, True, full) == ProtocolViolation(
+    assert p.parse(line, State.RCPT, Fact.NONE, True, full) == ProtocolViolation(
         reply=replies.TOO_MANY_RECIPIENTS
     )
 
@@ -52,29 +52,29 @@ def test_rcpt_over_the_limit_counts_the_transaction_it_is_given() -> None:
 def test_mail_parameters_need_ehlo_not_helo() -> None:
     p, _ = parser()
     line = b"MAIL FROM:<a@example.test> SIZE=100"
-    after_helo = p.command(line, State.READY, Fact.NONE, False, None)
+    after_helo = p.parse(line, State.READY, Fact.NONE, False, None)
     assert isinstance(after_helo, ProtocolViolation) and after_helo.reply.code == 555
-    after_ehlo = p.command(line, State.READY, Fact.NONE, True, None)
+    after_ehlo = p.parse(line, State.READY, Fact.NONE, True, None)
     assert isinstance(after_ehlo, Mail) and after_ehlo.size == 100
 
 
 def test_data_with_bytes_pipelined_behind_it_is_a_sync_violation() -> None:
     p, lines = parser()
     transaction = Transaction(smtputf8=False, accepted=1)
-    assert p.command(b"DATA", State.RCPT, Fact.NONE, True, transaction) == Data()
+    assert p.parse(b"DATA", State.RCPT, Fact.NONE, True, transaction) == Data()
     lines.feed(b"Subject: sent too early\r\n")
-    event = p.command(b"DATA", State.RCPT, Fact.NONE, True, transaction)
+    event = p.parse(b"DATA", State.RCPT, Fact.NONE, True, transaction)
     assert event == SyncViolation(reply=replies.SYNC_ERROR)
 
 
 def test_auth_keeps_its_sasl_exchange_until_the_connection_ends_it() -> None:
     p, _ = parser(ProtocolConfig(auth_mechanisms=("PLAIN",)))
     assert p.sasl is None
-    started = p.command(b"AUTH PLAIN", State.READY, Fact.TLS, True, None)
+    started = p.parse(b"AUTH PLAIN", State.READY, Fact.TLS, True, None)
     assert started == AuthChallenge(reply=Reply(334, None, ""))
     assert p.sasl is not None
     response = base64.b64encode(b"\0alice@example.test\0s3cret")
-    done = p.sasl_response(response)
+    done = p.parse(response, State.AUTH, Fact.TLS, True, None)
     assert isinstance(done, Auth)
     assert (done.username, done.password) == ("alice@example.test", "s3cret")
 

@@ -79,12 +79,14 @@ __all__ = [
     "ServerConnection",
 ]
 
-#: The one positive reply each of these commands may get (else a 4xx or 5xx).
+#: The one positive reply each of these commands may get (else a 4xx or 5xx): a caller
+#: answering otherwise breaks the protocol.  Other commands may get any (code 0).
 _POSITIVE_REPLY: dict[type[Command], tuple[str, int]] = {
     Data: ("DATA", 354),
     StartTls: ("STARTTLS", 220),
     Auth: ("Auth", 235),
 }
+_ANY_POSITIVE_REPLY = ("", 0)
 #: Syntax and sequence errors count toward max_errors; limits (452, 552) do not.
 _COUNTED_ERROR_CODES = frozenset({500, 501, 502, 503, 504, 530, 538, 553, 555})
 
@@ -121,9 +123,7 @@ class ServerConnection:
     @property
     def facts(self) -> Fact:
         """What state.py's guards look at besides the state."""
-        facts = Fact.NONE
-        if self.tls:
-            facts |= Fact.TLS
+        facts = Fact.TLS if self.tls else Fact.NONE
         if self.authenticated is not None:
             facts |= Fact.AUTHENTICATED
         if self.config.auth_required:
@@ -168,12 +168,7 @@ class ServerConnection:
         line = self._lines.next_line()
         if line is None:
             return ConnectionClosed() if self._eof else NEED_DATA
-        if self.state is State.AUTH:
-            event = self._parser.sasl_response(line)
-        else:
-            event = self._parser.command(
-                line, self.state, self.facts, self.esmtp, self._transaction
-            )
+        event = self._parser.parse(line, self.state, self.facts, self.esmtp, self._transaction)
         self._pending = event
         return event
 
@@ -191,7 +186,6 @@ class ServerConnection:
         if reply.code == 421 or isinstance(event, SyncViolation):
             self._close()
             return out
-        _check_answer(event, reply)
         if isinstance(event, ProtocolViolation):
             if isinstance(event, BodyRejected):
                 self._end_transaction()
@@ -204,6 +198,8 @@ class ServerConnection:
             self._end_transaction()
             return out
         if isinstance(event, AuthChallenge):
+            if reply.code != 334:
+                raise LocalProtocolError("answer AuthChallenge with its own 334 reply")
             # RFC 4954 4: continue-req = "334" SP [base64] CRLF, the space even when empty.
             out = f"334 {reply.text}\r\n".encode("ascii")
         self._apply(event, reply)
@@ -281,6 +277,9 @@ class ServerConnection:
 
     def _apply(self, event: Command, reply: Reply) -> None:
         positive = reply.code < 400
+        name, code = _POSITIVE_REPLY.get(type(event), _ANY_POSITIVE_REPLY)
+        if code and positive and reply.code != code:
+            raise LocalProtocolError(f"{name} must be answered with {code} or a 4xx/5xx reply")
         if isinstance(event, Quit) and positive:
             self._close()
             return
@@ -344,13 +343,3 @@ class ServerConnection:
 def _is_counted_error(reply: Reply) -> bool:
     """Syntax and sequence errors count toward max_errors; limits (452, 552) do not."""
     return reply.code in _COUNTED_ERROR_CODES or (reply.code == 554 and reply.enhanced == "5.5.1")
-
-
-def _check_answer(event: Command, reply: Reply) -> None:
-    """Our caller's side of the protocol: a reply these commands cannot get is its mistake."""
-    if isinstance(event, AuthChallenge) and reply.code != 334:
-        raise LocalProtocolError("answer AuthChallenge with its own 334 reply")
-    expected = _POSITIVE_REPLY.get(type(event))
-    if expected is not None and reply.code < 400 and reply.code != expected[1]:
-        name, code = expected
-        raise LocalProtocolError(f"{name} must be answered with {code} or a 4xx/5xx reply")

@@ -113,7 +113,7 @@ class CommandParser:
         #: The SASL exchange from AUTH to its end (the AUTH state); the connection ends it.
         self.sasl: auth.SaslExchange | None = None
 
-    def command(
+    def parse(
         self,
         line: bytes | LineProblem,
         state: State,
@@ -121,7 +121,9 @@ class CommandParser:
         esmtp: bool,
         transaction: Transaction | None,
     ) -> Command:
-        """The event for one command line received in ``state``."""
+        """The event for one line received in ``state``: a SASL response in AUTH, else a command."""
+        if state is State.AUTH:
+            return self._sasl_response(line)
         if line is LineProblem.TOO_LONG:
             return ProtocolViolation(reply=replies.LINE_TOO_LONG)
         if line is LineProblem.BARE_LINE_ENDING:
@@ -142,7 +144,7 @@ class CommandParser:
         except CommandSyntaxError as exc:
             return ProtocolViolation(reply=exc.reply)
 
-    def sasl_response(self, line: bytes | LineProblem) -> Command:
+    def _sasl_response(self, line: bytes | LineProblem) -> Command:
         """A line inside the AUTH exchange: a response to our 334, never a command."""
         if line is LineProblem.TOO_LONG:
             return AuthAborted(reply=replies.LINE_TOO_LONG)
