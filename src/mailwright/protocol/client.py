@@ -16,42 +16,43 @@ group (RFC 2920 3.1), pipelining to a server that did not offer it, body bytes
 before the 354 (they would run as commands), CR or LF inside a command line
 (command injection), and parameters of extensions the server did not offer.
 
-What the server sends is read leniently where that is harmless and strictly
-where memory is at stake: a reply line may end with a bare LF (some servers in
-the wild send them, and for a reply that ends a line of text it cannot change
-what we do); but a reply line longer than ``max_reply_line`` or a reply of more
-than ``max_reply_lines`` lines is a ``RemoteProtocolError``, raised as soon as
-the limit is crossed, never after buffering whatever the peer keeps sending.
-Malformed lines (no three-digit code, continuation lines that disagree on the
-code) are ``RemoteProtocolError`` too; its message quotes the start of what
-was received, escaped and bounded (``reply.excerpt``), so a log can say what
-the peer sent without carrying its control characters.  After one, the
-connection is unusable: every later ``next_event`` raises the same error.
+What the server sends is read by client_parse.py (``ReplyReader``, and
+``Capabilities`` for EHLO, re-exported here): leniently where that is harmless,
+strictly where memory is at stake; a reply over ``max_reply_line`` octets or
+``max_reply_lines`` lines, or a malformed one, is a ``RemoteProtocolError``.
+After one, the connection is unusable: every later ``next_event`` raises the
+same error.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from mailwright.errors import LocalProtocolError, RemoteProtocolError
 from mailwright.model import Address
+from mailwright.protocol.client_parse import (
+    DEFAULT_MAX_REPLY_LINE,
+    DEFAULT_MAX_REPLY_LINES,
+    Capabilities,
+    ReplyReader,
+)
 from mailwright.protocol.data import DotStuffer
 from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
-from mailwright.protocol.reply import ERROR_EXCERPT, Reply, excerpt
+from mailwright.protocol.reply import Reply, excerpt
 from mailwright.syntax import is_valid_address_literal, is_valid_domain
 
-#: Longest reply line accepted, line ending included.  RFC 5321 4.5.3.1.5 says 512;
-#: real servers send longer texts, so we allow eight times that and no more.
-DEFAULT_MAX_REPLY_LINE = 4096
-#: Most lines in one reply.  An EHLO reply has one per extension (a dozen or two).
-DEFAULT_MAX_REPLY_LINES = 100
-
-_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # ehlo-keyword, RFC 5321 4.1.1.1
+# The reply side lives in client_parse.py; these names are imported from here too.
+__all__ = [
+    "DEFAULT_MAX_REPLY_LINE",
+    "DEFAULT_MAX_REPLY_LINES",
+    "Capabilities",
+    "ClientConnection",
+    "CommandKind",
+    "ReplyReceived",
+    "SentCommand",
+]
 
 
 class CommandKind(enum.Enum):
@@ -79,9 +80,7 @@ K = CommandKind
 #: reply decides whether what follows is body or commands; STARTTLS because what
 #: follows must go through TLS (RFC 3207 4.2); the greeting because talking
 #: before it is a protocol violation (RFC 5321 3.1).
-_ENDS_GROUP = frozenset(
-    {K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS, K.AUTH}
-)
+_ENDS_GROUP = frozenset({K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS, K.AUTH})
 #: Commands that need a successful EHLO or HELO first (RFC 5321 4.1.4).
 _NEEDS_GREETING = frozenset({K.MAIL, K.RCPT, K.DATA})
 
@@ -111,133 +110,10 @@ class ReplyReceived(Event):
     lines: tuple[str, ...]
 
 
-def _frozen_keywords(
-    keywords: Mapping[str, tuple[str, ...]] | None = None,
-) -> Mapping[str, tuple[str, ...]]:
-    return MappingProxyType(dict(keywords or {}))
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """The service extensions a server listed in its EHLO reply (RFC 5321 4.1.1.1).
-
-    ``keywords`` maps each keyword (upper case) to its parameters.  Empty after
-    HELO, before EHLO, and after STARTTLS until the next EHLO (RFC 3207 4.2).
-    """
-
-    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_keywords)
-
-    @classmethod
-    def parse(cls, reply: Reply) -> Capabilities:
-        """Read the extension lines (all but the first) of a 250 reply to EHLO.
-
-        Lines that are not ``keyword *(SP param)`` are ignored: they only say
-        what the server offers, and ignoring one means not using it.  The old
-        ``AUTH=PLAIN LOGIN`` form (sent for very old clients) is merged into AUTH.
-        """
-        keywords: dict[str, tuple[str, ...]] = {}
-        for line in reply.lines[1:]:
-            words = line.split()
-            if not words:
-                continue
-            keyword, _, first = words[0].partition("=")
-            if not _KEYWORD.match(keyword):
-                continue
-            params = ([first] if first else []) + words[1:]
-            key = keyword.upper()
-            merged = keywords.get(key, ()) + tuple(p for p in params if p)
-            keywords[key] = tuple(dict.fromkeys(merged))
-        return cls(_frozen_keywords(keywords))
-
-    def has(self, keyword: str) -> bool:
-        return keyword.upper() in self.keywords
-
-    def params(self, keyword: str) -> tuple[str, ...]:
-        """The parameters of ``keyword``; empty when it has none or is not offered."""
-        return self.keywords.get(keyword.upper(), ())
-
-    @property
-    def max_size(self) -> int | None:
-        """The fixed size limit (RFC 1870 4); None when SIZE is absent, has no value, or is 0."""
-        params = self.params("SIZE")
-        if params and params[0].isdigit() and int(params[0]) > 0:
-            return int(params[0])
-        return None
-
-    @property
-    def pipelining(self) -> bool:
-        return self.has("PIPELINING")
-
-    @property
-    def starttls(self) -> bool:
-        return self.has("STARTTLS")
-
-    @property
-    def smtputf8(self) -> bool:
-        return self.has("SMTPUTF8")
-
-    @property
-    def eight_bit_mime(self) -> bool:
-        return self.has("8BITMIME")
-
-    @property
-    def enhanced_status_codes(self) -> bool:
-        return self.has("ENHANCEDSTATUSCODES")
-
-    @property
-    def chunking(self) -> bool:
-        return self.has("CHUNKING")
-
-    @property
-    def auth_mechanisms(self) -> tuple[str, ...]:
-        return tuple(m.upper() for m in self.params("AUTH"))
-
-
 class _Phase(enum.Enum):
     COMMANDS = "commands"
     BODY = "body"  # DATA got 354: only body() and end_body() until the end marker
     CLOSED = "closed"
-
-
-class _ReplyLineBuffer:
-    """Received bytes cut into reply lines at LF (an optional CR before it is dropped).
-
-    Bounded by ``max_line``: a line that grows past it raises at once.  Each
-    byte is searched for LF once, so a server that trickles bytes costs O(n).
-    """
-
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._scanned = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def clear(self) -> None:
-        self._buf.clear()
-        self._scanned = 0
-
-    def next_line(self) -> bytes | None:
-        buf = self._buf
-        idx = buf.find(b"\n", self._scanned)
-        if idx == -1:
-            self._scanned = len(buf)
-            if len(buf) >= self.max_line:
-                raise RemoteProtocolError(
-                    f"reply line longer than {self.max_line} octets (no line ending yet),"
-                    f" starting {excerpt(bytes(buf[: ERROR_EXCERPT + 1]))}"
-                )
-            return None
-        self._scanned = 0
-        if idx + 1 > self.max_line:
-            raise RemoteProtocolError(
-                f"reply line longer than {self.max_line} octets,"
-                f" starting {excerpt(bytes(buf[: ERROR_EXCERPT + 1]))}"
-            )
-        line = bytes(buf[:idx])
-        del buf[: idx + 1]
-        return line[:-1] if line.endswith(b"\r") else line
 
 
 class ClientConnection:
@@ -249,9 +125,7 @@ class ClientConnection:
         max_reply_line: int = DEFAULT_MAX_REPLY_LINE,
         max_reply_lines: int = DEFAULT_MAX_REPLY_LINES,
     ) -> None:
-        self.max_reply_lines = max_reply_lines
-        self._lines = _ReplyLineBuffer(max_reply_line)
-        self._reply: list[str] = []  # lines of a multiline reply read so far
+        self._replies = ReplyReader(max_reply_line, max_reply_lines)
         self._pending: deque[SentCommand] = deque([SentCommand(kind=K.GREETING, line="")])
         self._phase = _Phase.COMMANDS
         self._capabilities = Capabilities()
@@ -297,7 +171,7 @@ class ClientConnection:
         if not data:
             self._eof = True
             return
-        self._lines.feed(data)
+        self._replies.feed(data)
 
     def next_event(self) -> ReplyReceived | ConnectionClosed | _NeedData:
         """The next complete reply, ConnectionClosed, or NEED_DATA.
@@ -314,31 +188,17 @@ class ClientConnection:
         except RemoteProtocolError as exc:
             self._error = exc
             self._phase = _Phase.CLOSED
-            self._lines.clear()
+            self._replies.clear()
             raise
 
     def _next_reply(self) -> ReplyReceived | ConnectionClosed | _NeedData:
-        while True:
-            raw = self._lines.next_line()
-            if raw is None:
-                if self._eof:
-                    self._phase = _Phase.CLOSED
-                    return ConnectionClosed()
-                return NEED_DATA
-            text = raw.decode("utf-8", errors="replace")
-            self._reply.append(text)
-            if len(self._reply) > self.max_reply_lines:
-                raise RemoteProtocolError(
-                    f"reply has more than {self.max_reply_lines} lines,"
-                    f" the first {excerpt(self._reply[0])}"
-                )
-            if text[3:4] != "-":
-                break
-        lines, self._reply = tuple(self._reply), []
-        try:
-            reply = Reply.parse_lines(list(lines))
-        except ValueError as exc:
-            raise RemoteProtocolError(f"malformed reply: {exc}") from None
+        received = self._replies.next_reply()
+        if received is None:
+            if self._eof:
+                self._phase = _Phase.CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+        reply, lines = received
         command = self._pending.popleft() if self._pending else None
         if command is None and reply.code != 421:
             raise RemoteProtocolError(f"reply without a command to answer: {excerpt(str(reply))}")
@@ -351,7 +211,7 @@ class ClientConnection:
             # RFC 5321 3.8: 421 means the server is closing; 221 answers QUIT.
             self._phase = _Phase.CLOSED
             self._pending.clear()
-            self._lines.clear()
+            self._replies.clear()
             return
         assert command is not None
         kind = command.kind
@@ -369,7 +229,7 @@ class ClientConnection:
             # RFC 3207 4.2: anything received before the handshake came in plain
             # text and may have been injected; drop it.  The capabilities are
             # forgotten and a new EHLO is needed.
-            self._lines.clear()
+            self._replies.clear()
             self._capabilities = Capabilities()
             self._esmtp = self._greeted = False
 
@@ -397,20 +257,7 @@ class ClientConnection:
         SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
         """
         self._check_open(K.MAIL)
-        params = []
-        if size is not None:
-            if size < 0:
-                raise LocalProtocolError("SIZE must not be negative")
-            self._require_extension("SIZE")
-            params.append(f"SIZE={size}")
-        if body_8bit:
-            self._require_extension("8BITMIME")
-            params.append("BODY=8BITMIME")
-        if smtputf8:
-            self._require_extension("SMTPUTF8")
-            params.append("SMTPUTF8")
-        path = "" if sender is None else _checked_address(sender, smtputf8)
-        line = " ".join([f"MAIL FROM:<{path}>", *params])
+        line = _mail_line(sender, self._capabilities, size, body_8bit, smtputf8)
         out = self._command(K.MAIL, line)
         self._mail_smtputf8 = smtputf8
         return out
@@ -448,7 +295,7 @@ class ClientConnection:
     def starttls(self) -> bytes:
         """STARTTLS (RFC 3207); after its 220, start TLS and send EHLO again."""
         self._check_open(K.STARTTLS)
-        self._require_extension("STARTTLS")
+        _require_extension(self._capabilities, "STARTTLS")
         return self._command(K.STARTTLS, "STARTTLS")
 
     def auth(self, mechanism: str, initial_response: str | None = None) -> bytes:
@@ -457,12 +304,7 @@ class ClientConnection:
         The reply is 235 (done), 334 (the server wants a continuation: send it
         with ``auth_continue``) or an error.  AUTH ends a pipelined group.
         """
-        if not mechanism.isascii() or not mechanism.replace("-", "").replace("_", "").isalnum():
-            raise LocalProtocolError(f"not a SASL mechanism name: {mechanism!r}")
-        line = f"AUTH {mechanism.upper()}"
-        if initial_response is not None:
-            line += f" {initial_response or '='}"  # "=" is an empty initial response
-        return self._command(K.AUTH, line)
+        return self._command(K.AUTH, _auth_line(mechanism, initial_response))
 
     def auth_continue(self, response: str) -> bytes:
         """One continuation line of an AUTH exchange (base64, or ``*`` to cancel)."""
@@ -517,10 +359,6 @@ class ClientConnection:
         self._pending.append(SentCommand(kind=kind, line=line))
         return line.encode("utf-8") + b"\r\n"
 
-    def _require_extension(self, keyword: str) -> None:
-        if not self._capabilities.has(keyword):
-            raise LocalProtocolError(f"the server did not offer {keyword} in its EHLO reply")
-
     def _body_stuffer(self) -> DotStuffer:
         if self._phase is not _Phase.BODY or self._stuffer is None:
             raise LocalProtocolError(
@@ -540,3 +378,42 @@ def _checked_address(address: Address, smtputf8: bool) -> str:
     if not smtputf8 and not text.isascii():
         raise LocalProtocolError(f"{text} is not ASCII: send MAIL with SMTPUTF8 (RFC 6531)")
     return text
+
+
+def _mail_line(
+    sender: Address | None,
+    capabilities: Capabilities,
+    size: int | None,
+    body_8bit: bool,
+    smtputf8: bool,
+) -> str:
+    """MAIL FROM with its parameters, each checked against what the server offered."""
+    params = []
+    if size is not None:
+        if size < 0:
+            raise LocalProtocolError("SIZE must not be negative")
+        _require_extension(capabilities, "SIZE")
+        params.append(f"SIZE={size}")
+    if body_8bit:
+        _require_extension(capabilities, "8BITMIME")
+        params.append("BODY=8BITMIME")
+    if smtputf8:
+        _require_extension(capabilities, "SMTPUTF8")
+        params.append("SMTPUTF8")
+    path = "" if sender is None else _checked_address(sender, smtputf8)
+    return " ".join([f"MAIL FROM:<{path}>", *params])
+
+
+def _auth_line(mechanism: str, initial_response: str | None) -> str:
+    if not mechanism.isascii() or not mechanism.replace("-", "").replace("_", "").isalnum():
+        raise LocalProtocolError(f"not a SASL mechanism name: {mechanism!r}")
+    line = f"AUTH {mechanism.upper()}"
+    if initial_response is not None:
+        line += f" {initial_response or '='}"  # "=" is an empty initial response
+    return line
+
+
+def _require_extension(capabilities: Capabilities, keyword: str) -> None:
+    """RFC 5321 4.1.1.1: a client uses only the extensions the server listed in its EHLO reply."""
+    if not capabilities.has(keyword):
+        raise LocalProtocolError(f"the server did not offer {keyword} in its EHLO reply")

@@ -71,6 +71,23 @@ BARE_LINE_ENDING = Reply(
 )
 BAD_ENCODING = Reply(500, "5.5.2", "Syntax error: command is not valid UTF-8")
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+EMPTY_COMMAND = Reply(500, "5.5.2", "Syntax error: empty command")
+VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax error: send VRFY <user>")
+#: MAIL's parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8) with a bad value.
+SIZE_SYNTAX = Reply(501, "5.5.4", "Syntax error: SIZE takes a number of octets")
+BODY_SYNTAX = Reply(501, "5.5.4", "Syntax error: BODY must be 7BIT or 8BITMIME")
+SMTPUTF8_SYNTAX = Reply(501, "5.5.4", "Syntax error: SMTPUTF8 takes no value")
+
+
+def no_arguments(verb: str) -> Reply:
+    """DATA, RSET, QUIT and STARTTLS take no argument (RFC 5321 4.1.1, RFC 3207 4)."""
+    return Reply(501, "5.5.4", f"Syntax error: {verb} takes no arguments")
+
+
+def unsupported_parameter(keyword: str, hint: str) -> Reply:
+    """A MAIL or RCPT parameter of an extension we do not offer (RFC 5321 4.1.1.11)."""
+    return Reply(555, "5.5.4", f"Unsupported parameter {keyword}; {hint}")
+
 
 # 5xx: sequence (RFC 5321 4.1.4); each text says what to send instead.
 NEED_HELO = Reply(503, "5.5.1", "Bad sequence of commands: send EHLO or HELO first")
@@ -120,11 +137,37 @@ AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Syntax error: the response is not valid base64")
 AUTH_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 
+
+def auth_syntax(offered: str) -> Reply:
+    """AUTH without a mechanism, or with more than an initial response (RFC 4954 4)."""
+    return Reply(501, "5.5.4", f"Syntax error: send AUTH <mechanism> ({offered})")
+
+
+def auth_unknown_mechanism(offered: str) -> Reply:
+    return AUTH_UNKNOWN_MECHANISM.with_text(
+        f"Unrecognized authentication type; use one of: {offered}"
+    )
+
+
 # 5xx: talking out of turn (RFC 2920 3.1); the connection is closed after it.
 SYNC_ERROR = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")
 
 # 5xx: message content
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+
+
+def message_too_big(limit: int) -> Reply:
+    """RFC 1870 6.1 and 6.3: at MAIL for a declared SIZE, or once the body passed ``limit``."""
+    return Reply(552, "5.3.4", f"Message size exceeds fixed maximum message size of {limit} octets")
+
+
+def body_line_too_long(limit: int) -> Reply:
+    """A message line over ``max_body_line`` (RFC 5321 4.5.3.1.6 sets the floor at 1000)."""
+    return Reply(
+        554, "5.6.0", f"Message refused: a line is longer than {limit} octets (RFC 5321 4.5.3.1.6)"
+    )
+
+
 BARE_LINE_ENDING_IN_DATA = Reply(
     554,
     "5.6.0",

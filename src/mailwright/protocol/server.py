@@ -12,28 +12,20 @@ STARTTLS and AUTH live here as far as they are protocol: after the 220 to
 TLS must never be answered after it: CVE-2011-0411) and expects a new EHLO;
 the SASL exchanges of AUTH run in the AUTH state and end in an ``Auth`` event
 with the credentials, which the caller verifies.
+
+Reading a command line into its event is server_parse.py's ``CommandParser``,
+given the session facts it needs; the limits and extensions are limits.py's
+``ProtocolConfig``, re-exported here.  This file keeps the state: what a reply
+does to the session (``send``), and the body phase between 354 and end of data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mailwright.errors import LocalProtocolError
-from mailwright.model import Address
-from mailwright.protocol import auth, replies
+from mailwright.protocol import replies
 from mailwright.protocol import state as st
-from mailwright.protocol.buffer import LineBuffer, LineProblem
-from mailwright.protocol.commands import (
-    MAX_SIZE_DIGITS,
-    CommandSyntaxError,
-    parse_helo_argument,
-    parse_parameters,
-    parse_path,
-    scan_path,
-    split_command,
-    split_mail_argument,
-)
-from mailwright.protocol.data import BodyProblem, DataReader
+from mailwright.protocol.buffer import LineBuffer
+from mailwright.protocol.data import DataReader
 from mailwright.protocol.events import (
     NEED_DATA,
     Auth,
@@ -47,81 +39,56 @@ from mailwright.protocol.events import (
     Ehlo,
     EndOfData,
     Event,
-    Help,
     Mail,
-    Noop,
     ProtocolViolation,
     Quit,
     Rcpt,
     Rset,
     StartTls,
     SyncViolation,
-    Vrfy,
     _NeedData,
 )
+from mailwright.protocol.limits import (
+    DEFAULT_MAX_AUTH_LINE,
+    DEFAULT_MAX_BODY_LINE,
+    DEFAULT_MAX_ERRORS,
+    DEFAULT_MAX_LINE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_MAX_REFUSED_RECIPIENTS,
+    MIN_BODY_LINE_LENGTH,
+    MIN_LINE_LENGTH,
+    ProtocolConfig,
+)
 from mailwright.protocol.reply import Reply
+from mailwright.protocol.server_parse import CommandParser, Transaction, body_rejection
 from mailwright.protocol.state import Fact, State
 
-# The limits of a session, named here once: the protocol core must work without any
-# configuration, and config/schema.py takes its defaults for [smtp] from these.
-#: RFC 5321 4.5.3.1.4: a server must accept command lines of 512 octets, CRLF included;
-#: a lower limit breaks clients, so it is also the least a configuration may set.
-MIN_LINE_LENGTH = 512
-DEFAULT_MAX_LINE = MIN_LINE_LENGTH
-#: RFC 5321 4.5.3.1.6: text lines of 1000 octets, CRLF included, must be accepted.
-MIN_BODY_LINE_LENGTH = 1000
-#: Octets per message line, CRLF included; 0 accepts any length (never buffered whole).
-DEFAULT_MAX_BODY_LINE = 0
-DEFAULT_MAX_MESSAGE_SIZE = 26_214_400
-DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
-DEFAULT_MAX_ERRORS = 10
-#: RCPTs refused (5xx) in one session before 421: guessing addresses (directory
-#: harvesting) is cut off, as Postfix's smtpd_hard_error_limit does.
-DEFAULT_MAX_REFUSED_RECIPIENTS = 20
+# ProtocolConfig and its defaults live in limits.py; they are imported from here too.
+__all__ = [
+    "DEFAULT_MAX_AUTH_LINE",
+    "DEFAULT_MAX_BODY_LINE",
+    "DEFAULT_MAX_ERRORS",
+    "DEFAULT_MAX_LINE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_RECIPIENTS",
+    "DEFAULT_MAX_REFUSED_RECIPIENTS",
+    "MIN_BODY_LINE_LENGTH",
+    "MIN_LINE_LENGTH",
+    "ProtocolConfig",
+    "ServerConnection",
+]
 
-DEFAULT_MAX_AUTH_LINE = auth.DEFAULT_MAX_AUTH_LINE
-
-#: Verbs of RFC 5321 and common extensions that this server knows but does not offer
-#: (STARTTLS and AUTH are offered only when configured).
-_NOT_IMPLEMENTED = frozenset(
-    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT"}
-)
-_NO_ARGUMENTS = {"DATA": Data, "RSET": Rset, "QUIT": Quit, "STARTTLS": StartTls}
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolConfig:
-    """The limits and extensions of one server session; immutable, passed in, never global."""
-
-    max_line: int = DEFAULT_MAX_LINE
-    max_body_line: int = DEFAULT_MAX_BODY_LINE
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    max_recipients: int = DEFAULT_MAX_RECIPIENTS
-    max_errors: int = DEFAULT_MAX_ERRORS
-    #: RCPTs answered 5xx before the session is closed with 421 (directory harvesting).
-    max_refused_recipients: int = DEFAULT_MAX_REFUSED_RECIPIENTS
-    smtputf8: bool = True
-    extra_capabilities: tuple[str, ...] = ()
-    #: A certificate is configured: STARTTLS is offered while TLS is not active.
-    starttls: bool = False
-    #: SASL mechanisms offered by AUTH once TLS is active (RFC 4954 4: never in plain text).
-    auth_mechanisms: tuple[str, ...] = ()
-    #: Submission (RFC 6409 4.3): MAIL is refused with 530 until AUTH succeeded.
-    auth_required: bool = False
-    max_auth_line: int = DEFAULT_MAX_AUTH_LINE
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.auth_mechanisms if m not in auth.MECHANISMS]
-        if unknown:
-            raise ValueError(f"unknown SASL mechanisms: {unknown}")
-
-
-@dataclass(slots=True)
-class _Transaction:
-    """MAIL ... end of data; RSET drops it without touching the session."""
-
-    smtputf8: bool
-    accepted: int = 0
+#: The one positive reply each of these commands may get (else a 4xx or 5xx): a caller
+#: answering otherwise breaks the protocol.  Other commands may get any (code 0).
+_POSITIVE_REPLY: dict[type[Command], tuple[str, int]] = {
+    Data: ("DATA", 354),
+    StartTls: ("STARTTLS", 220),
+    Auth: ("Auth", 235),
+}
+_ANY_POSITIVE_REPLY = ("", 0)
+#: Syntax and sequence errors count toward max_errors; limits (452, 552) do not.
+_COUNTED_ERROR_CODES = frozenset({500, 501, 502, 503, 504, 530, 538, 553, 555})
 
 
 class ServerConnection:
@@ -139,20 +106,11 @@ class ServerConnection:
         self.tls = tls
         #: The user name of the ``Auth`` event answered 235, None before.
         self.authenticated: str | None = None
-        self._verbs = dict(_VERBS)
-        if self.config.starttls:
-            self._verbs["STARTTLS"] = StartTls
-        if self.config.auth_mechanisms:
-            self._verbs["AUTH"] = Auth
-        # An AUTH line with its initial response may exceed max_line (RFC 4954 4).
-        buffer_limit = self.config.max_line
-        if self.config.auth_mechanisms:
-            buffer_limit = max(buffer_limit, self.config.max_auth_line)
-        self._lines = LineBuffer(buffer_limit)
-        self._sasl: auth.SaslExchange | None = None
+        self._lines = LineBuffer(self.config.command_buffer_limit)
+        self._parser = CommandParser(self.config, self._lines)
         self._reader: DataReader | None = None
         self._data_finished = False
-        self._transaction: _Transaction | None = None
+        self._transaction: Transaction | None = None
         self._pending: Command | None = None
         self._eof = False
 
@@ -160,27 +118,12 @@ class ServerConnection:
 
     def capabilities(self) -> list[str]:
         """EHLO keywords, in the order they are advertised (RFC 5321 4.1.1.1)."""
-        caps = [
-            "PIPELINING",
-            f"SIZE {self.config.max_message_size}",
-            "8BITMIME",
-        ]
-        if self.config.smtputf8:
-            caps.append("SMTPUTF8")
-        caps.append("ENHANCEDSTATUSCODES")
-        if self.config.starttls and not self.tls:
-            caps.append("STARTTLS")
-        if self.config.auth_mechanisms and self.tls:
-            caps.append("AUTH " + " ".join(self.config.auth_mechanisms))
-        caps.extend(self.config.extra_capabilities)
-        return caps
+        return self.config.capabilities(tls=self.tls)
 
     @property
     def facts(self) -> Fact:
         """What state.py's guards look at besides the state."""
-        facts = Fact.NONE
-        if self.tls:
-            facts |= Fact.TLS
+        facts = Fact.TLS if self.tls else Fact.NONE
         if self.authenticated is not None:
             facts |= Fact.AUTHENTICATED
         if self.config.auth_required:
@@ -225,7 +168,7 @@ class ServerConnection:
         line = self._lines.next_line()
         if line is None:
             return ConnectionClosed() if self._eof else NEED_DATA
-        event = self._parse_sasl(line) if self.state is State.AUTH else self._parse(line)
+        event = self._parser.parse(line, self.state, self.facts, self.esmtp, self._transaction)
         self._pending = event
         return event
 
@@ -240,10 +183,7 @@ class ServerConnection:
             raise LocalProtocolError("no command is waiting for a reply")
         self._pending = None
         out = reply.format()
-        if reply.code == 421:
-            self._close()
-            return out
-        if isinstance(event, SyncViolation):
+        if reply.code == 421 or isinstance(event, SyncViolation):
             self._close()
             return out
         if isinstance(event, ProtocolViolation):
@@ -251,7 +191,7 @@ class ServerConnection:
                 self._end_transaction()
             if isinstance(event, AuthAborted):
                 self._apply(event, reply)
-            if self._is_counted_error(event.reply):
+            if _is_counted_error(event.reply):
                 return self._count_error(out)
             return out
         if isinstance(event, EndOfData):
@@ -325,38 +265,27 @@ class ServerConnection:
 
     def _close(self) -> None:
         self.state = State.CLOSED
-        self._sasl = None
+        self._parser.sasl = None
         self._reader = None
         self._transaction = None
         self._lines.clear()
 
     def _end_transaction(self) -> None:
+        """After the reply to the end of data (``_next_body_event`` already dropped the reader)."""
         self._transaction = None
-        self._reader = None
-        self._data_finished = False
         self.state = State.READY
-
-    @staticmethod
-    def _is_counted_error(reply: Reply) -> bool:
-        """Syntax and sequence errors count toward max_errors; limits (452, 552) do not."""
-        return reply.code in (500, 501, 502, 503, 504, 530, 538, 553, 555) or (
-            reply.code == 554 and reply.enhanced == "5.5.1"
-        )
 
     def _apply(self, event: Command, reply: Reply) -> None:
         positive = reply.code < 400
-        if isinstance(event, Data) and positive and reply.code != 354:
-            raise LocalProtocolError("DATA must be answered with 354 or a 4xx/5xx reply")
-        if isinstance(event, StartTls) and positive and reply.code != 220:
-            raise LocalProtocolError("STARTTLS must be answered with 220 or a 4xx/5xx reply")
-        if isinstance(event, Auth) and positive and reply.code != 235:
-            raise LocalProtocolError("Auth must be answered with 235 or a 4xx/5xx reply")
+        name, code = _POSITIVE_REPLY.get(type(event), _ANY_POSITIVE_REPLY)
+        if code and positive and reply.code != code:
+            raise LocalProtocolError(f"{name} must be answered with {code} or a 4xx/5xx reply")
         if isinstance(event, Quit) and positive:
             self._close()
             return
         self.state = st.next_state(self.state, type(event), positive)
         if isinstance(event, Auth | AuthAborted):
-            self._sasl = None
+            self._parser.sasl = None
         if not positive:
             return
         if isinstance(event, StartTls):
@@ -376,7 +305,7 @@ class ServerConnection:
         elif isinstance(event, Rset):
             self._transaction = None
         elif isinstance(event, Mail):
-            self._transaction = _Transaction(smtputf8=event.smtputf8)
+            self._transaction = Transaction(smtputf8=event.smtputf8)
         elif isinstance(event, Rcpt):
             assert self._transaction is not None
             self._transaction.accepted += 1
@@ -403,201 +332,14 @@ class ServerConnection:
         self._reader = None
         self._data_finished = False
         event: Command
-        if reader.problem is BodyProblem.TOO_BIG:
-            event = BodyRejected(reply=_too_big(self.config.max_message_size))
-        elif reader.problem is BodyProblem.LINE_TOO_LONG:
-            event = BodyRejected(reply=_line_too_long(self.config.max_body_line))
-        elif reader.problem is BodyProblem.BARE_LINE_ENDING:
-            event = BodyRejected(reply=replies.BARE_LINE_ENDING_IN_DATA)
-        else:
+        if reader.problem is None:
             event = EndOfData(size=reader.size)
+        else:
+            event = BodyRejected(reply=body_rejection(reader.problem, self.config))
         self._pending = event
         return event
 
-    def _parse(self, line: bytes | LineProblem) -> Command:
-        if line is LineProblem.TOO_LONG:
-            return ProtocolViolation(reply=replies.LINE_TOO_LONG)
-        if line is LineProblem.BARE_LINE_ENDING:
-            return ProtocolViolation(reply=replies.BARE_LINE_ENDING)
-        assert isinstance(line, bytes)
-        if len(line) + 2 > self.config.max_line and line.split(b" ", 1)[0].upper() != b"AUTH":
-            return ProtocolViolation(reply=replies.LINE_TOO_LONG)
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                return ProtocolViolation(reply=replies.BAD_ENCODING)
-        try:
-            return self._parse_command(text)
-        except CommandSyntaxError as exc:
-            return ProtocolViolation(reply=exc.reply)
 
-    def _parse_command(self, text: str) -> Command:
-        cmd = split_command(text)
-        verb = cmd.verb
-        command_type = self._verbs.get(verb)
-        if command_type is None:
-            if verb in _NOT_IMPLEMENTED:
-                return ProtocolViolation(reply=replies.NOT_IMPLEMENTED)
-            if not verb:
-                return ProtocolViolation(reply=Reply(500, "5.5.2", "Syntax error: empty command"))
-            return ProtocolViolation(reply=replies.UNKNOWN_COMMAND)
-        out_of_sequence = st.check(self.state, command_type, self.facts)
-        if out_of_sequence is not None:
-            return ProtocolViolation(reply=out_of_sequence)
-        if not text.isascii() and command_type is not Mail and command_type is not Rcpt:
-            return ProtocolViolation(reply=replies.BAD_ENCODING)
-        if verb in _NO_ARGUMENTS:
-            if cmd.argument.strip(" "):
-                return ProtocolViolation(
-                    reply=Reply(501, "5.5.4", f"Syntax error: {verb} takes no arguments")
-                )
-            if command_type in (Data, Quit) and len(self._lines):
-                # RFC 2920 3.1: DATA and QUIT end a pipelined group; bytes after
-                # them in the same write were sent without waiting for a reply.
-                return SyncViolation(reply=replies.SYNC_ERROR)
-            return _NO_ARGUMENTS[verb]()
-        if command_type is Ehlo:
-            return Ehlo(hostname=parse_helo_argument(cmd.argument, verb), extended=verb == "EHLO")
-        if command_type is Mail:
-            return self._parse_mail(cmd.argument)
-        if command_type is Rcpt:
-            return self._parse_rcpt(cmd.argument)
-        if command_type is Vrfy:
-            if not cmd.argument.strip(" "):
-                raise CommandSyntaxError(Reply(501, "5.5.4", "Syntax error: send VRFY <user>"))
-            return Vrfy(argument=cmd.argument.strip(" "))
-        if command_type is Help:
-            return Help(topic=cmd.argument.strip(" "))
-        if command_type is Auth:
-            return self._parse_auth(cmd.argument)
-        return Noop()
-
-    def _parse_auth(self, argument: str) -> Command:
-        """AUTH mechanism [initial-response] (RFC 4954 4)."""
-        words = argument.strip(" ").split(" ")
-        offered = " ".join(self.config.auth_mechanisms)
-        if not words[0] or len(words) > 2:
-            raise CommandSyntaxError(
-                Reply(501, "5.5.4", f"Syntax error: send AUTH <mechanism> ({offered})")
-            )
-        mechanism = words[0].upper()
-        if mechanism not in self.config.auth_mechanisms:
-            return ProtocolViolation(
-                reply=replies.AUTH_UNKNOWN_MECHANISM.with_text(
-                    f"Unrecognized authentication type; use one of: {offered}"
-                )
-            )
-        exchange = auth.start_exchange(mechanism)
-        self._sasl = exchange
-        return self._sasl_event(exchange.start(words[1] if len(words) == 2 else None))
-
-    def _parse_sasl(self, line: bytes | LineProblem) -> Command:
-        """A line inside the AUTH exchange: a response to our 334, never a command."""
-        if line is LineProblem.TOO_LONG:
-            return AuthAborted(reply=replies.LINE_TOO_LONG)
-        if line is LineProblem.BARE_LINE_ENDING:
-            return AuthAborted(reply=replies.BARE_LINE_ENDING)
-        assert isinstance(line, bytes) and self._sasl is not None
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            return AuthAborted(reply=replies.AUTH_BAD_BASE64)
-        return self._sasl_event(self._sasl.respond(text))
-
-    def _sasl_event(self, step: auth.Step) -> Command:
-        match step:
-            case auth.Challenge(text=text):
-                return AuthChallenge(reply=Reply(334, None, text))
-            case auth.Credentials():
-                return Auth(
-                    mechanism=step.mechanism,
-                    username=step.username,
-                    password=step.password,
-                    authzid=step.authzid,
-                )
-            case auth.Refusal(reply=reply):
-                return AuthAborted(reply=reply)
-        raise AssertionError(f"unknown SASL step {step!r}")  # pragma: no cover
-
-    def _parse_mail(self, argument: str) -> Command:
-        rest = split_mail_argument(argument, "FROM:")
-        path, param_text = scan_path(rest, recipient=False)
-        params = parse_parameters(param_text)
-        if params and not self.esmtp:
-            return _unsupported(next(iter(params)), "send EHLO instead of HELO to use parameters")
-        size: int | None = None
-        body_type: str | None = None
-        smtputf8 = False
-        for key, value in params.items():
-            if key == "SIZE":
-                if not value or not value.isdigit() or len(value) > MAX_SIZE_DIGITS:
-                    raise CommandSyntaxError(
-                        Reply(501, "5.5.4", "Syntax error: SIZE takes a number of octets")
-                    )
-                size = int(value)
-            elif key == "BODY":
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-                    raise CommandSyntaxError(
-                        Reply(501, "5.5.4", "Syntax error: BODY must be 7BIT or 8BITMIME")
-                    )
-                body_type = value.upper()
-            elif key == "SMTPUTF8" and self.config.smtputf8:
-                if value is not None:
-                    raise CommandSyntaxError(
-                        Reply(501, "5.5.4", "Syntax error: SMTPUTF8 takes no value")
-                    )
-                smtputf8 = True
-            else:
-                return _unsupported(key, "send MAIL FROM:<address> without it")
-        sender = parse_path(path, null_allowed=True, smtputf8=smtputf8, recipient=False)
-        if size is not None and size > self.config.max_message_size:
-            # RFC 1870 6.1: refuse at MAIL when the declared size is too large.
-            return ProtocolViolation(reply=_too_big(self.config.max_message_size))
-        return Mail(sender=sender, size=size, body_type=body_type, smtputf8=smtputf8, params=params)
-
-    def _parse_rcpt(self, argument: str) -> Command:
-        rest = split_mail_argument(argument, "TO:")
-        path, param_text = scan_path(rest, recipient=True)
-        params = parse_parameters(param_text)
-        if params:
-            return _unsupported(next(iter(params)), "send RCPT TO:<address> without it")
-        transaction = self._transaction
-        assert transaction is not None
-        recipient = parse_path(
-            path, null_allowed=False, smtputf8=transaction.smtputf8, recipient=True
-        )
-        assert isinstance(recipient, Address)
-        if transaction.accepted >= self.config.max_recipients:
-            return ProtocolViolation(reply=replies.TOO_MANY_RECIPIENTS)
-        return Rcpt(recipient=recipient, params=params)
-
-
-_VERBS: dict[str, type[Command]] = {
-    "EHLO": Ehlo,
-    "HELO": Ehlo,
-    "MAIL": Mail,
-    "RCPT": Rcpt,
-    "DATA": Data,
-    "RSET": Rset,
-    "NOOP": Noop,
-    "QUIT": Quit,
-    "VRFY": Vrfy,
-    "HELP": Help,
-}
-
-
-def _unsupported(keyword: str, hint: str) -> ProtocolViolation:
-    return ProtocolViolation(reply=Reply(555, "5.5.4", f"Unsupported parameter {keyword}; {hint}"))
-
-
-def _line_too_long(limit: int) -> Reply:
-    return Reply(
-        554, "5.6.0", f"Message refused: a line is longer than {limit} octets (RFC 5321 4.5.3.1.6)"
-    )
-
-
-def _too_big(limit: int) -> Reply:
-    return Reply(552, "5.3.4", f"Message size exceeds fixed maximum message size of {limit} octets")
+def _is_counted_error(reply: Reply) -> bool:
+    """Syntax and sequence errors count toward max_errors; limits (452, 552) do not."""
+    return reply.code in _COUNTED_ERROR_CODES or (reply.code == 554 and reply.enhanced == "5.5.1")
