@@ -15,6 +15,7 @@ from mailwright.delivery.dsn import (
 )
 from mailwright.errors import ConfigError
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 from tests.helpers import make_config
 
 
@@ -70,7 +71,7 @@ def test_a_report_carries_no_control_characters_of_a_stored_reply() -> None:
             FailedRecipient(
                 address=Address("bob", "elsewhere.test"),
                 original=Address("bob", "elsewhere.test"),
-                reply="550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00",
+                reply=Reply.parse("550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00"),
                 remote_mta="mx.elsewhere.test[127.0.0.1]:25\x85",
             )
         ],

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.local import MAX_BATCH, LocalDelivery
+from mailwright.delivery.outcome import Outcome
 from mailwright.durable import DirectorySyncer
 from mailwright.model import Address
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, Target
@@ -33,7 +33,7 @@ class CountingDelivery(LocalDelivery):
 
     def _deliver_batch(
         self, jobs: Sequence[tuple[QueuedMessage, QueuedRecipient]]
-    ) -> list[Attempt]:
+    ) -> list[Outcome]:
         self.batches.append(len(jobs))
         return super()._deliver_batch(jobs)
 
@@ -72,7 +72,7 @@ async def delivering(
 
 def deliver_all(
     local: LocalDelivery, messages: Sequence[QueuedMessage]
-) -> Awaitable[list[Attempt]]:
+) -> Awaitable[list[Outcome]]:
     return asyncio.gather(*(local.deliver(m, m.recipients[0]) for m in messages))
 
 
@@ -106,7 +106,7 @@ def test_a_lone_delivery_is_not_held_back(tmp_path: Path) -> None:
         async with delivering(tmp_path, 4, CountingDelivery) as (store, local):
             (message,) = await queued(store, [b"Subject: one\r\n\r\nx\r\n"], ALICE)
             outcome = await local.deliver(message, message.recipients[0])
-        assert outcome.success and outcome.reply.startswith("250")
+        assert outcome.success and str(outcome.reply).startswith("250")
         assert isinstance(local, CountingDelivery)
         assert local.batches == [1]
         (delivered,) = new_files(tmp_path, "alice")
@@ -126,7 +126,7 @@ def test_one_bad_mailbox_in_a_batch_fails_alone(tmp_path: Path) -> None:
             jobs = [good[0], *bad, good[1], good[2]]
             outcomes = await deliver_all(local, jobs)
         assert [o.success for o in outcomes] == [True, False, True, True]
-        assert outcomes[1].permanent and outcomes[1].reply.startswith("550 5.1.3")
+        assert outcomes[1].permanent and str(outcomes[1].reply).startswith("550 5.1.3")
         assert len(new_files(tmp_path, "alice")) == 3
         assert not (tmp_path / "mailboxes" / "escape").exists()
 
@@ -167,7 +167,7 @@ def test_a_failed_directory_sync_defers_the_whole_batch_and_takes_the_files_back
             messages = await queued(store, [b"m%d\r\n" % n for n in range(5)], ALICE)
             outcomes = await deliver_all(local, messages)
         assert all(not o.success and not o.permanent for o in outcomes)
-        assert all(o.reply.startswith("451 4.3.0") for o in outcomes)
+        assert all(str(o.reply).startswith("451 4.3.0") for o in outcomes)
         mailbox = tmp_path / "mailboxes" / "example.test" / "alice"
         assert os.listdir(mailbox / "new") == []
         assert os.listdir(mailbox / "tmp") == []
@@ -188,7 +188,7 @@ def test_a_copy_not_begun_by_its_deadline_is_not_written(tmp_path: Path) -> None
                 local.deliver(in_time, in_time.recipients[0], start_by=now + 60),
             )
         assert not outcomes[0].success and not outcomes[0].permanent
-        assert outcomes[0].reply.startswith("451 4.3.0")
+        assert str(outcomes[0].reply).startswith("451 4.3.0")
         assert outcomes[1].success
         assert [body_of(m) for m in new_files(tmp_path, "alice")] == [b"in time\r\n"]
 

@@ -54,7 +54,7 @@ class FailedRecipient:
 
     address: Address
     original: Address
-    reply: str  # e.g. "550 5.1.1 Mailbox unavailable"
+    reply: Reply  # the one it failed with, e.g. 550 5.1.1 Mailbox unavailable
     remote_mta: str = ""  # the host that gave the reply, if any
     expired: bool = False  # gave up after max_age rather than on a permanent reply
 
@@ -94,14 +94,10 @@ def read_original_headers(body: BinaryIO, limit: int = MAX_ORIGINAL_HEADERS) -> 
     return head[:kept]
 
 
-def status_of(reply_text: str, *, expired: bool) -> str:
+def status_of(reply: Reply, *, expired: bool) -> str:
     """The RFC 3463 status for the report: the reply's enhanced code, else its class."""
     if expired:
         return "4.4.7"  # RFC 3463: delivery time expired
-    try:
-        reply = Reply.parse(reply_text)
-    except ValueError:
-        return "5.0.0"
     if reply.enhanced:
         return reply.enhanced
     return f"{reply.code // 100}.0.0"
@@ -135,7 +131,7 @@ def build_dsn(
         FailedRecipient(
             address=item.address,
             original=item.original,
-            reply=printable_text(item.reply),
+            reply=item.reply.printable(),
             remote_mta=printable_text(item.remote_mta),
             expired=item.expired,
         )

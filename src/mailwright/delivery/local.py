@@ -26,8 +26,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.maildir import mailbox_path, sync_new_messages, write_to_maildir
+from mailwright.delivery.outcome import (
+    DELIVERED_TO_MAILDIR,
+    NO_WRITER_IN_TIME,
+    Outcome,
+    bad_mailbox,
+    maildir_failed,
+)
 from mailwright.durable import DirectorySyncer
 from mailwright.errors import StorageError
 from mailwright.model import Address
@@ -52,15 +58,11 @@ MAX_BATCH = 32
 MAILBOX_CACHE_SIZE = 10_000
 
 
-DELIVERED = Attempt(success=True, permanent=False, reply="250 2.0.0 delivered to Maildir")
-NO_WRITER_IN_TIME = Attempt(
-    success=False,
-    permanent=False,
-    reply="451 4.3.0 No Maildir writer became free within the attempt's time; tried again later",
-)
+DELIVERED = Outcome(DELIVERED_TO_MAILDIR)
+NOT_BEGUN_IN_TIME = Outcome(NO_WRITER_IN_TIME)
 
 _Job = tuple[QueuedMessage, QueuedRecipient]
-_Pending = tuple[QueuedMessage, QueuedRecipient, "asyncio.Future[Attempt]", float]
+_Pending = tuple[QueuedMessage, QueuedRecipient, "asyncio.Future[Outcome]", float]
 
 
 def _yield_to_receiving() -> None:
@@ -96,12 +98,12 @@ class LocalDelivery:
 
     async def deliver(
         self, message: QueuedMessage, rcpt: QueuedRecipient, *, start_by: float = math.inf
-    ) -> Attempt:
+    ) -> Outcome:
         """Write one copy.  One not begun by ``start_by`` (``loop.time()``) is not begun at all:
         a temporary failure, so that an attempt ends before its claim on the queue lapses.
         A write once begun always finishes (its file would otherwise be delivered twice)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Attempt] = loop.create_future()
+        future: asyncio.Future[Outcome] = loop.create_future()
         self._pending.append((message, rcpt, future, start_by))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -120,7 +122,7 @@ class LocalDelivery:
             now = loop.time()
             for _, _, future, start_by in self._pending:
                 if start_by <= now and not future.done():
-                    future.set_result(NO_WRITER_IN_TIME)
+                    future.set_result(NOT_BEGUN_IN_TIME)
         self._pending = [job for job in self._pending if not job[2].done()]  # cancelled, late
         while self._pending and self._idle:
             size = min(MAX_BATCH, -(-len(self._pending) // self._idle))
@@ -138,7 +140,7 @@ class LocalDelivery:
                 continue
             done.add_done_callback(functools.partial(self._batch_done, batch))
 
-    def _batch_done(self, batch: list[_Pending], done: asyncio.Future[list[Attempt]]) -> None:
+    def _batch_done(self, batch: list[_Pending], done: asyncio.Future[list[Outcome]]) -> None:
         self._idle += 1
         for position, (_, _, future, _) in enumerate(batch):
             if future.done():
@@ -154,13 +156,13 @@ class LocalDelivery:
 
     # ------------------------------------------------------------ in a thread
 
-    def _deliver_batch(self, jobs: Sequence[_Job]) -> list[Attempt]:
+    def _deliver_batch(self, jobs: Sequence[_Job]) -> list[Outcome]:
         """Write every message, then sync each new/ once: only then is any of them delivered."""
-        outcomes: dict[int, Attempt] = {}
+        outcomes: dict[int, Outcome] = {}
         written: dict[str, list[tuple[int, str]]] = {}
         for position, (message, rcpt) in enumerate(jobs):
             outcome_or_path = self._write(message, rcpt)
-            if isinstance(outcome_or_path, Attempt):
+            if isinstance(outcome_or_path, Outcome):
                 outcomes[position] = outcome_or_path
             else:
                 new_dir = os.path.dirname(outcome_or_path)
@@ -178,16 +180,14 @@ class LocalDelivery:
                     outcomes[position] = DELIVERED
         return [outcomes[position] for position in range(len(jobs))]
 
-    def _write(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Attempt | str:
+    def _write(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Outcome | str:
         address = rcpt.target.address
         mailbox = self._mailboxes.get(address)
         if mailbox is None:
             try:
                 mailbox = os.fspath(mailbox_path(self._data_dir, address))
             except ValueError as exc:
-                return Attempt(
-                    success=False, permanent=True, reply=f"550 5.1.3 Bad mailbox name ({exc})"
-                )
+                return Outcome(bad_mailbox(exc))
             if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:
                 self._mailboxes.clear()
             self._mailboxes[address] = mailbox
@@ -211,7 +211,5 @@ class LocalDelivery:
         return path
 
 
-def _temporary_failure(exc: BaseException) -> Attempt:
-    return Attempt(
-        success=False, permanent=False, reply=f"451 4.3.0 Maildir delivery failed: {exc}"
-    )
+def _temporary_failure(exc: BaseException) -> Outcome:
+    return Outcome(maildir_failed(exc))

@@ -38,11 +38,17 @@ from mailwright.client import (
     open_session,
 )
 from mailwright.config import Config
-from mailwright.delivery.attempt import Attempt
+from mailwright.delivery.outcome import (
+    INTERNAL_ERROR,
+    NO_END_OF_DATA_REPLY,
+    Outcome,
+    no_exchanger_reached,
+    out_of_time,
+)
 from mailwright.delivery.routes import NextHop, RouteResolver
 from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
-from mailwright.protocol.reply import Reply, printable_text
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 
 log = logging.getLogger("mailwright.delivery")
@@ -60,13 +66,17 @@ class _Idle:
     used: int
 
 
+#: Kept connections are shared by next hop (address, port) and TLS policy.
+PoolKey = tuple[str, int, TlsMode]
+
+
 class ConnectionPool:
     """Idle connections by (address, port), so one connection carries several messages."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int, str], list[_Idle]] = defaultdict(list)
+        self._idle: dict[PoolKey, list[_Idle]] = defaultdict(list)
 
-    def take(self, key: tuple[str, int, str]) -> _Idle | None:
+    def take(self, key: PoolKey) -> _Idle | None:
         now = time.monotonic()
         entries = self._idle.get(key, [])
         while entries:
@@ -76,7 +86,7 @@ class ConnectionPool:
             asyncio.get_running_loop().create_task(_quit(entry.client))
         return None
 
-    def give_back(self, key: tuple[str, int, str], client: SmtpClient, used: int) -> None:
+    def give_back(self, key: PoolKey, client: SmtpClient, used: int) -> None:
         client.deadline = None  # the attempt that used it is over; the next one sets its own
         if used >= MAX_MESSAGES_PER_CONNECTION or not client.connected:
             asyncio.get_running_loop().create_task(_quit(client))
@@ -181,8 +191,8 @@ class SmtpDeliverer:
         *,
         deadline: float | None = None,
         on_wait: Callable[[bool], None] | None = None,
-    ) -> dict[int, Attempt]:
-        """An Attempt for every recipient; ``deadline`` (``loop.time()``) ends the attempt.
+    ) -> dict[int, Outcome]:
+        """An Outcome for every recipient; ``deadline`` (``loop.time()``) ends the attempt.
 
         The domains of one message are delivered at the same time, so a slow
         one holds up no other, and an error in one stays in it (a temporary
@@ -202,7 +212,7 @@ class SmtpDeliverer:
         ]
         if len(jobs) == 1:  # the usual case: no task of its own
             return await jobs[0]
-        results: dict[int, Attempt] = {}
+        results: dict[int, Outcome] = {}
         for outcome in await asyncio.gather(*jobs):
             results.update(outcome)
         return results
@@ -214,7 +224,7 @@ class SmtpDeliverer:
         rcpts: list[QueuedRecipient],
         deadline: float | None,
         on_wait: Callable[[bool], None] | None,
-    ) -> dict[int, Attempt]:
+    ) -> dict[int, Outcome]:
         """``_deliver_domain``, an error in it a temporary failure of its recipients only."""
         try:
             return await self._deliver_domain(message, domain, rcpts, deadline, on_wait)
@@ -223,7 +233,7 @@ class SmtpDeliverer:
                 kv(event="delivery-error", id=message.queue_id, domain=domain, error=repr(exc)),
                 exc_info=exc,
             )
-            return _all(rcpts, str(_INTERNAL_ERROR), permanent=False)
+            return _all(rcpts, INTERNAL_ERROR)
 
     async def _deliver_domain(
         self,
@@ -232,15 +242,15 @@ class SmtpDeliverer:
         rcpts: list[QueuedRecipient],
         deadline: float | None,
         on_wait: Callable[[bool], None] | None,
-    ) -> dict[int, Attempt]:
+    ) -> dict[int, Outcome]:
         try:
             async with asyncio.timeout_at(deadline):
                 hops = await self.resolver.next_hops(domain)
         except DeliveryError as exc:
-            return _all(rcpts, str(exc.reply), permanent=not exc.temporary)
+            return _all(rcpts, exc.reply)
         except TimeoutError:
-            return _all(rcpts, str(_out_of_time(f"looking up {domain}")), permanent=False)
-        last = Reply(451, "4.4.1", f"No mail exchanger of {domain} could be reached")
+            return _all(rcpts, out_of_time(f"looking up {domain}"))
+        last = no_exchanger_reached(domain)
         destination = hops[0].host.lower() if hops else domain
         async with contextlib.AsyncExitStack() as turn:
             waits = self.limits.full(destination) or self.slots.locked()
@@ -252,13 +262,13 @@ class SmtpDeliverer:
                     await turn.enter_async_context(self.slots)
             except TimeoutError:
                 waited = f"waiting for a connection to {destination}"
-                return _all(rcpts, str(_out_of_time(waited)), permanent=False)
+                return _all(rcpts, out_of_time(waited))
             finally:
                 if waits and on_wait is not None:
                     on_wait(False)
             for hop in hops:
                 if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                    last = _out_of_time(f"delivering to {destination}")
+                    last = out_of_time(f"delivering to {destination}")
                     break
                 try:
                     result = await self._via(hop, message, rcpts, self._tls_mode(domain), deadline)
@@ -275,19 +285,19 @@ class SmtpDeliverer:
                     )
                     continue
                 return _attempts(result, rcpts, hop)
-        return _all(rcpts, str(last), permanent=False, relay="")
+        return _all(rcpts, last)
 
-    def _tls_mode(self, domain: str) -> str:
+    def _tls_mode(self, domain: str) -> TlsMode:
         """The route's own ``tls`` (exact domain, then "*"), else ``delivery.tls``."""
         route_tls = self.config.route_tls
-        return route_tls.get(domain) or route_tls.get("*") or self.config.delivery.tls
+        return TlsMode(route_tls.get(domain) or route_tls.get("*") or self.config.delivery.tls)
 
     async def _via(
         self,
         hop: NextHop,
         message: QueuedMessage,
         rcpts: list[QueuedRecipient],
-        mode: str,
+        mode: TlsMode,
         deadline: float | None,
     ) -> TransactionResult:
         key = (hop.address, hop.port, mode)
@@ -334,10 +344,10 @@ class SmtpDeliverer:
         self.pool.give_back(key, client, used + 1)
         return result
 
-    async def _open(self, hop: NextHop, mode: str, deadline: float | None) -> SmtpClient:
+    async def _open(self, hop: NextHop, mode: TlsMode, deadline: float | None) -> SmtpClient:
         """Connect, EHLO and apply the TLS policy; _HostFailed when this host is no good."""
         ca_file = self.config.delivery.ca_file
-        policy = TlsPolicy(TlsMode(mode), server_hostname=hop.host, cafile=ca_file)
+        policy = TlsPolicy(mode, server_hostname=hop.host, cafile=ca_file)
         try:
             opened = await open_session(
                 hop.address,
@@ -364,13 +374,6 @@ def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Repl
     return _reply_of(exc)
 
 
-#: A delivery to one domain that raised instead of answering (a bug, or an error nobody mapped).
-_INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error during delivery; tried again later")
-
-
-def _out_of_time(doing: str) -> Reply:
-    """The attempt's time (``[delivery] attempt_timeout``) ran out while ``doing``."""
-    return Reply(451, "4.4.1", f"Delivery attempt out of time while {doing}; tried again later")
 
 
 def _reply_of(exc: SmtpClientError) -> Reply:
@@ -385,51 +388,30 @@ def _reply_of(exc: SmtpClientError) -> Reply:
     return Reply(451, "4.4.1", f"Connection problem: {exc}")
 
 
-def _all(
-    rcpts: Sequence[QueuedRecipient], reply: str, *, permanent: bool, relay: str = ""
-) -> dict[int, Attempt]:
-    reply = printable_text(reply)
-    return {
-        r.index: Attempt(success=False, permanent=permanent, reply=reply, relay=relay)
-        for r in rcpts
-    }
+def _all(rcpts: Sequence[QueuedRecipient], reply: Reply) -> dict[int, Outcome]:
+    """The same outcome for every recipient: no host took part in it."""
+    outcome = Outcome(reply.printable())
+    return {r.index: outcome for r in rcpts}
 
 
 def _attempts(
     result: TransactionResult, rcpts: Sequence[QueuedRecipient], hop: NextHop
-) -> dict[int, Attempt]:
+) -> dict[int, Outcome]:
     relay = f"{hop.host}[{hop.address}]:{hop.port}"
-    out: dict[int, Attempt] = {}
+    out: dict[int, Outcome] = {}
     end = result.end_of_data or result.data
     for rcpt, answer in zip(rcpts, result.recipients, strict=True):
         reply = answer.reply or result.mail
         if not answer.accepted:
-            out[rcpt.index] = Attempt(
-                success=False,
-                permanent=reply.is_permanent,
-                reply=printable_text(str(reply)),
-                relay=relay,
-            )
+            outcome = reply
         elif result.delivered:
             assert result.end_of_data is not None
-            text = str(result.end_of_data)
-            if reply.code == 251:
-                text = f"{text} ({reply})"  # the next hop forwards: keep its forward-path
-            out[rcpt.index] = Attempt(
-                success=True, permanent=False, reply=printable_text(text), relay=relay
-            )
+            outcome = result.end_of_data
+            if reply.code == 251:  # the next hop forwards: keep its forward-path
+                outcome = outcome.with_text(f"{outcome.text} ({reply})")
         elif end is not None and end.code >= 400:
-            out[rcpt.index] = Attempt(
-                success=False,
-                permanent=end.is_permanent,
-                reply=printable_text(str(end)),
-                relay=relay,
-            )
+            outcome = end
         else:
-            out[rcpt.index] = Attempt(
-                success=False,
-                permanent=False,
-                reply="451 4.4.2 No reply to the end of data",
-                relay=relay,
-            )
+            outcome = NO_END_OF_DATA_REPLY
+        out[rcpt.index] = Outcome(outcome.printable(), relay)
     return out

@@ -29,12 +29,18 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailwright.config import Config
-from mailwright.delivery.attempt import Attempt
 from mailwright.delivery.dsn import FailedRecipient
 from mailwright.delivery.local import MAX_BATCH, LocalDelivery
+from mailwright.delivery.outcome import (
+    INTERNAL_ERROR,
+    REMOTE_NOT_AVAILABLE,
+    DeliveryStatus,
+    Outcome,
+)
 from mailwright.delivery.schedule import next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
@@ -65,7 +71,6 @@ RECORD_RETRY_FIRST = 0.5
 RECORD_RETRY_MAX = 30.0
 
 #: A transport that raised instead of answering (a bug, or a failure nobody mapped).
-_INTERNAL_ERROR = "451 4.3.0 Internal error during delivery; tried again later"
 
 
 class RemoteDeliverer(Protocol):
@@ -78,8 +83,8 @@ class RemoteDeliverer(Protocol):
         *,
         deadline: float | None = None,
         on_wait: Callable[[bool], None] | None = None,
-    ) -> dict[int, Attempt]:
-        """An Attempt for every recipient index given, by ``deadline`` (``loop.time()``).
+    ) -> dict[int, Outcome]:
+        """An Outcome for every recipient index given, by ``deadline`` (``loop.time()``).
 
         ``on_wait(True)`` when a delivery has to wait for its destination's turn
         (it holds no connection and no slot meanwhile), ``on_wait(False)`` when it
@@ -262,7 +267,7 @@ class DeliveryWorker:
         bouncing = [r for r in message.recipients if r.state is RecipientState.BOUNCING]
         to_deliver = [r for r in message.recipients if r.state is not RecipientState.BOUNCING]
         attempts = await self._attempts(message, to_deliver, deadline)
-        failed: list[tuple[QueuedRecipient, Attempt, str]] = []
+        failed: list[tuple[QueuedRecipient, Outcome, DeliveryStatus]] = []
         for rcpt in to_deliver:
             attempt = attempts[rcpt.index]
             result, status = self._decide(message, rcpt, attempt)
@@ -278,8 +283,8 @@ class DeliveryWorker:
 
     async def _attempts(
         self, message: QueuedMessage, recipients: Sequence[QueuedRecipient], deadline: float
-    ) -> dict[int, Attempt]:
-        """An Attempt for every recipient: local and remote ones at the same time."""
+    ) -> dict[int, Outcome]:
+        """An Outcome for every recipient: local and remote ones at the same time."""
         local = [r for r in recipients if r.target.local]
         remote = [r for r in recipients if not r.target.local]
         if not remote:  # the usual cases need no task of their own
@@ -294,7 +299,7 @@ class DeliveryWorker:
 
     async def _deliver_local(
         self, message: QueuedMessage, rcpts: Sequence[QueuedRecipient], deadline: float
-    ) -> dict[int, Attempt]:
+    ) -> dict[int, Outcome]:
         """Together: the copies of one message go to a Maildir thread as one batch."""
         if not rcpts:
             return {}
@@ -302,22 +307,21 @@ class DeliveryWorker:
             *(self._local.deliver(message, r, start_by=deadline) for r in rcpts),
             return_exceptions=True,
         )
-        attempts: dict[int, Attempt] = {}
+        attempts: dict[int, Outcome] = {}
         for rcpt, copy in zip(rcpts, copies, strict=True):
             if isinstance(copy, BaseException):
                 self._log_error(message, "local", copy)
-                copy = Attempt(success=False, permanent=False, reply=_INTERNAL_ERROR)
+                copy = Outcome(INTERNAL_ERROR)
             attempts[rcpt.index] = copy
         return attempts
 
     async def _deliver_remote(
         self, message: QueuedMessage, rcpts: Sequence[QueuedRecipient], deadline: float
-    ) -> dict[int, Attempt]:
+    ) -> dict[int, Outcome]:
         if not rcpts:
             return {}
         if self.remote is None:
-            reply = "451 4.4.0 Remote delivery is not available in this process"
-            return {r.index: Attempt(success=False, permanent=False, reply=reply) for r in rcpts}
+            return {r.index: Outcome(REMOTE_NOT_AVAILABLE) for r in rcpts}
         try:
             attempts = await self.remote.deliver(
                 message, rcpts, deadline=deadline, on_wait=self._waits_of_one_message()
@@ -325,7 +329,7 @@ class DeliveryWorker:
         except Exception as exc:
             self._log_error(message, "remote", exc)
             attempts = {}
-        internal = Attempt(success=False, permanent=False, reply=_INTERNAL_ERROR)
+        internal = Outcome(INTERNAL_ERROR)
         return {r.index: attempts.get(r.index, internal) for r in rcpts}
 
     def _log_error(self, message: QueuedMessage, transport: str, exc: BaseException) -> None:
@@ -335,25 +339,26 @@ class DeliveryWorker:
         )
 
     def _decide(
-        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt
-    ) -> tuple[RecipientResult, str]:
+        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Outcome
+    ) -> tuple[RecipientResult, DeliveryStatus]:
         now = self.clock()
+        reply = str(attempt.reply)  # the queue stores the text
         if attempt.success:
-            return RecipientResult(RecipientState.DELIVERED, attempt.reply), "sent"
+            return RecipientResult(RecipientState.DELIVERED, reply), DeliveryStatus.SENT
         if attempt.permanent:
-            return RecipientResult(RecipientState.BOUNCED, attempt.reply), "bounced"
+            return RecipientResult(RecipientState.BOUNCED, reply), DeliveryStatus.BOUNCED
         queue = self.config.queue
         when = next_attempt(message.received_at, rcpt.attempts + 1, now, queue.retry, queue.max_age)
         if when is None:
-            return RecipientResult(RecipientState.BOUNCED, attempt.reply), "expired"
-        return RecipientResult(RecipientState.DEFERRED, attempt.reply, when), "deferred"
+            return RecipientResult(RecipientState.BOUNCED, reply), DeliveryStatus.EXPIRED
+        return RecipientResult(RecipientState.DEFERRED, reply, when), DeliveryStatus.DEFERRED
 
     # ------------------------------------------------------------ bounces
 
     async def _bounce(
         self,
         message: QueuedMessage,
-        failed: Sequence[tuple[QueuedRecipient, Attempt, str]],
+        failed: Sequence[tuple[QueuedRecipient, Outcome, DeliveryStatus]],
         bouncing: Sequence[QueuedRecipient],
     ) -> None:
         """Report the recipients that failed for good now, and those whose bounce failed
@@ -365,7 +370,7 @@ class DeliveryWorker:
                 original=rcpt.target.original,
                 reply=attempt.reply,
                 remote_mta=attempt.relay,
-                expired=status == "expired",
+                expired=status is DeliveryStatus.EXPIRED,
             )
             for rcpt, attempt, status in failed
         ] + [_failed_before(rcpt) for rcpt in bouncing]
@@ -387,10 +392,11 @@ class DeliveryWorker:
                     )
                 )
         for rcpt, attempt, status in failed:
-            await self._record(message, rcpt, RecipientResult(state, attempt.reply, retry_at))
+            result = RecipientResult(state, str(attempt.reply), retry_at)
+            await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
         for rcpt in bouncing:
-            reply = rcpt.last_reply or _INTERNAL_ERROR
+            reply = rcpt.last_reply or str(INTERNAL_ERROR)
             await self._record(message, rcpt, RecipientResult(state, reply, retry_at))
         if state is RecipientState.BOUNCING:
             self._wake_at(retry_at)
@@ -428,7 +434,11 @@ class DeliveryWorker:
             pause = min(pause * 2, RECORD_RETRY_MAX)
 
     def _log(
-        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Attempt, status: str
+        self,
+        message: QueuedMessage,
+        rcpt: QueuedRecipient,
+        attempt: Outcome,
+        status: DeliveryStatus,
     ) -> None:
         target = rcpt.target
         log.info(
@@ -441,7 +451,7 @@ class DeliveryWorker:
                 delay=f"{self.clock() - message.received_at:.2f}",
                 attempt=rcpt.attempts + 1,
                 status=status,
-                reply=attempt.reply,
+                reply=str(attempt.reply),
             )
         )
 
@@ -462,10 +472,18 @@ def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
     Its last reply is the one it failed with: a 5xx refused it for good, any
     other reply means it expired.  The host that gave the reply is not kept.
     """
-    reply = rcpt.last_reply or _INTERNAL_ERROR
+    reply = _stored_reply(rcpt.last_reply)
     return FailedRecipient(
         address=rcpt.target.address,
         original=rcpt.target.original,
         reply=reply,
-        expired=not reply.startswith("5"),
+        expired=not reply.is_permanent,
     )
+
+
+def _stored_reply(text: str | None) -> Reply:
+    """A reply as the queue kept it (its text), a Reply again; unreadable: INTERNAL_ERROR."""
+    try:
+        return Reply.parse(text) if text else INTERNAL_ERROR
+    except ValueError:
+        return INTERNAL_ERROR

@@ -90,6 +90,12 @@ class Reply:
     def with_text(self, *lines: str) -> Reply:
         return Reply(self.code, self.enhanced, lines)
 
+    def printable(self) -> Reply:
+        """This reply with every non-printable code point of its text taken out
+        (``printable_text``): a peer's reply as it may be stored, logged or reported."""
+        lines = tuple(printable_text(line) for line in self.lines)
+        return self if lines == self.lines else Reply(self.code, self.enhanced, lines)
+
     def format(self) -> bytes:
         """The wire form: ``250-first`` continuation lines, then ``250 last`` (RFC 5321 4.2.1)."""
         wire = self._wire
