@@ -8,8 +8,8 @@ message and reported to the sender in one bounce (dsn.py).
 A failure stays in the delivery where it happened (DESIGN rule 9).  An error of
 a transport becomes a temporary failure of the recipients it concerned; a
 result that cannot be recorded (storage failing) is recorded again, with a
-growing pause, until it is; a claim that fails is tried again at the next
-look at the queue.  Nothing that goes wrong in one delivery ends the loop.
+growing pause, until it is (results.py); a claim that fails is tried again at
+the next look at the queue.  Nothing that goes wrong in one delivery ends the loop.
 
 Two kinds of work never wait for each other: Maildir writes have threads of
 their own (local.py), and SMTP deliveries take one of ``[delivery]
@@ -29,23 +29,18 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailwright.config import Config
-from mailwright.delivery.dsn import FailedRecipient
 from mailwright.delivery.local import MAX_BATCH, LocalDelivery
 from mailwright.delivery.outcome import (
     INTERNAL_ERROR,
     REMOTE_NOT_AVAILABLE,
-    DeliveryStatus,
     Outcome,
 )
-from mailwright.delivery.schedule import next_attempt, retry_delay
-from mailwright.errors import StorageError
+from mailwright.delivery.results import Bouncer, ResultRecorder
 from mailwright.logfmt import kv
-from mailwright.protocol.reply import Reply
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
     QueueStore,
-    RecipientResult,
     RecipientState,
 )
 
@@ -64,13 +59,6 @@ DEFAULT_MAX_CLAIMED = 1000
 #: delivered.  A busy but healthy destination's turn comes sooner, and its waiting
 #: messages keep the worker from claiming more than it can deliver.
 SLOW_WAIT = 1.0
-#: While storage fails, a result is recorded again after this pause, doubled after
-#: each failure up to RECORD_RETRY_MAX: an unrecorded result is repeated work (a
-#: delivered message delivered again once its claim lapses), never lost work.
-RECORD_RETRY_FIRST = 0.5
-RECORD_RETRY_MAX = 30.0
-
-#: A transport that raised instead of answering (a bug, or a failure nobody mapped).
 
 
 class RemoteDeliverer(Protocol):
@@ -90,11 +78,6 @@ class RemoteDeliverer(Protocol):
         (it holds no connection and no slot meanwhile), ``on_wait(False)`` when it
         stops waiting, whatever the reason.
         """
-
-
-class Bouncer(Protocol):
-    async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
-        """Tell the sender (once per message) about recipients that failed for good."""
 
 
 class DeliveryWorker:
@@ -127,6 +110,14 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = float("inf")
+        self._results = ResultRecorder(
+            config,
+            store,
+            bouncer=bouncer,
+            clock=clock,
+            wake=self._wakeup.set,
+            wake_at=self._wake_at,
+        )
         self._local = LocalDelivery(
             data_dir=config.data_dir,
             hostname=config.hostname,
@@ -238,6 +229,7 @@ class DeliveryWorker:
         is tried again after restart (at-least-once).
         """
         self._stopping = True
+        self._results.stopping = True
         self._wakeup.set()
         self._room.set()
         if self._timer is not None:
@@ -266,20 +258,8 @@ class DeliveryWorker:
     async def _attempt_message(self, message: QueuedMessage, deadline: float) -> None:
         bouncing = [r for r in message.recipients if r.state is RecipientState.BOUNCING]
         to_deliver = [r for r in message.recipients if r.state is not RecipientState.BOUNCING]
-        attempts = await self._attempts(message, to_deliver, deadline)
-        failed: list[tuple[QueuedRecipient, Outcome, DeliveryStatus]] = []
-        for rcpt in to_deliver:
-            attempt = attempts[rcpt.index]
-            result, status = self._decide(message, rcpt, attempt)
-            if result.state is RecipientState.BOUNCED:
-                failed.append((rcpt, attempt, status))
-                continue
-            await self._record(message, rcpt, result)
-            self._log(message, rcpt, attempt, status)
-            if result.state is RecipientState.DEFERRED:
-                self._wake_at(result.next_attempt)
-        if failed or bouncing:
-            await self._bounce(message, failed, bouncing)
+        outcomes = await self._attempts(message, to_deliver, deadline)
+        await self._results.record_attempt(message, to_deliver, outcomes, bouncing)
 
     async def _attempts(
         self, message: QueuedMessage, recipients: Sequence[QueuedRecipient], deadline: float
@@ -338,123 +318,6 @@ class DeliveryWorker:
             exc_info=exc,
         )
 
-    def _decide(
-        self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Outcome
-    ) -> tuple[RecipientResult, DeliveryStatus]:
-        now = self.clock()
-        reply = str(attempt.reply)  # the queue stores the text
-        if attempt.success:
-            return RecipientResult(RecipientState.DELIVERED, reply), DeliveryStatus.SENT
-        if attempt.permanent:
-            return RecipientResult(RecipientState.BOUNCED, reply), DeliveryStatus.BOUNCED
-        queue = self.config.queue
-        when = next_attempt(message.received_at, rcpt.attempts + 1, now, queue.retry, queue.max_age)
-        if when is None:
-            return RecipientResult(RecipientState.BOUNCED, reply), DeliveryStatus.EXPIRED
-        return RecipientResult(RecipientState.DEFERRED, reply, when), DeliveryStatus.DEFERRED
-
-    # ------------------------------------------------------------ bounces
-
-    async def _bounce(
-        self,
-        message: QueuedMessage,
-        failed: Sequence[tuple[QueuedRecipient, Outcome, DeliveryStatus]],
-        bouncing: Sequence[QueuedRecipient],
-    ) -> None:
-        """Report the recipients that failed for good now, and those whose bounce failed
-        before, in one DSN; then record them all: BOUNCED, or BOUNCING when the DSN could
-        not be queued (it is tried again after the first retry interval)."""
-        report = [
-            FailedRecipient(
-                address=rcpt.target.address,
-                original=rcpt.target.original,
-                reply=attempt.reply,
-                remote_mta=attempt.relay,
-                expired=status is DeliveryStatus.EXPIRED,
-            )
-            for rcpt, attempt, status in failed
-        ] + [_failed_before(rcpt) for rcpt in bouncing]
-        state = RecipientState.BOUNCED
-        retry_at = 0.0
-        if self.bouncer is not None:
-            try:
-                if await self.bouncer.bounce(message, report) is not None:
-                    self._wakeup.set()  # the bounce is new work
-            except Exception as exc:
-                state = RecipientState.BOUNCING
-                retry_at = self.clock() + retry_delay(1, self.config.queue.retry)
-                log.error(
-                    kv(
-                        event="bounce-error",
-                        id=message.queue_id,
-                        error=repr(exc),
-                        retry=f"{retry_at - self.clock():.0f}s",
-                    )
-                )
-        for rcpt, attempt, status in failed:
-            result = RecipientResult(state, str(attempt.reply), retry_at)
-            await self._record(message, rcpt, result)
-            self._log(message, rcpt, attempt, status)
-        for rcpt in bouncing:
-            reply = rcpt.last_reply or str(INTERNAL_ERROR)
-            await self._record(message, rcpt, RecipientResult(state, reply, retry_at))
-        if state is RecipientState.BOUNCING:
-            self._wake_at(retry_at)
-
-    # ------------------------------------------------------------ recording
-
-    async def _record(
-        self, message: QueuedMessage, rcpt: QueuedRecipient, result: RecipientResult
-    ) -> None:
-        """Record one result, again and again while storage fails, until it is recorded.
-
-        Giving up would not lose the recipient (its claim lapses and it is tried
-        again), but a delivered one would be delivered twice.  Only a worker
-        that is stopping gives up.
-        """
-        pause = RECORD_RETRY_FIRST
-        while True:
-            try:
-                await self.store.record_result(message.queue_id, rcpt.index, result)
-                return
-            except StorageError as exc:
-                if self._stopping:
-                    log.error(kv(event="record-abandoned", id=message.queue_id, error=exc))
-                    return
-                log.warning(
-                    kv(
-                        event="record-error",
-                        id=message.queue_id,
-                        to=f"<{rcpt.target.address}>",
-                        error=exc,
-                        retry=f"{pause:g}s",
-                    )
-                )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, RECORD_RETRY_MAX)
-
-    def _log(
-        self,
-        message: QueuedMessage,
-        rcpt: QueuedRecipient,
-        attempt: Outcome,
-        status: DeliveryStatus,
-    ) -> None:
-        target = rcpt.target
-        log.info(
-            kv(
-                event="delivery",
-                id=message.queue_id,
-                to=f"<{target.address}>",
-                orig_to=f"<{target.original}>" if target.original != target.address else None,
-                relay=attempt.relay or ("local" if target.local else None),
-                delay=f"{self.clock() - message.received_at:.2f}",
-                attempt=rcpt.attempts + 1,
-                status=status,
-                reply=str(attempt.reply),
-            )
-        )
-
 
 class _Wait:
     """One delivery waiting for its destination's turn."""
@@ -464,26 +327,3 @@ class _Wait:
     def __init__(self) -> None:
         self.slow = False
         self.timer: asyncio.TimerHandle | None = None
-
-
-def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
-    """A BOUNCING recipient's line of the report, from what the queue kept of it.
-
-    Its last reply is the one it failed with: a 5xx refused it for good, any
-    other reply means it expired.  The host that gave the reply is not kept.
-    """
-    reply = _stored_reply(rcpt.last_reply)
-    return FailedRecipient(
-        address=rcpt.target.address,
-        original=rcpt.target.original,
-        reply=reply,
-        expired=not reply.is_permanent,
-    )
-
-
-def _stored_reply(text: str | None) -> Reply:
-    """A reply as the queue kept it (its text), a Reply again; unreadable: INTERNAL_ERROR."""
-    try:
-        return Reply.parse(text) if text else INTERNAL_ERROR
-    except ValueError:
-        return INTERNAL_ERROR
