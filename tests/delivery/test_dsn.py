@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from mailwright.delivery.dsn import (
     MAX_ORIGINAL_HEADERS,
     FailedRecipient,
     build_dsn,
-    read_original_headers,
+    headers_to_return,
 )
 from mailwright.errors import ConfigError
 from mailwright.model import Address
@@ -20,8 +19,7 @@ from tests.helpers import make_config
 
 
 def headers_of(message: bytes, limit: int | None = None) -> bytes:
-    body = io.BytesIO(message)
-    return read_original_headers(body) if limit is None else read_original_headers(body, limit)
+    return headers_to_return(message) if limit is None else headers_to_return(message, limit)
 
 
 def test_the_header_section_ends_at_the_empty_line() -> None:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.helpers import RunningServer, maildir_messages, wait_for
 
 from mailwright.errors import StorageError
 from mailwright.model import Address
 from mailwright.queue.base import Target
 from mailwright.queue.sqlite import SqliteQueueStore, StoreRole
+from tests.helpers import RunningServer, maildir_messages, wait_for
 
 ALICE = Address("alice", "example.test")
 #: An unprivileged uid and gid that exist on Debian and most other systems (nobody).
@@ -111,7 +111,8 @@ def test_a_spool_file_replaced_by_a_link_is_not_read(tmp_path: Path) -> None:
         await store.open()
         try:
             with pytest.raises(StorageError, match="symbolic link"):
-                store.open_body(queue_id)
+                async with store.read_body(queue_id):
+                    pass
         finally:
             await store.close()
 

@@ -21,19 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import run
 
 from mailwright.errors import StorageError
-from mailwright.model import Address
 from mailwright.queue.base import RecipientResult, RecipientState, Target
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.sqlite import QueueIdGenerator, SqliteQueueStore
+from tests.helpers import run
+from tests.queue.contract import ALICE, SENDER, body_of, put
 
-SENDER = Address("sender", "example.test")
-ALICE = Address("alice", "example.test")
-BOB = Address("bob", "elsewhere.test")
 CHILD = Path(__file__).with_name("enqueue_until_killed.py")
 ACCEPTOR = Path(__file__).with_name("enqueue_as_acceptor.py")
-
 
 
 @contextlib.asynccontextmanager
@@ -44,23 +40,6 @@ async def opened(data_dir: Path, **options: Any) -> AsyncIterator[SqliteQueueSto
         yield store
     finally:
         await store.close()
-
-
-async def put(
-    store: SqliteQueueStore,
-    body: bytes,
-    targets: list[Target] | None = None,
-    sender: Address | None = SENDER,
-) -> str:
-    spool = store.new_spool()
-    for start in range(0, len(body), 64 * 1024):
-        spool.write(body[start : start + 64 * 1024])
-    return await store.enqueue(sender, targets or [Target(ALICE, ALICE, True)], spool)
-
-
-def read_body(store: SqliteQueueStore, queue_id: str) -> bytes:
-    with store.open_body(queue_id) as body:
-        return body.read()
 
 
 def spool_files(data_dir: Path) -> list[str]:
@@ -104,6 +83,15 @@ def descriptors_of(path: Path) -> int:
     return count
 
 
+def python_output(script: str) -> str:
+    """What a new Python process running ``script`` prints (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def numbered_body(origin: str, number: int) -> bytes:
     """Distinct per origin and number, 100 to 20,099 octets (some go to spool files)."""
     seed = hashlib.sha256(f"{origin} {number}".encode()).digest()
@@ -111,186 +99,7 @@ def numbered_body(origin: str, number: int) -> bytes:
     return (seed * (size // len(seed) + 1))[:size]
 
 
-# ---------------------------------------------------------------- the round trip
-
-
-def test_enqueue_claim_record_removes_message_once_every_recipient_is_final(
-    tmp_path: Path,
-) -> None:
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
-            queue_id = await put(store, b"Subject: hi\r\n\r\nhello\r\n", targets)
-
-            [message] = await store.claim_due(time.time() + 1, 10)
-            assert message.queue_id == queue_id
-            assert [r.index for r in message.recipients] == [0, 1]
-            assert all(r.state is RecipientState.QUEUED for r in message.recipients)
-            assert read_body(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
-
-            await store.record_result(
-                queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250 2.0.0 ok")
-            )
-            await store.record_result(
-                queue_id, 1, RecipientResult(RecipientState.DEFERRED, "451 4.3.0 later", 5e9)
-            )
-            stored = await store.get(queue_id)
-            assert stored is not None
-            assert [r.state for r in stored.recipients] == [
-                RecipientState.DELIVERED,
-                RecipientState.DEFERRED,
-            ]
-            assert stored.recipients[1].attempts == 1
-            assert stored.recipients[1].last_reply == "451 4.3.0 later"
-
-            await store.record_result(
-                queue_id, 1, RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
-            )
-            assert await store.get(queue_id) is None
-            assert await store.list() == []
-
-    run(test)
-
-
-def test_addresses_round_trip_exactly_including_quoted_local_parts_and_null_sender(
-    tmp_path: Path,
-) -> None:
-    quoted = Address('john "j" doe', "Example.TEST")
-    alias = Address("team", "example.test")
-
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            queue_id = await put(store, b"x", [Target(quoted, alias, False)], sender=None)
-            message = await store.get(queue_id)
-        assert message is not None
-        assert message.sender is None
-        assert message.size == 1
-        assert message.recipients[0].target == Target(quoted, alias, False)
-
-    run(test)
-
-
-def test_empty_body_round_trips(tmp_path: Path) -> None:
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            queue_id = await put(store, b"")
-            assert read_body(store, queue_id) == b""
-        async with opened(tmp_path) as store:  # and is not taken for damaged at start-up
-            assert await store.get(queue_id) is not None
-
-    run(test)
-
-
-def test_deferred_recipient_is_not_due_before_its_next_attempt(tmp_path: Path) -> None:
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            queue_id = await put(store, b"body")
-            now = time.time() + 1
-            await store.claim_due(now, 10)
-            retry_at = now + 300
-            await store.record_result(
-                queue_id, 0, RecipientResult(RecipientState.DEFERRED, "421 busy", retry_at)
-            )
-            assert await store.claim_due(retry_at - 1, 10) == []
-            [message] = await store.claim_due(retry_at, 10)
-            [recipient] = message.recipients
-            assert recipient.state is RecipientState.DEFERRED
-            assert recipient.attempts == 1
-            assert recipient.next_attempt == retry_at
-            assert recipient.last_reply == "421 busy"
-
-    run(test)
-
-
-def test_claim_returns_only_due_recipients_earliest_first_up_to_the_limit(
-    tmp_path: Path,
-) -> None:
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            first = await put(store, b"1", [Target(ALICE, ALICE, True), Target(BOB, BOB, False)])
-            second = await put(store, b"2")
-            third = await put(store, b"3")
-            now = time.time() + 1
-            [claimed] = await store.claim_due(now, 1)
-            assert claimed.queue_id == first
-            await store.record_result(first, 0, RecipientResult(RecipientState.DELIVERED, "250"))
-            await store.record_result(
-                first, 1, RecipientResult(RecipientState.DEFERRED, "451", now + 60)
-            )
-            claimed_ids = [m.queue_id for m in await store.claim_due(now, 10)]
-            assert claimed_ids == [second, third]
-            [again] = await store.claim_due(now + 60, 10)
-            assert again.queue_id == first
-            assert [r.index for r in again.recipients] == [1]  # not the delivered one
-
-    run(test)
-
-
-def test_claimed_recipients_are_not_reclaimed_until_the_lease_lapses(tmp_path: Path) -> None:
-    async def test() -> None:
-        async with opened(tmp_path, lease_seconds=60) as store:
-            queue_id = await put(store, b"body")
-            now = time.time() + 1
-            assert len(await store.claim_due(now, 10)) == 1
-            assert await store.claim_due(now, 10) == []
-            assert await store.claim_due(now + 59, 10) == []
-            [reclaimed] = await store.claim_due(now + 60, 10)
-            assert reclaimed.queue_id == queue_id
-
-    run(test)
-
-
-def test_retry_now_makes_deferred_recipients_due(tmp_path: Path) -> None:
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            queue_id = await put(store, b"body")
-            other = await put(store, b"other")
-            now = time.time() + 1
-            await store.claim_due(now, 10)
-            for qid in (queue_id, other):
-                await store.record_result(
-                    qid, 0, RecipientResult(RecipientState.DEFERRED, "451", now + 3600)
-                )
-            assert await store.claim_due(now, 10) == []
-            assert await store.retry_now(queue_id) == 1
-            assert [m.queue_id for m in await store.claim_due(now, 10)] == [queue_id]
-            assert await store.retry_now() == 2  # both pending; the claim is left alone
-            assert [m.queue_id for m in await store.claim_due(now, 10)] == [other]
-
-    run(test)
-
-
-def test_a_bouncing_recipient_keeps_the_body_until_its_bounce_is_recorded(
-    tmp_path: Path,
-) -> None:
-    """BOUNCING: failed for good, its bounce still to be made.  The message and its body
-    stay for the bounce to quote, the recipient is claimed again only for the bounce, and
-    retrying the bounce is not a delivery attempt."""
-
-    async def test() -> None:
-        async with opened(tmp_path) as store:
-            targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
-            queue_id = await put(store, b"Subject: hi\r\n\r\nhello\r\n", targets)
-            now = time.time() + 1
-            await store.claim_due(now, 10)
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
-            bouncing = RecipientResult(RecipientState.BOUNCING, "550 5.1.1 no such user", now + 60)
-            await store.record_result(queue_id, 1, bouncing)
-            assert read_body(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
-            assert await store.claim_due(now, 10) == []  # not before its next attempt
-            [message] = await store.claim_due(now + 60, 10)
-            [rcpt] = message.recipients
-            assert (rcpt.index, rcpt.state, rcpt.attempts) == (1, RecipientState.BOUNCING, 1)
-            assert rcpt.last_reply == "550 5.1.1 no such user"
-            await store.record_result(queue_id, 1, bouncing)  # the bounce failed again
-            assert await store.retry_now(queue_id) == 1  # and is retried now
-            [message] = await store.claim_due(now, 10)
-            assert message.recipients[0].attempts == 1  # bounce retries are not attempts
-            final = RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
-            await store.record_result(queue_id, 1, final)
-            assert await store.get(queue_id) is None
-
-    run(test)
+# ---------------------------------------------------------------- schema, removal, ids
 
 
 def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
@@ -343,7 +152,8 @@ def test_remove_deletes_message_and_spool_file_and_later_results_are_ignored(
             await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
             assert await store.list() == []
             with pytest.raises(StorageError):
-                store.open_body(queue_id)
+                async with store.read_body(queue_id):
+                    pass
 
     run(test)
 
@@ -357,6 +167,45 @@ def test_queue_ids_are_unique_sortable_and_safe_as_file_names(tmp_path: Path) ->
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)  # assigned in call order
     assert all(re.fullmatch(r"[0-9a-z]{16}", queue_id) for queue_id in ids)
+
+
+def test_importing_the_queue_makes_no_object_and_registers_no_fork_hook() -> None:
+    """Nothing at import time: queue ids come from a generator each store owns."""
+    script = (
+        "import enum, gc, os\n"
+        "hooks = []\n"
+        "register = os.register_at_fork\n"
+        "def spy(**hook):\n"
+        "    hooks.extend(hook.values())\n"
+        "    register(**hook)\n"
+        "os.register_at_fork = spy\n"
+        "import mailwright.app, mailwright.cli.queue, mailwright.queue.sqlite\n"
+        "ours = [h for h in hooks if 'mailwright' in str(getattr(h, '__module__', ''))]\n"
+        "made = [type(o).__qualname__ for o in gc.get_objects()\n"
+        "        if type(o).__module__.startswith('mailwright.queue')\n"
+        "        and not isinstance(o, enum.Enum)]\n"
+        "print(len(ours), sorted(made))\n"
+    )
+    assert python_output(script).split(maxsplit=1) == ["0", "[]\n"]
+
+
+def test_a_queue_id_generator_is_refused_in_a_forked_child() -> None:
+    """The copied lock may be held by a thread the child lacks; the child makes its own store."""
+    script = (
+        "import os\n"
+        "from mailwright.queue.sqlite import QueueIdGenerator\n"
+        "ids = QueueIdGenerator()\n"
+        "ids()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        ids()\n"
+        "    except RuntimeError:\n"
+        "        os._exit(0)\n"
+        "    os._exit(1)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), len(ids()))\n"
+    )
+    assert python_output(script).split() == ["0", "16"]  # refused in the child, fine in the parent
 
 
 # ---------------------------------------------------------------- group commit
@@ -397,7 +246,7 @@ def test_large_body_goes_to_a_spool_file_and_round_trips_byte_exact(tmp_path: Pa
             assert tmp_files(tmp_path) == []
             assert spool_files(tmp_path) == [queue_id]
             assert (tmp_path / "spool" / queue_id).read_bytes() == body
-            assert read_body(store, queue_id) == body
+            assert await body_of(store, queue_id) == body
             message = await store.get(queue_id)
             assert message is not None and message.size == len(body)
 
@@ -408,12 +257,36 @@ def test_large_body_goes_to_a_spool_file_and_round_trips_byte_exact(tmp_path: Pa
     run(test)
 
 
+def test_open_body_serves_worker_threads_and_is_refused_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The blocking reader is for threads (the Maildir writers); the loop uses read_body."""
+
+    def read_in_this_thread(store: SqliteQueueStore, queue_id: str) -> bytes:
+        with store.open_body(queue_id) as body:
+            return body.read()
+
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=10) as store:
+            small = await put(store, b"0123456789")
+            large = await put(store, b"more than ten octets")
+            for queue_id in (small, large):
+                with pytest.raises(RuntimeError, match="read_body"):
+                    store.open_body(queue_id)
+            assert await asyncio.to_thread(read_in_this_thread, store, small) == b"0123456789"
+            assert await asyncio.to_thread(read_in_this_thread, store, large) == (
+                b"more than ten octets"
+            )
+
+    run(test)
+
+
 def test_small_body_stays_in_the_database(tmp_path: Path) -> None:
     async def test() -> None:
         async with opened(tmp_path) as store:
             queue_id = await put(store, b"small" * 100)
             assert spool_files(tmp_path) == []
-            assert read_body(store, queue_id) == b"small" * 100
+            assert await body_of(store, queue_id) == b"small" * 100
 
     run(test)
 
@@ -435,20 +308,6 @@ def test_discarded_spool_leaves_no_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- restarts and roles
 
 
-def test_restart_offers_in_flight_recipients_again(tmp_path: Path) -> None:
-    async def test() -> None:
-        now = time.time() + 1
-        async with opened(tmp_path) as store:
-            queue_id = await put(store, b"body")
-            assert len(await store.claim_due(now, 10)) == 1  # "crash" mid-delivery
-        async with opened(tmp_path) as store:
-            [message] = await store.claim_due(now, 10)
-            assert message.queue_id == queue_id
-            assert read_body(store, queue_id) == b"body"
-
-    run(test)
-
-
 def test_admin_store_does_not_reset_the_servers_leases(tmp_path: Path) -> None:
     async def test() -> None:
         now = time.time() + 1
@@ -457,7 +316,7 @@ def test_admin_store_does_not_reset_the_servers_leases(tmp_path: Path) -> None:
             assert len(await server.claim_due(now, 10)) == 1
             async with opened(tmp_path, role="admin") as admin:
                 assert [m.queue_id for m in await admin.list()] == [queue_id]
-                assert read_body(admin, queue_id) == b"in flight"
+                assert await body_of(admin, queue_id) == b"in flight"
                 assert await server.claim_due(now, 10) == []
             assert await server.claim_due(now, 10) == []
             assert spool_files(tmp_path) == [queue_id]  # the admin cleaned nothing
@@ -530,7 +389,8 @@ def test_acceptor_opens_beside_the_server_holding_the_queue_and_changes_nothing(
 ) -> None:
     async def test() -> None:
         now = time.time() + 1
-        server = SqliteQueueStore(tmp_path, memory_spool_limit=0)
+        ids = QueueIdGenerator()  # two stores of one process enqueue into one data_dir
+        server = SqliteQueueStore(tmp_path, memory_spool_limit=0, queue_ids=ids)
         await server.open()
         try:
             assert not lock_is_free(tmp_path / "queue.lock")
@@ -539,7 +399,9 @@ def test_acceptor_opens_beside_the_server_holding_the_queue_and_changes_nothing(
             receiving = server.new_spool()
             receiving.write(b"half received by the server")
             [unfinished] = tmp_files(tmp_path)
-            async with opened(tmp_path, role="acceptor", memory_spool_limit=0) as acceptor:
+            async with opened(
+                tmp_path, role="acceptor", memory_spool_limit=0, queue_ids=ids
+            ) as acceptor:
                 assert acceptor.role == "acceptor"
                 assert tmp_files(tmp_path) == [unfinished]  # the acceptor cleaned nothing
                 queue_id = await put(acceptor, b"received by the acceptor")
@@ -547,7 +409,7 @@ def test_acceptor_opens_beside_the_server_holding_the_queue_and_changes_nothing(
                 # The claim of the server's delivery in flight is untouched.
                 claimed = await server.claim_due(now, 10)
                 assert [m.queue_id for m in claimed] == [queue_id]
-                assert read_body(server, queue_id) == b"received by the acceptor"
+                assert await body_of(server, queue_id) == b"received by the acceptor"
                 await server.close()
                 # The acceptor holds no queue.lock: only the server did.
                 assert lock_is_free(tmp_path / "queue.lock")
@@ -575,7 +437,7 @@ def test_a_new_server_will_not_recover_while_acceptors_of_the_old_one_run(
             queue_id = await put(acceptor, b"still stored by the acceptor")
             receiving.discard()
         async with opened(tmp_path) as server:  # the acceptor is gone: the server opens
-            assert read_body(server, queue_id) == b"still stored by the acceptor"
+            assert await body_of(server, queue_id) == b"still stored by the acceptor"
 
     run(test)
 
@@ -639,7 +501,7 @@ def test_acceptor_process_and_server_enqueue_together_and_every_message_is_store
             assert not set(here) & set(there)
             assert {m.queue_id for m in await server.list()} == set(here) | set(there)
             for queue_id, digest in {**here, **there}.items():
-                assert hashlib.sha256(read_body(server, queue_id)).hexdigest() == digest
+                assert hashlib.sha256(await body_of(server, queue_id)).hexdigest() == digest
             assert tmp_files(tmp_path) == []
 
     run(test)
@@ -755,9 +617,9 @@ def test_kill_9_while_enqueueing_loses_no_acknowledged_message(tmp_path: Path) -
             stored = {m.queue_id: m for m in await store.list()}
             for queue_id, digest in acknowledged.items():
                 assert queue_id in stored, f"acknowledged {queue_id} was lost"
-                assert hashlib.sha256(read_body(store, queue_id)).hexdigest() == digest
+                assert hashlib.sha256(await body_of(store, queue_id)).hexdigest() == digest
             for message in stored.values():  # never half there, acknowledged or not
-                assert len(read_body(store, message.queue_id)) == message.size
+                assert len(await body_of(store, message.queue_id)) == message.size
             assert await store.quarantined() == []
         assert tmp_files(data_dir) == []
         assert set(spool_files(data_dir)) <= set(stored)
@@ -783,7 +645,7 @@ def test_damaged_or_missing_spool_files_are_moved_aside_and_the_rest_delivers(
     async def reopen() -> None:
         async with opened(tmp_path, memory_spool_limit=10) as store:
             assert [m.queue_id for m in await store.list()] == [intact]
-            assert read_body(store, intact) == b"stays intact " * 10
+            assert await body_of(store, intact) == b"stays intact " * 10
             assert [q[0] for q in await store.quarantined()] == [truncated, missing]
 
     with caplog.at_level(logging.WARNING, logger="mailwright.queue"):
@@ -804,7 +666,7 @@ def test_unacknowledged_spool_files_are_removed_at_start_up(tmp_path: Path) -> N
         async with opened(tmp_path, memory_spool_limit=0) as store:
             assert tmp_files(tmp_path) == []
             assert spool_files(tmp_path) == [kept]
-            assert read_body(store, kept) == b"acknowledged"
+            assert await body_of(store, kept) == b"acknowledged"
 
     run(test)
 
@@ -868,23 +730,10 @@ def test_enqueue_raises_storage_error_and_leaves_nothing_when_the_spool_dir_is_g
     run(test)
 
 
-def test_operations_on_a_closed_store_raise_storage_error(tmp_path: Path) -> None:
-    async def test() -> None:
-        store = SqliteQueueStore(tmp_path)
-        with pytest.raises(StorageError):
-            await store.list()
-        await store.open()
-        await store.close()
-        with pytest.raises(StorageError):
-            await store.claim_due(time.time(), 1)
-
-    run(test)
-
-
 def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
     """Commits leave checkpoints to the server's checkpointer thread: the pages reach
     the database file without any commit crossing SQLite's automatic mark."""
-    from mailwright.queue import sqlite as module
+    from mailwright.queue.sqlite import checkpoint as module
 
     async def test() -> None:
         async with opened(tmp_path) as store:
@@ -899,7 +748,6 @@ def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> Non
                     break
                 await asyncio.sleep(0.05)
             assert database.stat().st_size > before + 10 * 200_000
-            assert read_body(store, ids[-1]) == b"J" * 200_000
+            assert await body_of(store, ids[-1]) == b"J" * 200_000
 
     run(test)
-

@@ -35,7 +35,7 @@ from mailwright.cli.common import (
 )
 from mailwright.errors import StorageError
 from mailwright.logfmt import printable
-from mailwright.queue.base import QueuedMessage
+from mailwright.queue.base import QueuedMessage, QueueStore
 from mailwright.queue.sqlite import SqliteQueueStore
 
 EXIT_NOT_FOUND = 1
@@ -108,7 +108,7 @@ def become_owner_of(data_dir: Path) -> int | None:
     return info.st_uid
 
 
-async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
+async def _run(args: argparse.Namespace, store: QueueStore) -> int:
     await store.open()
     try:
         action = args.action
@@ -124,8 +124,8 @@ async def _run(args: argparse.Namespace, store: SqliteQueueStore) -> int:
                 print(f"mailwright: no message {args.id} in the queue", file=sys.stderr)
                 return EXIT_NOT_FOUND
             print(format_message(found, verbose=True))
-            with store.open_body(args.id) as body:
-                head = body.read(64 * 1024)
+            async with store.read_body(args.id) as body:
+                head = await body.read(64 * 1024)
             print("\n" + format_headers(head))
             return EXIT_OK
         if action == "retry":

@@ -90,7 +90,7 @@ def seconds(value: object, at: Place) -> float:
     return _seconds(value, at, allow_zero=False)
 
 
-#: The claim lease of the queue (queue/sqlite.py DEFAULT_LEASE_SECONDS, 900 s) minus a
+#: The claim lease of the queue (queue/sqlite/store.py DEFAULT_LEASE_SECONDS, 900 s) minus a
 #: minute to record the results: an attempt_timeout above this is refused.
 MAX_ATTEMPT_TIMEOUT = 840.0
 

@@ -22,7 +22,6 @@ for that very literal; such bounces are dropped and logged (``bounce-dropped``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -30,7 +29,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import BinaryIO
 
 from mailwright.logfmt import kv
 from mailwright.model import Address
@@ -59,8 +57,10 @@ class FailedRecipient:
     expired: bool = False  # gave up after max_age rather than on a permanent reply
 
 
-def read_original_headers(body: BinaryIO, limit: int = MAX_ORIGINAL_HEADERS) -> bytes:
+def headers_to_return(opening: bytes, limit: int = MAX_ORIGINAL_HEADERS) -> bytes:
     """The leading whole header fields of a stored message, at most ``limit`` octets.
+
+    ``opening`` is the message's first ``limit + 1`` octets (or all of it, if shorter).
 
     The cut is always between two fields: a field and its folded continuation
     lines (RFC 5322 2.2.3) are kept or dropped together, so the part never
@@ -70,7 +70,7 @@ def read_original_headers(body: BinaryIO, limit: int = MAX_ORIGINAL_HEADERS) -> 
     returned.  The result is empty or ends with CRLF.
     """
     # One octet more than the limit: whether the line after the last kept one continues it.
-    head = body.read(limit + 1)
+    head = opening[: limit + 1]
     whole = len(head) <= limit  # the message ended within what was read
     kept = 0  # the end of the last complete field
     start = 0  # the start of the line being looked at
@@ -247,7 +247,8 @@ class DsnBouncer:
                 )
             )
             return None
-        headers = await asyncio.to_thread(self._headers, message.queue_id)
+        async with self.store.read_body(message.queue_id) as body:
+            headers = headers_to_return(await body.read(MAX_ORIGINAL_HEADERS + 1))
         data = build_dsn(
             reporting_mta=self.hostname,
             sender=message.sender,
@@ -281,7 +282,3 @@ class DsnBouncer:
         if target.local or not is_address_literal(domain):
             return True
         return address_literal_key(domain) in self.routed_domains
-
-    def _headers(self, queue_id: str) -> bytes:
-        with self.store.open_body(queue_id) as body:
-            return read_original_headers(body)

@@ -55,8 +55,6 @@ log = logging.getLogger("mailwright.delivery")
 
 IDLE_CONNECTION_SECONDS = 5.0  # an idle connection kept for the next message to the same host
 MAX_MESSAGES_PER_CONNECTION = 100
-#: Bodies up to this size are read on the event loop's thread (see _via).
-INLINE_BODY_READ = 64 * 1024
 
 
 @dataclass
@@ -309,34 +307,27 @@ class SmtpDeliverer:
             client, used = idle.client, idle.used
         else:
             client, used = await self._open(hop, mode, deadline), 0
-        if message.size <= INLINE_BODY_READ:
-            # A small BLOB read on this thread's own read-only connection takes
-            # microseconds: cheaper than the hop to a worker thread and back.
-            body = self.store.open_body(message.queue_id)
-        else:
-            body = await asyncio.to_thread(self.store.open_body, message.queue_id)
-        try:
-            while True:
-                replies_before = client.replies_read
-                try:
+        while True:
+            replies_before = client.replies_read
+            try:
+                # The queue reads the body off the event loop; opened for each try, so
+                # a try on a new connection sends it from its start.
+                async with self.store.read_body(message.queue_id) as body:
                     result = await client.send_transaction(
                         message.sender,
                         [r.target.address for r in rcpts],
                         body,
                         size=message.size,
                     )
-                    break
-                except SmtpClientError as exc:
-                    await client.close()
-                    if idle is None or client.replies_read != replies_before:
-                        raise _HostFailed(_reply_of(exc)) from None
-                    # The kept connection had been closed by the server: it answered
-                    # nothing of this transaction, so it took nothing. A new one.
-                    idle = None
-                    body.seek(0)
-                    client, used = await self._open(hop, mode, deadline), 0
-        finally:
-            body.close()
+                break
+            except SmtpClientError as exc:
+                await client.close()
+                if idle is None or client.replies_read != replies_before:
+                    raise _HostFailed(_reply_of(exc)) from None
+                # The kept connection had been closed by the server: it answered
+                # nothing of this transaction, so it took nothing. A new one.
+                idle = None
+                client, used = await self._open(hop, mode, deadline), 0
         if result.mail.is_transient and not result.accepted:
             # A 4xx to MAIL is about this host (e.g. greylisting, load): try the next one.
             await _quit(client)

@@ -1,10 +1,12 @@
 """Durable storage of accepted messages behind a small interface (queue/base.py).
 
-``SqliteQueueStore`` is the embedded default; app.py chooses the store, nothing
-else in mailwright names an implementation.
+``SqliteQueueStore`` (queue/sqlite/) is the embedded default; app.py chooses the
+store (and ``mailwright queue`` opens it in the admin role); everything else speaks to
+the ``QueueStore`` interface.
 """
 
 from mailwright.queue.base import (
+    BodyReader,
     BodySpool,
     QueuedMessage,
     QueuedRecipient,
@@ -16,6 +18,7 @@ from mailwright.queue.base import (
 from mailwright.queue.sqlite import SqliteQueueStore, StoreRole
 
 __all__ = [
+    "BodyReader",
     "BodySpool",
     "QueueStore",
     "QueuedMessage",

@@ -2,18 +2,38 @@
 
 The queue stores and knows nothing about *when* to retry (delivery/schedule.py
 decides that) nor about how to deliver (delivery/ does).  SQLite is the embedded
-default (queue/sqlite.py); a PostgreSQL store for several nodes sharing one queue
-must fit this same Protocol without any change to server/ or delivery/.
+default (queue/sqlite/); a PostgreSQL store for several nodes sharing one queue
+must fit this same Protocol without any change to server/ or delivery/, and
+pass the same contract tests (tests/queue/test_contract.py).
+
+The event loop never blocks on the queue: every method that touches storage is
+a coroutine, and a stored body is read through ``read_body``, whose every read
+is awaited.  The one blocking method, ``open_body``, is for callers that
+already run in a worker thread.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mailwright.model import Address, Target
+
+__all__ = [
+    "BODY_READ_SIZE",
+    "BodyReader",
+    "BodySpool",
+    "QueueStore",
+    "QueuedMessage",
+    "QueuedRecipient",
+    "RecipientResult",
+    "RecipientState",
+    "Target",
+]
 
 
 class RecipientState(enum.StrEnum):
@@ -65,25 +85,86 @@ class RecipientResult:
 
 
 class BodySpool(Protocol):
-    """A message body being received: memory first, a file once it grows.
+    """A message body on its way into the queue: written by the receiver, stored by ``enqueue``.
 
-    Writing never fsyncs; ``QueueStore.enqueue`` makes it durable.  A spool that
-    is not enqueued must be ``discard()``-ed, which removes any file it made.
+    The receiver's side: ``write`` appends (memory first, a file once the body
+    grows; never fsynced) and ``size`` counts.  A spool that is not enqueued
+    must be ``discard()``-ed, which removes any file it made.
+
+    The store's side, once ``enqueue`` has it: ``take_ownership`` first (from
+    then on ``discard`` does nothing, so a receiver that gives up cannot pull
+    the body from under a commit), then the body is either in memory
+    (``on_disk`` false: ``take_bytes``) or in a file that ``seal`` makes
+    durable and moves where the store keeps it; ``remove`` deletes whatever is
+    left when the enqueue fails or is cancelled.
+
+    Any store accepts any BodySpool: this is all a store may ask of one.  A
+    store that keeps bodies in a file system seals the file into it (a rename:
+    the same file system as the spool); one that keeps them elsewhere seals it
+    to a name of its own and copies it from there.  ``QueueStore.new_spool``
+    makes the spool a store prefers (queue/spool.py's ``SpillingSpool`` for
+    SQLite).
     """
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Append ``data``; StorageError (and the spool discarded) when the disk fails."""
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Octets written so far."""
 
-    def discard(self) -> None: ...
+    def discard(self) -> None:
+        """Drop the body and any file; does nothing once a store took ownership."""
+
+    def take_ownership(self) -> None:
+        """Called by ``enqueue``; ValueError when the spool was discarded or enqueued already."""
+
+    @property
+    def on_disk(self) -> bool:
+        """True once the body moved from memory to a file."""
+
+    def take_bytes(self) -> bytes:
+        """The body held in memory (``on_disk`` false), releasing it."""
+
+    def seal(self, final_path: Path) -> None:
+        """fsync and close the file (``on_disk`` true), then rename it to ``final_path``.
+
+        Blocking: run it off the event loop.  The caller syncs the directory of
+        ``final_path`` before it commits anything that names the file.
+        """
+
+    def remove(self) -> None:
+        """Delete whatever of the body exists; for the store, when the enqueue failed."""
+
+
+#: The pieces in which a ``BodyReader`` yields a body when iterated.
+BODY_READ_SIZE = 64 * 1024
+
+
+class BodyReader(Protocol):
+    """A stored body opened for reading on the event loop (``QueueStore.read_body``).
+
+    Every read is awaited, so a store can do its blocking I/O (a file, SQLite,
+    a database server) off the event loop, or answer from memory.  It is an
+    async iterable of bytes, which the SMTP client sends as it is.
+    """
+
+    async def read(self, size: int) -> bytes:
+        """The next ``size`` octets (``size`` > 0): fewer only at the end, b"" after it.
+
+        Raises StorageError when the body cannot be read.
+        """
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The rest of the body, in pieces of at most BODY_READ_SIZE octets."""
 
 
 class QueueStore(Protocol):
     """Durable storage of accepted messages and the state of each recipient.
 
-    Every method that touches storage is a coroutine; implementations run their
-    blocking I/O (SQLite, fsync) off the event loop.
+    Every method that touches storage is a coroutine (``read_body`` an async
+    context manager); implementations run their blocking I/O (SQLite, fsync, a
+    file) off the event loop.  ``open_body`` alone blocks, for worker threads.
     """
 
     async def open(self) -> None:
@@ -133,10 +214,25 @@ class QueueStore(Protocol):
         simply record it again.
         """
 
-    def open_body(self, queue_id: str) -> BinaryIO:
-        """A binary file object positioned at the start of the stored body.
+    def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
+        """The stored body, from its start, for a reader on the event loop::
 
-        Blocking; call it from a worker thread.
+            async with store.read_body(queue_id) as body:
+                head = await body.read(64 * 1024)
+
+        Neither opening nor reading blocks the event loop; the body is closed
+        when the block ends.  Raises StorageError on entry when the message or
+        its body is gone (or the store is closed).
+        """
+
+    def open_body(self, queue_id: str) -> BinaryIO:
+        """The stored body as a blocking binary file, positioned at its start.
+
+        Only for a caller that already runs in a worker thread: the Maildir
+        writers of delivery/local.py read each body in their own threads and
+        write it out there.  Never on the event loop (use ``read_body``); the
+        SQLite store refuses it there with RuntimeError.  Raises StorageError
+        when the message or its body is gone.
         """
 
     async def list(self) -> list[QueuedMessage]:

@@ -1,0 +1,86 @@
+"""Rows to values and back: the columns read, and the SQL shared by several operations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailwright.model import Address
+from mailwright.queue.base import QueuedMessage, QueuedRecipient, RecipientState, Target
+from mailwright.queue.sqlite.files import unlink_if_present
+from mailwright.queue.sqlite.writer import Effects
+
+RECIPIENT_COLUMNS = (
+    "queue_id, idx, address_local, address_domain, original_local, original_domain, "
+    "local, state, attempts, next_attempt, last_reply"
+)
+MESSAGE_COLUMNS = "queue_id, sender_local, sender_domain, received_at, size"
+
+
+def split(address: Address | None) -> tuple[str | None, str | None]:
+    """An address as two columns, so a quoted local part round-trips exactly."""
+    if address is None:
+        return None, None
+    return address.local_part, address.domain
+
+
+def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> QueuedMessage:
+    queue_id, sender_local, sender_domain, received_at, size = row
+    sender = None if sender_local is None else Address(sender_local, sender_domain)
+    return QueuedMessage(
+        queue_id=queue_id,
+        sender=sender,
+        received_at=received_at,
+        size=size,
+        recipients=tuple(recipient_of(r) for r in recipients),
+    )
+
+
+def recipient_of(row: Sequence[Any]) -> QueuedRecipient:
+    queue_id, index, address_local, address_domain = row[:4]
+    original_local, original_domain, local, state, attempts, next_attempt, last_reply = row[4:]
+    return QueuedRecipient(
+        queue_id=queue_id,
+        index=index,
+        target=Target(
+            address=Address(address_local, address_domain),
+            original=Address(original_local, original_domain),
+            local=bool(local),
+        ),
+        state=RecipientState(state),
+        attempts=attempts,
+        next_attempt=next_attempt,
+        last_reply=last_reply,
+    )
+
+
+def load(connection: sqlite3.Connection, queue_id: str) -> QueuedMessage | None:
+    row = connection.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    recipients = connection.execute(
+        f"SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE queue_id = ? ORDER BY idx", (queue_id,)
+    ).fetchall()
+    return message_of(row, recipients)
+
+
+def delete(
+    connection: sqlite3.Connection, effects: Effects, spool_dir: Path, queue_id: str
+) -> bool:
+    """Delete a message's rows, and its spool file once that commits; False: no such message."""
+    row = connection.execute(
+        "SELECT spool_name FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    if row is None:
+        return False
+    connection.execute("DELETE FROM recipients WHERE queue_id = ?", (queue_id,))
+    connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+    if row[0] is not None:
+        # After the commit: a crash before it must leave the body in place.
+        path = spool_dir / row[0]
+        effects.after_commit.append(lambda: unlink_if_present(path))
+    return True

@@ -1,0 +1,324 @@
+"""The one thread that owns the queue's SQLite connection: group commit.
+
+Each time the writer thread wakes it takes every job waiting (enqueues,
+claims, results ...), runs each in its own savepoint inside one transaction,
+and commits once: many concurrent messages share one fsync, so durability does
+not cost throughput.  The event loop only submits jobs and awaits their
+futures (``JobRunner``).  Write transactions take ``queue.write-lock``
+(locks.WriteLock) for exactly as long as they last, so the processes sharing
+a queue take turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from mailwright.errors import StorageError
+from mailwright.queue.spool import fsync_directory
+from mailwright.queue.sqlite.locks import WriteLock
+
+logger = logging.getLogger("mailwright.queue.sqlite")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Effects:
+    """File-system work a job needs around the commit of its transaction."""
+
+    sync_spool_dir: bool = False  # a spool file was renamed in: sync spool/ before COMMIT
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class Job(Generic[T]):
+    """One unit of work for the writer thread, run in its own savepoint.
+
+    ``on_failure`` runs (in the writer thread) when the job failed, was
+    cancelled before it started, or its transaction did not commit.
+    """
+
+    apply: Callable[[sqlite3.Connection, Effects], T]
+    writes: bool = True
+    #: False for bookkeeping whose loss in an OS crash only repeats work (claims,
+    #: attempt results): a batch of such jobs commits without fsync (WAL with
+    #: synchronous=NORMAL still survives a crash of the process, kill -9 included).
+    durable: bool = True
+    on_failure: Callable[[], None] | None = None
+    future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """Instrumentation: how well group commit batches (read it in tests and benchmarks)."""
+
+    commits: int = 0  # write transactions committed (each one WAL fsync)
+    jobs: int = 0  # jobs that were part of those commits
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How a transaction ended for each job; settled once the write lock is released."""
+
+    committed: list[tuple[Job[Any], Any, Effects]] = field(default_factory=list)
+    failed: list[tuple[Job[Any], BaseException]] = field(default_factory=list)
+
+
+class Writer:
+    """The one thread that owns the SQLite connection and does every fsync of the queue."""
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[], sqlite3.Connection],
+        disconnect: Callable[[sqlite3.Connection], None],
+        spool_dir: Path,
+        write_lock: WriteLock,
+        max_batch: int,
+        stats: CommitStats,
+    ) -> None:
+        self._connect = connect
+        self._disconnect = disconnect
+        self._spool_dir = spool_dir
+        self._write_lock = write_lock  # opened by connect, closed by disconnect
+        self._max_batch = max_batch
+        self._stats = stats
+        self._sync = "FULL"  # the connection opens with synchronous=FULL
+        self._jobs: deque[Job[Any]] = deque()
+        self._wakeup = threading.Condition()
+        self._accepting = True
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, name="mailwright-queue-writer", daemon=True
+        )
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self) -> concurrent.futures.Future[None]:
+        """Start the thread; the future resolves once the connection is open."""
+        self._ready.set_running_or_notify_cancel()
+        self._thread.start()
+        return self._ready
+
+    def submit(self, job: Job[Any]) -> None:
+        with self._wakeup:
+            if not self._accepting:
+                raise StorageError("the queue store is closed")
+            self._jobs.append(job)
+            self._wakeup.notify()
+
+    def stop(self) -> concurrent.futures.Future[None]:
+        """Finish the jobs already submitted, close the connection, end the thread."""
+        with self._wakeup:
+            self._accepting = False
+            self._wakeup.notify()
+        if not self._thread.is_alive() and not self._stopped.done():
+            self._stopped.set_result(None)
+        return self._stopped
+
+    # ------------------------------------------------------------ in the thread
+
+    def _run(self) -> None:
+        try:
+            connection = self._connect()
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            with self._wakeup:
+                self._accepting = False
+            self._stopped.set_result(None)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                with self._wakeup:
+                    while not self._jobs and self._accepting:
+                        self._wakeup.wait()
+                    if not self._jobs:
+                        break
+                    batch = [
+                        self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))
+                    ]
+                try:
+                    self._execute(connection, batch)
+                except Exception as exc:  # a bug: fail the batch, keep the queue running
+                    logger.exception("queue writer: unexpected error")
+                    with contextlib.suppress(sqlite3.Error):
+                        if connection.in_transaction:
+                            connection.execute("ROLLBACK")
+                    self._fail([job for job in batch if not job.future.done()], exc)
+        finally:
+            try:
+                self._disconnect(connection)
+            finally:
+                self._stopped.set_result(None)
+
+    def _execute(self, connection: sqlite3.Connection, batch: list[Job[Any]]) -> None:
+        live: list[Job[Any]] = []
+        for job in batch:
+            if job.future.set_running_or_notify_cancel():
+                live.append(job)
+            else:
+                _run_quietly(job.on_failure)
+        if not live:
+            return
+        writes = any(job.writes for job in live)
+        if writes:
+            try:
+                self._write_lock.acquire()
+            except (OSError, StorageError) as exc:
+                self._fail(live, exc)
+                return
+            try:
+                outcome = self._transaction(connection, live, writes=True)
+            finally:
+                # _transaction never returns or raises with its transaction open.
+                self._write_lock.release()
+        else:
+            outcome = self._transaction(connection, live, writes=False)
+        self._settle(outcome)
+
+    def _transaction(
+        self, connection: sqlite3.Connection, live: list[Job[Any]], *, writes: bool
+    ) -> _Outcome:
+        """Run the jobs in one transaction, each in a savepoint, and end it: COMMIT or ROLLBACK.
+
+        Touches no future and runs no clean-up: the caller settles the outcome
+        after releasing the write lock, which is held no longer than the
+        transaction itself.
+        """
+        sync = "FULL" if any(job.writes and job.durable for job in live) else "NORMAL"
+        try:
+            if writes and sync != self._sync:
+                connection.execute(f"PRAGMA synchronous={sync}")
+                self._sync = sync
+            connection.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+        except sqlite3.Error as exc:
+            return _Outcome(failed=[(job, exc) for job in live])
+        done: list[tuple[Job[Any], Any, Effects]] = []
+        failed: list[tuple[Job[Any], BaseException]] = []
+        try:
+            for position, job in enumerate(live):
+                effects = Effects()
+                try:
+                    connection.execute("SAVEPOINT job")
+                    result = job.apply(connection, effects)
+                    connection.execute("RELEASE job")
+                except Exception as exc:
+                    if not _rollback_savepoint(connection):
+                        # The error ended the whole transaction (disk full, I/O error):
+                        # the work of the jobs before this one is gone too.
+                        return _Outcome(
+                            failed=[
+                                *((j, exc) for j, _, _ in done),
+                                *failed,
+                                *((j, exc) for j in live[position:]),
+                            ]
+                        )
+                    failed.append((job, exc))
+                else:
+                    done.append((job, result, effects))
+            try:
+                if any(effects.sync_spool_dir for _, _, effects in done):
+                    fsync_directory(self._spool_dir)
+                connection.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                return _Outcome(failed=[*((j, exc) for j, _, _ in done), *failed])
+        finally:
+            # Whatever happened (a failed ROLLBACK, a bug in a job), no transaction
+            # may outlive this call: the write lock is released right after it.
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+        if writes:
+            self._stats.commits += 1
+            self._stats.jobs += len(done)
+        return _Outcome(committed=done, failed=failed)
+
+    def _settle(self, outcome: _Outcome) -> None:
+        """After the transaction: clean-up of committed jobs, then every job's future."""
+        for job, result, effects in outcome.committed:
+            for action in effects.after_commit:
+                _run_quietly(action)
+            job.future.set_result(result)
+        for job, exc in outcome.failed:
+            self._fail([job], exc)
+
+    @staticmethod
+    def _fail(jobs: Iterable[Job[Any]], exc: BaseException) -> None:
+        for job in jobs:
+            _run_quietly(job.on_failure)
+            job.future.set_exception(exc)
+
+
+def _rollback_savepoint(connection: sqlite3.Connection) -> bool:
+    """Undo one job's work; False when the transaction itself is gone."""
+    if not connection.in_transaction:
+        return False
+    try:
+        connection.execute("ROLLBACK TO job")
+        connection.execute("RELEASE job")
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        return False
+    return True
+
+
+def _run_quietly(action: Callable[[], None] | None) -> None:
+    """Clean-up that must not stop the writer: log what fails and go on."""
+    if action is None:
+        return
+    try:
+        action()
+    except Exception:
+        logger.exception("queue clean-up step failed")
+
+
+class JobRunner:
+    """The event loop's side of the writer thread: submit a job and await its result.
+
+    Shared by the store and its collaborators; ``writer`` is set while the store is open.
+    A job that failed in SQLite or on the disk raises StorageError saying ``what`` failed.
+    """
+
+    def __init__(self) -> None:
+        self.writer: Writer | None = None
+
+    def require_open(self) -> Writer:
+        if self.writer is None:
+            raise StorageError("the queue store is not open")
+        return self.writer
+
+    async def call(
+        self,
+        apply: Callable[[sqlite3.Connection, Effects], T],
+        what: str,
+        *,
+        writes: bool = True,
+        durable: bool = True,
+    ) -> T:
+        job = Job(apply, writes=writes, durable=durable)
+        self.require_open().submit(job)
+        return await self.result(job, what)
+
+    @staticmethod
+    async def result(job: Job[T], what: str) -> T:
+        try:
+            return await asyncio.wrap_future(job.future)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"{what}: {exc}") from exc
