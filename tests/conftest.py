@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (  # noqa: F401 - re-exported for tests not yet moved
+from tests.helpers import (
     BASE_CONFIG,
-    RawClient,
     RunningServer,
-    ServerProcess,
-    maildir_messages,
     make_config,
-    wait_for,
 )
 from tests.peers import ScriptedPeer, free_port
 from tests.sink import SinkServer

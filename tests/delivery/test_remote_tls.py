@@ -59,7 +59,7 @@ def send_forward(server: RunningServer) -> None:
 def deferred_reply(server: RunningServer) -> str | None:
     messages = server.call(lambda: server.app.store.list())
     if messages and messages[0].recipients[0].state.value == "deferred":
-        return messages[0].recipients[0].last_reply
+        return str(messages[0].recipients[0].last_reply)
     return None
 
 

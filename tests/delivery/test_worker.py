@@ -27,7 +27,7 @@ import pytest
 
 from mailwright.config import load_config
 from mailwright.protocol.reply import Reply
-from tests.conftest import BASE_CONFIG, RunningServer, ServerProcess, maildir_messages, wait_for
+from tests.helpers import BASE_CONFIG, RunningServer, ServerProcess, maildir_messages, wait_for
 from tests.peers import Tarpit
 from tests.sink import Behaviour, SinkServer
 
@@ -340,7 +340,7 @@ def test_an_attempt_ends_within_attempt_timeout_and_is_deferred(
     def deferred() -> str | None:
         messages = server.call(lambda: server.app.store.list())
         [rcpt] = messages[0].recipients
-        return rcpt.last_reply if rcpt.state.value == "deferred" else None
+        return str(rcpt.last_reply) if rcpt.state.value == "deferred" else None
 
     reply = wait_for(deferred, timeout=30)
     assert isinstance(reply, str) and reply.startswith("451 4.4.1") and "timed out" in reply

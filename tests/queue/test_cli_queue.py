@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.sqlite import SqliteQueueStore
 
@@ -36,7 +37,9 @@ def make_queue(data_dir: Path, body: bytes, sender: Address, reply: str) -> str:
             now = time.time()
             await store.claim_due(now + 1, 10)
             await store.record_result(
-                queue_id, 0, RecipientResult(RecipientState.DEFERRED, reply, now + 3600)
+                queue_id,
+                0,
+                RecipientResult(RecipientState.DEFERRED, Reply.parse(reply), now + 3600),
             )
             return queue_id
         finally:

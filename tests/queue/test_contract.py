@@ -16,6 +16,7 @@ import pytest
 
 from mailwright.errors import StorageError
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.spool import SpillingSpool
 from tests.helpers import run
@@ -55,10 +56,12 @@ def test_enqueue_claim_record_removes_message_once_every_recipient_is_final(
             assert await body_of(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
 
             await store.record_result(
-                queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250 2.0.0 ok")
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250 2.0.0 ok"))
             )
             await store.record_result(
-                queue_id, 1, RecipientResult(RecipientState.DEFERRED, "451 4.3.0 later", 5e9)
+                queue_id,
+                1,
+                RecipientResult(RecipientState.DEFERRED, Reply.parse("451 4.3.0 later"), 5e9),
             )
             stored = await store.get(queue_id)
             assert stored is not None
@@ -67,10 +70,12 @@ def test_enqueue_claim_record_removes_message_once_every_recipient_is_final(
                 RecipientState.DEFERRED,
             ]
             assert stored.recipients[1].attempts == 1
-            assert stored.recipients[1].last_reply == "451 4.3.0 later"
+            assert str(stored.recipients[1].last_reply) == "451 4.3.0 later"
 
             await store.record_result(
-                queue_id, 1, RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
+                queue_id,
+                1,
+                RecipientResult(RecipientState.BOUNCED, Reply.parse("550 5.1.1 no such user")),
             )
             assert await store.get(queue_id) is None
             assert await store.list() == []
@@ -104,7 +109,9 @@ def test_deferred_recipient_is_not_due_before_its_next_attempt(make_store: Store
             await store.claim_due(now, 10)
             retry_at = now + 300
             await store.record_result(
-                queue_id, 0, RecipientResult(RecipientState.DEFERRED, "421 busy", retry_at)
+                queue_id,
+                0,
+                RecipientResult(RecipientState.DEFERRED, Reply.parse("421 busy"), retry_at),
             )
             assert await store.claim_due(retry_at - 1, 10) == []
             [message] = await store.claim_due(retry_at, 10)
@@ -112,7 +119,7 @@ def test_deferred_recipient_is_not_due_before_its_next_attempt(make_store: Store
             assert recipient.state is RecipientState.DEFERRED
             assert recipient.attempts == 1
             assert recipient.next_attempt == retry_at
-            assert recipient.last_reply == "421 busy"
+            assert str(recipient.last_reply) == "421 busy"
 
     run(test)
 
@@ -128,10 +135,12 @@ def test_claim_returns_only_due_recipients_earliest_first_up_to_the_limit(
             now = time.time() + 1
             [claimed] = await store.claim_due(now, 1)
             assert claimed.queue_id == first
-            await store.record_result(first, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            await store.record_result(
+                first, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250"))
+            )
             retry_at = now + LEASE_SECONDS / 2  # before the others' leases lapse
             await store.record_result(
-                first, 1, RecipientResult(RecipientState.DEFERRED, "451", retry_at)
+                first, 1, RecipientResult(RecipientState.DEFERRED, Reply.parse("451"), retry_at)
             )
             claimed_ids = [m.queue_id for m in await store.claim_due(now, 10)]
             assert claimed_ids == [second, third]
@@ -167,7 +176,7 @@ def test_retry_now_makes_deferred_recipients_due(make_store: StoreFactory) -> No
             await store.claim_due(now, 10)
             for qid in (queue_id, other):
                 await store.record_result(
-                    qid, 0, RecipientResult(RecipientState.DEFERRED, "451", now + 3600)
+                    qid, 0, RecipientResult(RecipientState.DEFERRED, Reply.parse("451"), now + 3600)
                 )
             assert await store.claim_due(now, 10) == []
             assert await store.retry_now(queue_id) == 1
@@ -191,20 +200,24 @@ def test_a_bouncing_recipient_keeps_the_body_until_its_bounce_is_recorded(
             queue_id = await put(store, b"Subject: hi\r\n\r\nhello\r\n", targets)
             now = time.time() + 1
             await store.claim_due(now, 10)
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
-            bouncing = RecipientResult(RecipientState.BOUNCING, "550 5.1.1 no such user", now + 60)
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250"))
+            )
+            bouncing = RecipientResult(
+                RecipientState.BOUNCING, Reply.parse("550 5.1.1 no such user"), now + 60
+            )
             await store.record_result(queue_id, 1, bouncing)
             assert await body_of(store, queue_id) == b"Subject: hi\r\n\r\nhello\r\n"
             assert await store.claim_due(now, 10) == []  # not before its next attempt
             [message] = await store.claim_due(now + 60, 10)
             [rcpt] = message.recipients
             assert (rcpt.index, rcpt.state, rcpt.attempts) == (1, RecipientState.BOUNCING, 1)
-            assert rcpt.last_reply == "550 5.1.1 no such user"
+            assert str(rcpt.last_reply) == "550 5.1.1 no such user"
             await store.record_result(queue_id, 1, bouncing)  # the bounce failed again
             assert await store.retry_now(queue_id) == 1  # and is retried now
             [message] = await store.claim_due(now, 10)
             assert message.recipients[0].attempts == 1  # bounce retries are not attempts
-            final = RecipientResult(RecipientState.BOUNCED, "550 5.1.1 no such user")
+            final = RecipientResult(RecipientState.BOUNCED, Reply.parse("550 5.1.1 no such user"))
             await store.record_result(queue_id, 1, final)
             assert await store.get(queue_id) is None
 
@@ -223,7 +236,9 @@ def test_list_and_get_show_every_message_with_all_its_recipients(
             first = await put(store, b"first", targets)
             second = await put(store, b"second!", sender=None)
             await store.claim_due(time.time() + 1, 10)
-            await store.record_result(first, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            await store.record_result(
+                first, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250"))
+            )
             listed = await store.list()
             assert [m.queue_id for m in listed] == [first, second]  # oldest first
             assert listed == [await store.get(first), await store.get(second)]
@@ -248,7 +263,9 @@ def test_remove_deletes_the_message_and_its_body_and_later_results_are_ignored(
             await store.claim_due(time.time() + 1, 10)
             assert await store.remove(queue_id) is True
             assert await store.remove(queue_id) is False
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250"))
+            )
             assert [m.queue_id for m in await store.list()] == [kept]
             with pytest.raises(StorageError):
                 async with store.read_body(queue_id):
@@ -380,9 +397,13 @@ def test_a_restart_keeps_every_message_its_states_and_its_body(make_store: Store
         async with opened(make_store) as store:
             ids = [await put(store, body, [Target(ALICE, ALICE, True)]) for body in bodies]
             await store.claim_due(now, 10)
-            deferred = RecipientResult(RecipientState.DEFERRED, "451 4.3.0 later", now + 600)
+            deferred = RecipientResult(
+                RecipientState.DEFERRED, Reply.parse("451 4.3.0 later"), now + 600
+            )
             await store.record_result(ids[1], 0, deferred)
-            bouncing = RecipientResult(RecipientState.BOUNCING, "550 5.1.1 no", now + 900)
+            bouncing = RecipientResult(
+                RecipientState.BOUNCING, Reply.parse("550 5.1.1 no"), now + 900
+            )
             await store.record_result(ids[2], 0, bouncing)
             before = await store.list()
         async with opened(make_store) as store:

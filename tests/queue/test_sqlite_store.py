@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mailwright.errors import StorageError
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.sqlite import QueueIdGenerator, SqliteQueueStore
 from tests.helpers import run
@@ -149,7 +150,7 @@ def test_remove_deletes_message_and_spool_file_and_later_results_are_ignored(
             assert await store.remove(queue_id) is True
             assert await store.remove(queue_id) is False
             assert spool_files(tmp_path) == []
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "250"))
+            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250")))
             assert await store.list() == []
             with pytest.raises(StorageError):
                 async with store.read_body(queue_id):
@@ -251,7 +252,7 @@ def test_large_body_goes_to_a_spool_file_and_round_trips_byte_exact(tmp_path: Pa
             assert message is not None and message.size == len(body)
 
             await store.claim_due(time.time() + 1, 1)
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, "ok"))
+            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok")))
             assert spool_files(tmp_path) == []
 
     run(test)
@@ -345,7 +346,7 @@ def test_admin_in_another_process_sees_the_running_servers_queue(tmp_path: Path)
             await server.claim_due(now, 10)
             for queue_id in ids:
                 await server.record_result(
-                    queue_id, 0, RecipientResult(RecipientState.DEFERRED, "451", now + 3600)
+                    queue_id, 0, RecipientResult(RecipientState.DEFERRED, Reply.parse("451"), now + 3600)
                 )
             admin = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", script, str(tmp_path), stdout=subprocess.PIPE

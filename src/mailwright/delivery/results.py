@@ -23,7 +23,6 @@ from mailwright.delivery.outcome import INTERNAL_ERROR, DeliveryStatus, Outcome
 from mailwright.delivery.schedule import next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
-from mailwright.protocol.reply import Reply
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
@@ -92,7 +91,7 @@ class ResultRecorder:
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Outcome
     ) -> tuple[RecipientResult, DeliveryStatus]:
         now = self.clock()
-        reply = str(attempt.reply)  # the queue stores the text
+        reply = attempt.reply
         if attempt.success:
             return RecipientResult(RecipientState.DELIVERED, reply), DeliveryStatus.SENT
         if attempt.permanent:
@@ -142,11 +141,11 @@ class ResultRecorder:
                     )
                 )
         for rcpt, attempt, status in failed:
-            result = RecipientResult(state, str(attempt.reply), retry_at)
+            result = RecipientResult(state, attempt.reply, retry_at)
             await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
         for rcpt in bouncing:
-            reply = rcpt.last_reply or str(INTERNAL_ERROR)
+            reply = rcpt.last_reply or INTERNAL_ERROR
             await self._record(message, rcpt, RecipientResult(state, reply, retry_at))
         if state is RecipientState.BOUNCING:
             self._wake_at(retry_at)
@@ -212,7 +211,7 @@ def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
     Its last reply is the one it failed with: a 5xx refused it for good, any
     other reply means it expired.  The host that gave the reply is not kept.
     """
-    reply = _stored_reply(rcpt.last_reply)
+    reply = rcpt.last_reply or INTERNAL_ERROR
     return FailedRecipient(
         address=rcpt.target.address,
         original=rcpt.target.original,
@@ -220,10 +219,3 @@ def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
         expired=not reply.is_permanent,
     )
 
-
-def _stored_reply(text: str | None) -> Reply:
-    """A reply as the queue kept it (its text), a Reply again; unreadable: INTERNAL_ERROR."""
-    try:
-        return Reply.parse(text) if text else INTERNAL_ERROR
-    except ValueError:
-        return INTERNAL_ERROR

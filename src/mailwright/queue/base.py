@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mailwright.model import Address, Target
+from mailwright.protocol.reply import Reply
 
 __all__ = [
     "BODY_READ_SIZE",
@@ -58,7 +59,7 @@ class QueuedRecipient:
     state: RecipientState
     attempts: int  # delivery attempts made; retrying a bounce is not one
     next_attempt: float  # unix time
-    last_reply: str | None  # the last reply text, e.g. "451 4.3.0 try later"
+    last_reply: Reply | None  # the reply of the last attempt (or of the failure it bounces for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class RecipientResult:
     """
 
     state: RecipientState
-    reply: str
+    reply: Reply
     next_attempt: float = 0.0
 
 

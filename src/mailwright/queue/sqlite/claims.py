@@ -82,7 +82,7 @@ class Claims:
                 " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
                 " next_attempt = ?, last_reply = ?, lease_until = 0"
                 f" WHERE queue_id = ? AND idx = ? AND {PENDING_SQL}",
-                (result.state.value, next_attempt, result.reply, queue_id, index),
+                (result.state.value, next_attempt, str(result.reply), queue_id, index),
             ).rowcount
             if not updated:
                 logger.debug(

@@ -141,7 +141,7 @@ def _describe(message: QueuedMessage) -> dict[str, Any]:
                 "local": r.target.local,
                 "state": r.state.value,
                 "attempts": r.attempts,
-                "last_reply": r.last_reply,
+                "last_reply": str(r.last_reply) if r.last_reply else None,
             }
             for r in message.recipients
         ],

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mailwright.model import Address
+from mailwright.protocol.reply import Reply, printable_text
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, RecipientState, Target
 from mailwright.queue.sqlite.files import unlink_if_present
 from mailwright.queue.sqlite.writer import Effects
@@ -52,7 +53,7 @@ def recipient_of(row: Sequence[Any]) -> QueuedRecipient:
         state=RecipientState(state),
         attempts=attempts,
         next_attempt=next_attempt,
-        last_reply=last_reply,
+        last_reply=stored_reply(last_reply),
     )
 
 
@@ -84,3 +85,17 @@ def delete(
         path = spool_dir / row[0]
         effects.after_commit.append(lambda: unlink_if_present(path))
     return True
+
+
+def stored_reply(text: str | None) -> Reply | None:
+    """A reply as the table keeps it (its one-line text form), a Reply again.
+
+    Text that is not a reply (written by hand, or by a mailwright that stored
+    free text) is kept as the text of a 451, so it is still shown and reported.
+    """
+    if not text:
+        return None
+    try:
+        return Reply.parse(text)
+    except ValueError:
+        return Reply(451, None, printable_text(text))
