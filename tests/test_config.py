@@ -69,13 +69,15 @@ networks = ["10.0.0.0/8", "2001:db8::/32"]
 "*" = "smarthost.test"
 [delivery]
 port = 2525
-dns_servers = ["127.0.0.1:5353", "127.0.0.1", "[::1]:53"]
 concurrency = 4
 local_concurrency = 2
 destination_concurrency = 3
 connect_timeout = 10
 attempt_timeout = 600
 tls = "verify"
+[dns]
+servers = ["127.0.0.1:5353", "127.0.0.1", "[::1]:53"]
+timeout = 2.5
 [queue]
 retry = [1, 2, 3]
 max_age = 3600
@@ -162,7 +164,9 @@ def test_full_example_parses_every_key():
     )
     assert config.routes == {"elsewhere.test": "127.0.0.1:2600", "*": "smarthost.test"}
     assert config.delivery.port == 2525
-    assert config.delivery.dns_servers == ("127.0.0.1:5353", "127.0.0.1", "[::1]:53")
+    assert config.dns.servers == ("127.0.0.1:5353", "127.0.0.1", "[::1]:53")
+    assert config.dns.timeout == 2.5
+    assert config.delivery.dns_servers == ()
     assert config.delivery.concurrency == 4
     assert config.delivery.local_concurrency == 2
     assert config.delivery.destination_concurrency == 3
@@ -229,6 +233,16 @@ def test_describe_names_what_the_server_uses():
     assert "10.0.0.0/8, 2001:db8::/32" in text
     assert "elsewhere.test -> 127.0.0.1:2600" in text
     assert "new mail refused below 2.5% of the file system" in text
+    assert "127.0.0.1:5353, 127.0.0.1, [::1]:53, 2.5 s per lookup" in text
+    assert "deprecated" not in text
+
+
+def test_deprecated_delivery_dns_servers_works_and_describe_names_its_replacement():
+    config = parse('[delivery]\ndns_servers = ["127.0.0.1:5353"]\n')
+    assert config.delivery.dns_servers == ("127.0.0.1:5353",)
+    text = describe(config)
+    assert "127.0.0.1:5353, 5 s per lookup" in text
+    assert "deprecated      [delivery] dns_servers is deprecated: use [dns] servers" in text
 
 
 def test_describe_of_the_embedded_default_says_only_authenticated_clients_relay():
@@ -236,6 +250,7 @@ def test_describe_of_the_embedded_default_says_only_authenticated_clients_relay(
     assert "<embedded default>" in text
     assert "only for authenticated clients" in text
     assert os.fspath(Path.cwd().resolve() / "mailwright-data") in text
+    assert "the system resolver, 5 s per lookup" in text
 
 
 # ---------------------------------------------------------------- file problems
@@ -841,12 +856,26 @@ def test_bad_relay_networks_are_refused(networks, message):
             " out again after 900 s), got 900",
         ),
         (
+            '[dns]\nservers = ["dns.example.test"]',
+            'dns.servers: "dns.example.test": a DNS server must be an IP address',
+        ),
+        (
+            '[dns]\nservers = ["127.0.0.1:99999"]',
+            'dns.servers: "127.0.0.1:99999": bad port "99999": expected a number from 1 to 65535',
+        ),
+        (
+            '[dns]\nservers = ["::1"]',
+            'dns.servers: "::1": an IPv6 address needs brackets, e.g. [::1]:2525',
+        ),
+        ("[dns]\ntimeout = 0", "dns.timeout: expected a positive number of seconds, got 0"),
+        (
             '[delivery]\ndns_servers = ["dns.example.test"]',
             'delivery.dns_servers: "dns.example.test": a DNS server must be an IP address',
         ),
         (
-            '[delivery]\ndns_servers = ["127.0.0.1:99999"]',
-            'delivery.dns_servers: "127.0.0.1:99999": bad port "99999": expected a number from 1 to 65535',
+            '[delivery]\ndns_servers = ["127.0.0.1"]\n[dns]\nservers = ["127.0.0.1"]',
+            "delivery.dns_servers: is the deprecated name of dns.servers, and both are set: "
+            "keep only [dns] servers",
         ),
         ("[queue]\nretry = []", "queue.retry: expected at least one entry, got an empty array"),
         ("[queue]\nretry = [60, 0]", "queue.retry: expected a positive integer, got 0"),

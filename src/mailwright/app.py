@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 from mailwright.config import Config
+from mailwright.config.checks import deprecations
 from mailwright.delivery.dsn import DsnBouncer
 from mailwright.delivery.remote import SmtpDeliverer
 from mailwright.delivery.routes import RouteResolver
 from mailwright.delivery.worker import DeliveryWorker
 from mailwright.durable import make_directories
 from mailwright.logfmt import kv
+from mailwright.mailauth.dns import Resolver
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -71,7 +73,9 @@ class App:
             router=router,
             routed_domains=config.routes.keys(),
         )
-        self.remote = SmtpDeliverer(config, self.store, RouteResolver(config))
+        # The one resolver of every DNS lookup ([dns]), built here and passed down.
+        self.dns = Resolver.from_config(config)
+        self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
         self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
         # Built once; SIGHUP re-reads the certificate and key (reload_tls).
         self.tls = ServerTls(config.tls) if config.tls is not None else None
@@ -98,6 +102,8 @@ class App:
         return self.listener.addresses
 
     async def start(self) -> None:
+        for line in deprecations(self.config) if self.role == "server" else ():
+            log.warning(kv(event="deprecated", problem=line))
         make_directories(self.config.data_dir, DATA_DIR_MODE)
         await self.store.open()
         if self.receive:

@@ -257,13 +257,18 @@ local = ["example.test"]
 """
 
 
-def mx_config(port: int, dns: LoopbackDns, aliases: str) -> str:
+def mx_config(port: int, dns: LoopbackDns, aliases: str, *, old_key: bool = False) -> str:
+    """The DNS server in ``[dns] servers``, or with ``old_key`` in the deprecated
+    ``[delivery] dns_servers``."""
+    servers = f'dns_servers = ["{dns.address}"]' if old_key else ""
+    new = "" if old_key else f'[dns]\nservers = ["{dns.address}"]'
     return (
         MX_BASE
         + f"""
 [delivery]
 port = {port}
-dns_servers = ["{dns.address}"]
+{servers}
+{new}
 [queue]
 retry = [1]
 max_age = 60
@@ -303,6 +308,23 @@ def test_no_mx_falls_back_to_address_record(server_factory, mx_world) -> None:
     send(server, "sender@remote.test", ["ext@example.test"], "Subject: a\r\n\r\nb\r\n")
     [msg] = backup.wait_for_messages(1)
     assert [str(r) for r in msg.recipients] == ["u@plain.test"]
+
+
+def test_deprecated_delivery_dns_servers_still_finds_the_mx_and_says_so(
+    server_factory, mx_world, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mailwright")
+    primary, _backup, dns = mx_world
+    server = server_factory(
+        base=mx_config(
+            primary.port, dns(ZONE), '"ext@example.test" = ["u@pref.test"]', old_key=True
+        )
+    )
+    send(server, "sender@remote.test", ["ext@example.test"], "Subject: old\r\n\r\nb\r\n")
+    [msg] = primary.wait_for_messages(1)
+    assert [str(r) for r in msg.recipients] == ["u@pref.test"]
+    warnings = [r.getMessage() for r in caplog.records if "event=deprecated" in r.getMessage()]
+    assert len(warnings) == 1 and "use [dns] servers" in warnings[0]
 
 
 @pytest.mark.parametrize(

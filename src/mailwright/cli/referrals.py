@@ -25,6 +25,7 @@ from mailwright.config import (
     DNS_PORT,
     Config,
     DeliveryConfig,
+    DnsConfig,
     is_domain_name,
     split_host_port,
 )
@@ -140,14 +141,15 @@ def resolver_config(
     """The part of a Config that ``delivery.routes.RouteResolver`` reads, from the options.
 
     Each value was already checked by the argument types above, with the
-    rules ``config.parse_config`` applies to ``[routes]`` and ``[delivery]``.
+    rules ``config.parse_config`` applies to ``[routes]``, ``[delivery]`` and ``[dns]``.
     """
     table: dict[str, str] = {}
     for domain, hop in routes:
         table.setdefault(domain, hop)  # the first --route for a domain wins
     return Config(
         routes=MappingProxyType(table),
-        delivery=DeliveryConfig(port=mx_port, dns_servers=tuple(dns_servers)),
+        delivery=DeliveryConfig(port=mx_port),
+        dns=DnsConfig(servers=tuple(dns_servers)),
     )
 
 
@@ -180,8 +182,9 @@ async def follow(
 ) -> None:
     """Send to each suggested address at its domain's next hop; update ``outcome``."""
     from mailwright.delivery.routes import RouteResolver  # dnspython, only when needed
+    from mailwright.mailauth.dns import Resolver
 
-    resolver = RouteResolver(config)
+    resolver = RouteResolver(config, Resolver.from_config(config))
     for domain, group in group_by_domain(referrals).items():
         print(file=out)
         for referral in group:

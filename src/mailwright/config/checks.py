@@ -29,6 +29,19 @@ def check(config: Config) -> None:
     submission_has_tls(config)
     one_role_per_address(config)
     targets_exist(config)
+    one_name_for_dns_servers(config)
+
+
+def deprecations(config: Config) -> list[str]:
+    """One line per deprecated key the file sets, naming its replacement.
+
+    Logged as a warning at start-up (app.py) and printed by ``check-config``
+    (describe.py), so an operator learns of it before the old name goes away.
+    """
+    lines = []
+    if config.delivery.dns_servers:
+        lines.append("[delivery] dns_servers is deprecated: use [dns] servers instead")
+    return lines
 
 
 def listeners_apart(config: Config) -> None:
@@ -111,6 +124,15 @@ def targets_exist(config: Config) -> None:
             _receives_here(config, dotted("aliases", alias), target)
     for source, target in config.forward.items():
         _receives_here(config, dotted("forward", source), target)
+
+
+def one_name_for_dns_servers(config: Config) -> None:
+    """The old and the new name together: which one was meant is anybody's guess."""
+    if config.delivery.dns_servers and config.dns.servers:
+        raise ConfigError(
+            "delivery.dns_servers",
+            "is the deprecated name of dns.servers, and both are set: keep only [dns] servers",
+        )
 
 
 def _receives_here(config: Config, key: str, target: Address) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mailwright.config.checks import deprecations
 from mailwright.config.schema import Config, SpaceReserve
 
 
@@ -55,6 +56,8 @@ def describe(config: Config) -> str:
     if config.routes:
         routes = ", ".join(f"{dom} -> {hop}" for dom, hop in sorted(config.routes.items()))
         lines.append(f"  routes          {routes}")
+    lines.append(f"  DNS             {_dns(config)}")
+    lines += [f"  deprecated      {line}" for line in deprecations(config)]
     return "\n".join(lines)
 
 
@@ -69,6 +72,12 @@ def _tls(config: Config) -> str:
         f"({_plural(failures, 'failure')} {'locks' if failures == 1 else 'lock'} a client out "
         f"for {config.smtp.auth_lockout:g} s)"
     )
+
+
+def _dns(config: Config) -> str:
+    servers = config.dns.servers or config.delivery.dns_servers
+    asked = ", ".join(servers) if servers else "the system resolver"
+    return f"{asked}, {config.dns.timeout:g} s per lookup"
 
 
 def _reserve(reserve: SpaceReserve) -> str:

@@ -200,6 +200,7 @@ class DeliveryConfig:
     """``[delivery]``: how mail leaves for other servers."""
 
     port: int = setting(SMTP_PORT, v.port)
+    #: Deprecated: the old name of ``[dns] servers`` (checks.py refuses both at once).
     dns_servers: tuple[str, ...] = setting((), v.dns_servers)
     #: Messages in delivery at once (Postfix's default_process_limit is 100 too).  A
     #: relay is bound by round trips and commits, not CPU: with 20, relayed mail left
@@ -285,6 +286,20 @@ class QueueConfig:
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
 
 
+# ---------------------------------------------------------------- [dns]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """``[dns]``: the resolver every lookup uses (mailauth/dns.py): MX, A/AAAA, TXT."""
+
+    #: ``IP[:port]`` of the servers to ask; empty: the system resolver (/etc/resolv.conf).
+    servers: tuple[str, ...] = setting((), v.dns_servers)
+    #: Seconds one whole lookup may take, every server and retry included; then it is a
+    #: temporary error (a delivery retried later, an SPF temperror), never a verdict.
+    timeout: float = setting(5.0, v.seconds)
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -329,6 +344,7 @@ class Config:
     )
     delivery: DeliveryConfig = section(DeliveryConfig)
     queue: QueueConfig = section(QueueConfig)
+    dns: DnsConfig = section(DnsConfig)
     source: str = EMBEDDED_SOURCE
 
 

@@ -7,7 +7,7 @@
 - A domain that does not exist is a permanent failure; a DNS timeout or SERVFAIL
   is temporary.
 
-Only dnspython talks to DNS, with the servers of ``delivery.dns_servers`` when set.
+Every lookup goes through the server's one resolver (mailauth/dns.py, ``[dns]``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
-
 from mailwright.config import Config
 from mailwright.errors import DeliveryError
+from mailwright.mailauth.dns import DnsError, NoData, NoSuchName, PermanentDnsError, Resolver
 from mailwright.protocol.reply import Reply
-from mailwright.syntax import DNS_PORT, address_literal_key, is_address_literal, split_host_port
-
-DNS_TIMEOUT = 10.0  # seconds for one whole lookup, all servers and retries included
+from mailwright.syntax import address_literal_key, is_address_literal, split_host_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +45,14 @@ def _permanent(code: int, enhanced: str, text: str) -> DeliveryError:
 class RouteResolver:
     """Turns a destination domain into the ordered list of next hops."""
 
-    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: Config, resolver: Resolver, *, rng: random.Random | None = None
+    ) -> None:
         self.config = config
         self.port = config.delivery.port
         self.routes = {key.lower(): value for key, value in config.routes.items()}
         self.rng = rng or random.Random()
-        self.resolver = dns.asyncresolver.Resolver(configure=not config.delivery.dns_servers)
-        if config.delivery.dns_servers:
-            servers: list[dns.nameserver.Nameserver] = []
-            for item in config.delivery.dns_servers:
-                host, port = split_host_port(item, default_port=DNS_PORT)
-                servers.append(dns.nameserver.Do53Nameserver(host, port))
-            self.resolver.nameservers = servers
-        self.resolver.lifetime = DNS_TIMEOUT
+        self.resolver = resolver
 
     async def next_hops(self, domain: str) -> list[NextHop]:
         """Raises DeliveryError (temporary or permanent) when there is nowhere to go."""
@@ -72,9 +61,7 @@ class RouteResolver:
         route = self.routes.get(key) or self.routes.get("*")
         if route is not None:
             host, port = split_host_port(route, default_port=self.port)
-            return [
-                NextHop(host, address, port, 0) for address in await self._addresses(host)
-            ]
+            return [NextHop(host, address, port, 0) for address in await self._addresses(host)]
         if domain.startswith("[") and domain.endswith("]"):
             literal = domain[1:-1]
             if literal.lower().startswith("ipv6:"):
@@ -94,14 +81,13 @@ class RouteResolver:
 
     async def _mx(self, domain: str) -> list[tuple[int, str]]:
         try:
-            answer = await self.resolver.resolve(domain, "MX")
-        except dns.resolver.NXDOMAIN:
+            records = await self.resolver.mx(domain)
+        except NoSuchName:
             raise _permanent(550, "5.1.2", f"Domain {domain} does not exist") from None
-        except dns.resolver.NoAnswer:
+        except NoData:
             return [(0, domain)]  # RFC 5321 5.1: the implicit MX
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            raise _temporary(f"DNS lookup of MX for {domain} failed: {exc}") from None
-        records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
+        except DnsError as exc:  # temporary: a timeout, SERVFAIL
+            raise _temporary(f"DNS lookup of MX for {domain} failed: {exc.reason}") from None
         if any(host in ("", ".") for _, host in records):
             # RFC 7505 3: a null MX says the domain accepts no mail.
             raise _permanent(556, "5.1.10", f"Domain {domain} accepts no mail (null MX)")
@@ -112,22 +98,14 @@ class RouteResolver:
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
-        found: list[str] = []
-        failure: Exception | None = None
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await self.resolver.resolve(host, rdtype)
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                continue
-            except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-                failure = exc
-                continue
-            found.extend(r.address for r in answer)
-        if not found:
-            if failure is not None:
-                raise _temporary(f"DNS lookup of {host} failed: {failure}")
-            raise _temporary(f"No address for host {host}")
-        return found
+        try:
+            return await self.resolver.addresses(host)
+        except PermanentDnsError:
+            # Temporary all the same: the name of a next hop is the operator's or an MX
+            # target, and either may be fixed before the message expires.
+            raise _temporary(f"No address for host {host}") from None
+        except DnsError as exc:
+            raise _temporary(f"DNS lookup of {host} failed: {exc.reason}") from None
 
 
 def _order(records: Sequence[tuple[int, str]], rng: random.Random) -> list[tuple[int, str]]:

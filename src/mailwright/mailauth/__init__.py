@@ -1,0 +1,1 @@
+"""Mail authentication: the one DNS resolver every lookup uses (dns.py), and checks built on it."""
