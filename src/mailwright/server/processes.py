@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -136,6 +137,10 @@ class Supervisor:
 
     def _fork(self, index: int, ready_fd: int | None) -> int:
         supervisor = os.getpid()
+        # What the supervisor has imported is shared with every child page by page;
+        # a collection in a child would write to those pages (the gc's links live in
+        # each object) and copy them.  Frozen objects are never collected.
+        gc.freeze()
         pid = os.fork()
         if pid:
             self._children[pid] = index
