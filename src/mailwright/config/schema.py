@@ -285,6 +285,31 @@ class QueueConfig:
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
 
 
+# ---------------------------------------------------------------- [dkim]
+
+_DKIM_KEY = "each [[dkim.keys]] entry needs domain, selector and key"
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeyConfig:
+    """One ``[[dkim.keys]]`` entry: mail from ``domain`` (or a subdomain) is signed with ``key``.
+
+    ``key`` is a private key file (``mailwright dkim keygen``), relative to the
+    configuration's folder; checks.py refuses one that cannot sign.
+    """
+
+    domain: str = field(metadata=required(v.domain, _DKIM_KEY))
+    selector: str = field(metadata=required(v.dkim_selector, _DKIM_KEY))
+    key: Path = field(metadata=required(v.config_relative_file, _DKIM_KEY))
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    """``[dkim]``: the keys that sign mail leaving for other hosts (docs/authentication.md)."""
+
+    keys: tuple[DkimKeyConfig, ...] = setting((), v.table_array(DkimKeyConfig))
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -329,6 +354,7 @@ class Config:
     )
     delivery: DeliveryConfig = section(DeliveryConfig)
     queue: QueueConfig = section(QueueConfig)
+    dkim: DkimConfig = section(DkimConfig)
     source: str = EMBEDDED_SOURCE
 
 
