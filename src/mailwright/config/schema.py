@@ -369,6 +369,9 @@ AUTH_FAILURE_DELAY_MAX_STEPS = 5
 AUTH_TRACKED_ENTRIES = 10_000
 #: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
 MAX_CONCURRENT_PASSWORD_CHECKS = 4
+#: A message to be DKIM-signed waits for its end before it goes to the spool (the signature
+#: goes on top): up to this many octets in memory, the rest in an unnamed file in data_dir.
+DKIM_HELD_IN_MEMORY = 256 * 1024
 
 # ---------------------------------------------------------------- defaults named elsewhere
 # Read from the declarations above, never written a second time.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -27,6 +28,10 @@ from email.parser import BytesHeaderParser
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Final, Literal
+
+from mailwright.logfmt import kv
+
+log = logging.getLogger("mailwright.dkim")
 
 Algorithm = Literal["rsa", "ed25519"]
 ALGORITHMS: Final[tuple[Algorithm, ...]] = ("rsa", "ed25519")
@@ -294,3 +299,41 @@ def _present_headers(message: bytes) -> set[str]:
         if colon:
             names.add(name.strip().decode("ascii", "replace").lower())
     return names
+
+
+# ---------------------------------------------------------------- the server's signer
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSigner:
+    """The ``[[dkim.keys]]`` of a running server: which key, if any, signs a message."""
+
+    keys: tuple[SigningKey, ...]
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[tuple[str, str, Path]]) -> MessageSigner:
+        """Load ``(domain, selector, key file)`` entries; DkimKeyError for one that cannot sign."""
+        return cls(tuple(load_signing_key(d, s, path) for d, s, path in entries))
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def sign(self, message: bytes) -> tuple[SigningKey, bytes] | None:
+        """The key and the ``DKIM-Signature:`` header for ``message``; None when no key fits.
+
+        No key fits when the ``From:`` domain (one address, RFC 5322 3.6.2) is
+        neither a key's domain nor under it: signing another domain's mail with
+        ours would vouch for what we cannot.
+        """
+        end = message.find(b"\r\n\r\n")
+        domain = author_domain(message if end == -1 else message[: end + 4])
+        key = key_for(self.keys, domain) if domain else None
+        if key is None:
+            return None
+        import dkim
+
+        try:
+            return key, signature_header(message, key)
+        except dkim.DKIMException as exc:  # a message dkimpy cannot sign leaves unsigned
+            log.warning(kv(event="dkim-sign-failed", domain=key.domain, error=exc))
+            return None
