@@ -939,6 +939,8 @@ def test_dkim_keys_load_relative_to_the_config_folder(tmp_path):
     )
     assert second.domain == "other.test" and second.key == tmp_path / "ed.key"
     assert parse("").dkim.keys == ()
+    assert "DKIM signing    example.test (s=s1), other.test (s=e1)" in describe(config)
+    assert "DKIM" not in describe(parse(""))
 
 
 def test_dkim_key_readable_by_others_is_refused_naming_the_key(tmp_path):

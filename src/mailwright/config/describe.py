@@ -55,6 +55,9 @@ def describe(config: Config) -> str:
     if config.routes:
         routes = ", ".join(f"{dom} -> {hop}" for dom, hop in sorted(config.routes.items()))
         lines.append(f"  routes          {routes}")
+    if config.dkim.keys:
+        keys = ", ".join(f"{key.domain} (s={key.selector})" for key in config.dkim.keys)
+        lines.append(f"  DKIM signing    {keys}")
     return "\n".join(lines)
 
 
