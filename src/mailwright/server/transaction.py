@@ -163,9 +163,11 @@ class MailTransaction:
         held, self.held = self.held, None
         try:
             message, signed = await asyncio.to_thread(_sign_held, held, signer)
-        except OSError as exc:
+        except BaseException as exc:  # cancelled too: nothing of the message may stay behind
             self.discard()
-            raise StorageError(f"cannot read back the message to sign: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot read back the message to sign: {exc}") from exc
+            raise
         finally:
             held.close()
         if signed is not None:
