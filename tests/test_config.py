@@ -929,3 +929,87 @@ def test_processes_is_a_count_or_auto(tmp_path: Path) -> None:
     for bad in ("0", "65", '"many"', "true", "1.5"):
         with pytest.raises(ConfigError, match=r'smtp\.processes: expected "auto" or a number'):
             processes(bad)
+
+
+# ---------------------------------------------------------------- [[dkim.keys]]
+
+
+def _dkim_key(tmp_path: Path, name: str = "example.test.s1.key", algorithm: str = "rsa") -> Path:
+    from mailwright.mailauth.dkim import generate_private_key, write_private_key
+
+    path = tmp_path / name
+    write_private_key(path, generate_private_key(algorithm, 1024))  # type: ignore[arg-type]
+    return path
+
+
+def _dkim_table(key: str, domain: str = "example.test", selector: str = "s1") -> str:
+    return f'[[dkim.keys]]\ndomain = "{domain}"\nselector = "{selector}"\nkey = "{key}"\n'
+
+
+def _dkim_refusal(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(text, base_dir=tmp_path)
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_dkim_keys_load_relative_to_the_config_folder(tmp_path):
+    _dkim_key(tmp_path)
+    _dkim_key(tmp_path, "ed.key", "ed25519")
+    config = parse(
+        _dkim_table("example.test.s1.key") + _dkim_table("ed.key", "Other.Test", "e1"),
+        base_dir=tmp_path,
+    )
+    first, second = config.dkim.keys
+    assert (first.domain, first.selector, first.key) == (
+        "example.test",
+        "s1",
+        tmp_path / "example.test.s1.key",
+    )
+    assert second.domain == "other.test" and second.key == tmp_path / "ed.key"
+    assert parse("").dkim.keys == ()
+    assert "DKIM signing    example.test (s=s1), other.test (s=e1)" in describe(config)
+    assert "DKIM" not in describe(parse(""))
+
+
+def test_dkim_key_readable_by_others_is_refused_naming_the_key(tmp_path):
+    _dkim_key(tmp_path).chmod(0o640)
+    error = _dkim_refusal(tmp_path, _dkim_table("example.test.s1.key"))
+    assert error.key == "dkim.keys[0].key"
+    assert "example.test.s1.key" in error.problem and "0640" in error.problem
+
+
+def test_dkim_key_missing_or_a_folder_is_refused(tmp_path):
+    error = _dkim_refusal(tmp_path, _dkim_table("gone.key"))
+    assert error.key == "dkim.keys[0].key" and "cannot read" in error.problem
+    assert "gone.key" in error.problem
+    (tmp_path / "folder.key").mkdir(mode=0o700)
+    error = _dkim_refusal(tmp_path, _dkim_table("folder.key"))
+    assert error.key == "dkim.keys[0].key" and "folder.key" in error.problem
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not a key at all\n",
+        b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    ],
+)
+def test_dkim_key_file_without_a_private_key_is_refused(tmp_path, content):
+    path = tmp_path / "junk.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    error = _dkim_refusal(tmp_path, _dkim_table("junk.key"))
+    assert error.key == "dkim.keys[0].key" and "junk.key" in error.problem
+
+
+def test_dkim_key_entry_needs_every_field_and_one_key_per_domain(tmp_path):
+    _dkim_key(tmp_path)
+    error = _dkim_refusal(tmp_path, '[[dkim.keys]]\ndomain = "example.test"\nkey = "x"\n')
+    assert error.key == "dkim.keys[0].selector" and "missing" in error.problem
+    error = _dkim_refusal(tmp_path, _dkim_table("example.test.s1.key", selector="bad selector"))
+    assert error.key == "dkim.keys[0].selector"
+    twice = _dkim_table("example.test.s1.key") + _dkim_table("example.test.s1.key", selector="s2")
+    error = _dkim_refusal(tmp_path, twice)
+    assert error.key == "dkim.keys[1].domain" and "dkim.keys[0]" in error.problem

@@ -152,3 +152,19 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+
+
+def test_bad_dkim_key_stops_startup_and_check_config_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "example.test.s1.key"
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    path = write_config(
+        tmp_path,
+        CONFIG
+        + '\n[[dkim.keys]]\ndomain = "example.test"\nselector = "s1"\nkey = "example.test.s1.key"\n',
+    )
+    for args in (("serve", "--config", str(path)), ("check-config", str(path))):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert "dkim.keys[0].key" in line and str(key) in line

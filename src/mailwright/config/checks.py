@@ -29,6 +29,7 @@ def check(config: Config) -> None:
     submission_has_tls(config)
     one_role_per_address(config)
     targets_exist(config)
+    dkim_keys(config)
     one_name_for_dns_servers(config)
 
 
@@ -154,3 +155,25 @@ def _receives_here(config: Config, key: str, target: Address) -> None:
             key,
             f"{show(str(target))} is in a local domain but is no mailbox, alias or forward here",
         )
+
+
+def dkim_keys(config: Config) -> None:
+    """Load every DKIM key once: a key that cannot sign stops start-up, not the first message.
+
+    Also one key per domain: two would leave which one signs to chance.
+    """
+    from mailwright.mailauth.dkim import DkimKeyError, load_signing_key
+
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(config.dkim.keys):
+        at = f"dkim.keys[{index}]"
+        if entry.domain in seen:
+            raise ConfigError(
+                f"{at}.domain",
+                f"{show(entry.domain)} already has a key in dkim.keys[{seen[entry.domain]}]",
+            )
+        seen[entry.domain] = index
+        try:
+            load_signing_key(entry.domain, entry.selector, entry.key)
+        except DkimKeyError as exc:
+            raise ConfigError(f"{at}.key", f"DKIM key for {entry.domain}: {exc}") from None

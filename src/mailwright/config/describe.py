@@ -58,6 +58,9 @@ def describe(config: Config) -> str:
         lines.append(f"  routes          {routes}")
     lines.append(f"  DNS             {_dns(config)}")
     lines += [f"  deprecated      {line}" for line in deprecations(config)]
+    if config.dkim.keys:
+        keys = ", ".join(f"{key.domain} (s={key.selector})" for key in config.dkim.keys)
+        lines.append(f"  DKIM signing    {keys}")
     return "\n".join(lines)
 
 

@@ -300,6 +300,31 @@ class DnsConfig:
     timeout: float = setting(5.0, v.seconds)
 
 
+# ---------------------------------------------------------------- [dkim]
+
+_DKIM_KEY = "each [[dkim.keys]] entry needs domain, selector and key"
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeyConfig:
+    """One ``[[dkim.keys]]`` entry: mail from ``domain`` (or a subdomain) is signed with ``key``.
+
+    ``key`` is a private key file (``mailwright dkim keygen``), relative to the
+    configuration's folder; checks.py refuses one that cannot sign.
+    """
+
+    domain: str = field(metadata=required(v.domain, _DKIM_KEY))
+    selector: str = field(metadata=required(v.dkim_selector, _DKIM_KEY))
+    key: Path = field(metadata=required(v.config_relative_file, _DKIM_KEY))
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    """``[dkim]``: the keys that sign mail leaving for other hosts (docs/authentication.md)."""
+
+    keys: tuple[DkimKeyConfig, ...] = setting((), v.table_array(DkimKeyConfig))
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -345,6 +370,7 @@ class Config:
     delivery: DeliveryConfig = section(DeliveryConfig)
     queue: QueueConfig = section(QueueConfig)
     dns: DnsConfig = section(DnsConfig)
+    dkim: DkimConfig = section(DkimConfig)
     source: str = EMBEDDED_SOURCE
 
 
@@ -359,6 +385,9 @@ AUTH_FAILURE_DELAY_MAX_STEPS = 5
 AUTH_TRACKED_ENTRIES = 10_000
 #: scrypt needs 32 MiB and a tenth of a second per check: bound how many run at once.
 MAX_CONCURRENT_PASSWORD_CHECKS = 4
+#: A message to be DKIM-signed waits for its end before it goes to the spool (the signature
+#: goes on top): up to this many octets in memory, the rest in an unnamed file in data_dir.
+DKIM_HELD_IN_MEMORY = 256 * 1024
 
 # ---------------------------------------------------------------- defaults named elsewhere
 # Read from the declarations above, never written a second time.

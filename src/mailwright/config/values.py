@@ -17,6 +17,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -438,3 +439,36 @@ def table(cls: type[T]) -> Convert[T]:
         return at.read_table(cls, value, at)
 
     return read
+
+
+# ---------------------------------------------------------------- [dkim]
+
+
+def table_array(cls: type[T]) -> Convert[tuple[T, ...]]:
+    """An array of tables (``[[dkim.keys]]``), each read into ``cls``; named ``key[0]``..."""
+
+    def read(value: object, at: Place) -> tuple[T, ...]:
+        items = array(value, at)
+        return tuple(
+            at.read_table(cls, item, replace(at, key=f"{at.key}[{index}]"))
+            for index, item in enumerate(items)
+        )
+
+    return read
+
+
+def dkim_selector(value: object, at: Place) -> str:
+    """A selector is a sub-domain (RFC 6376 3.1): LDH labels joined by dots."""
+    text = string(value, at)
+    if not is_domain_name(text.lower()):
+        raise at.fail(f"expected a selector (letters, digits, hyphens, dots), got {show(value)}")
+    return text
+
+
+def config_relative_file(value: object, at: Place) -> Path:
+    """A file name taken from the configuration's folder; whether it can be used is checked later.
+
+    checks.py opens the file, so one line says what is wrong with it (missing,
+    unreadable, wrong mode, wrong content) in the terms of what it is for.
+    """
+    return (at.base_dir / Path(string(value, at)).expanduser()).resolve()

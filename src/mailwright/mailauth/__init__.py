@@ -1,1 +1,1 @@
-"""Mail authentication: the one DNS resolver every lookup uses (dns.py), and checks built on it."""
+"""Mail authentication: SRS, DKIM signing, inbound verdicts, and the one DNS resolver (dns.py)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mailwright.config.schema import DKIM_HELD_IN_MEMORY
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.model import Address
@@ -146,6 +147,7 @@ class SessionHandler:
             self.refused("DATA", replies.TOO_MANY_HOPS)
             return replies.TOO_MANY_HOPS
         try:
+            signed_by = await txn.sign(self.services.dkim) if txn.held is not None else None
             queue_id = await txn.commit(self.services.store)
         except StorageError as exc:
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
@@ -161,6 +163,7 @@ class SessionHandler:
                 sender=f"<{txn.sender or ''}>",
                 recipients=",".join(f"<{r}>" for r in txn.recipients),
                 size=size,
+                dkim=f"{signed_by.domain}/{signed_by.selector}" if signed_by else None,
                 result=250,
             )
         )
@@ -235,8 +238,22 @@ class SessionHandler:
         )
         try:
             txn.open_spool(services.store, trace)
+            if self._to_be_signed(txn):
+                txn.hold_for_signing(DKIM_HELD_IN_MEMORY, services.config.data_dir)
         except (OSError, StorageError) as exc:
             log.error(kv(event="spool-error", client=str(self.peer), error=exc))
             txn.discard()
             return replies.STORAGE_FULL
         return replies.START_DATA
+
+    def _to_be_signed(self, txn: MailTransaction) -> bool:
+        """DKIM-sign mail our own clients send out: relayed to another host, from a client
+        that authenticated or is in ``[relay] networks``.  Mail that stays here is not
+        signed (nobody downstream checks it); whether a key fits the From: domain is
+        known only at the end of the body."""
+        services = self.services
+        return (
+            bool(services.dkim)
+            and any(not target.local for target in txn.targets)
+            and services.relay.may_relay(self.peer.host, self.authenticated_user)
+        )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mailwright.config import Config
+from mailwright.mailauth.dkim import MessageSigner
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -48,6 +49,8 @@ class SessionServices:
     auth: Authenticator = field(init=False)
     space: SpaceGuard = field(init=False)
     received_stamp: ReceivedStamp = field(init=False)
+    #: The ``[[dkim.keys]]``; false when there are none.  checks.py loaded each once already.
+    dkim: MessageSigner = field(init=False)
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp
@@ -70,3 +73,6 @@ class SessionServices:
         self.auth = Authenticator(self.config)
         self.space = SpaceGuard(self.config.data_dir, self.config.queue.min_free_space)
         self.received_stamp = ReceivedStamp()
+        self.dkim = MessageSigner.from_entries(
+            [(entry.domain, entry.selector, entry.key) for entry in self.config.dkim.keys]
+        )

@@ -9,11 +9,16 @@ it (``discard``); nothing of it outlives that.  It also counts the message's
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 
+from mailwright.errors import StorageError
+from mailwright.mailauth.dkim import MessageSigner, SigningKey
 from mailwright.model import Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
@@ -77,6 +82,15 @@ class ReceivedStamp:
         return self._text
 
 
+def _sign_held(
+    held: tempfile.SpooledTemporaryFile[bytes], signer: MessageSigner
+) -> tuple[bytes, tuple[SigningKey, bytes] | None]:
+    """In a worker thread: the held message, and its key and signature when one fits."""
+    held.seek(0)
+    message = held.read()
+    return message, signer.sign(message)
+
+
 @dataclass(frozen=True, slots=True)
 class TraceInfo:
     """What our Received header says about the session (RFC 5321 4.4, RFC 3848)."""
@@ -99,6 +113,8 @@ class MailTransaction:
     targets: list[Target] = field(default_factory=list)
     spool: BodySpool | None = None
     headers: HeaderScanner = field(default_factory=HeaderScanner)
+    #: The body of a message to be DKIM-signed, kept apart until its end (``hold_for_signing``).
+    held: tempfile.SpooledTemporaryFile[bytes] | None = None
 
     @property
     def sender(self) -> Address | None:
@@ -114,11 +130,50 @@ class MailTransaction:
         self.spool = store.new_spool()
         self.spool.write(self.received_header(trace))
 
+    def hold_for_signing(self, in_memory: int, folder: Path) -> None:
+        """Keep the body apart until its end, so a DKIM-Signature can go on top of it.
+
+        A signature covers the whole body, and the spool only appends: so the
+        body waits here (``in_memory`` octets, then an unnamed file in
+        ``folder``) and ``sign`` moves it to the spool, signature first.
+        """
+        # Closed by sign() or discard(): it outlives this call by design.
+        self.held = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=in_memory, mode="w+b", dir=str(folder)
+        )
+
     def feed(self, data: bytes) -> None:
         """A piece of the body, already dot-unstuffed by the core."""
         if self.spool is not None:
             self.headers.feed(data)
-            self.spool.write(data)
+            if self.held is not None:
+                self.held.write(data)
+            else:
+                self.spool.write(data)
+
+    async def sign(self, signer: MessageSigner) -> SigningKey | None:
+        """Sign the held message off the event loop and spool it, signature on top.
+
+        The key that signed, or None: no key for the From: domain (the message
+        is spooled as it came).  Signing happens once, here, so every delivery
+        attempt sends the same signed bytes.  StorageError when the held body
+        cannot be read back.
+        """
+        assert self.spool is not None and self.held is not None
+        held, self.held = self.held, None
+        try:
+            message, signed = await asyncio.to_thread(_sign_held, held, signer)
+        except BaseException as exc:  # cancelled too: nothing of the message may stay behind
+            self.discard()
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot read back the message to sign: {exc}") from exc
+            raise
+        finally:
+            held.close()
+        if signed is not None:
+            self.spool.write(signed[1])
+        self.spool.write(message)
+        return signed[0] if signed is not None else None
 
     def loops(self, max_received: int) -> bool:
         """True when the message has more Received: headers than allowed: a mail loop."""
@@ -136,6 +191,9 @@ class MailTransaction:
             raise
 
     def discard(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         if self.spool is not None:
             self.spool.discard()
             self.spool = None
