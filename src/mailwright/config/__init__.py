@@ -30,6 +30,7 @@ from mailwright.config.schema import (
     QueueConfig,
     SmtpConfig,
     SpaceReserve,
+    SrsConfig,
     SubmissionConfig,
     TlsConfig,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "QueueConfig",
     "SmtpConfig",
     "SpaceReserve",
+    "SrsConfig",
     "SubmissionConfig",
     "TlsConfig",
     "describe",

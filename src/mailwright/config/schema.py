@@ -285,6 +285,28 @@ class QueueConfig:
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
 
 
+# ---------------------------------------------------------------- [srs]
+
+
+@dataclass(frozen=True, slots=True)
+class SrsConfig:
+    """``[srs]``: the Sender Rewriting Scheme of forwarded mail (mailauth/srs.py).
+
+    SRS is on when a secret is set, in the file (``secret``) or in a file of its
+    own (``secret_file``, relative to the configuration; read at load time).
+    ``domain`` None means ``hostname``.
+    """
+
+    secret: str | None = setting(None, v.srs_secret)
+    secret_from_file: str | None = setting(None, v.srs_secret_file, key="secret_file")
+    domain: str | None = setting(None, v.domain)
+    previous_secrets: tuple[str, ...] = setting((), v.srs_secrets)
+    max_age_days: int = setting(21, v.positive_int)
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"SrsConfig(domain={self.domain!r}, max_age_days={self.max_age_days})"
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -329,6 +351,7 @@ class Config:
     )
     delivery: DeliveryConfig = section(DeliveryConfig)
     queue: QueueConfig = section(QueueConfig)
+    srs: SrsConfig = section(SrsConfig)
     source: str = EMBEDDED_SOURCE
 
 

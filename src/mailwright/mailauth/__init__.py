@@ -1,0 +1,1 @@
+"""Mail authentication: SRS, DKIM signing, the verdicts on inbound mail and their DNS."""
