@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import srslib
 
-from mailwright.config import parse_config
+from mailwright.config import describe, parse_config
 from mailwright.errors import ConfigError
 from mailwright.mailauth import srs as srs_module
 from mailwright.mailauth.srs import EXPIRED, INVALID, MALFORMED, Srs, SrsError
@@ -170,6 +170,10 @@ def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
         max_age_days=7,
     )
     assert SECRET not in repr(config)
+    summary = describe(config)
+    assert f"SRS             forwarded mail sent as SRS0=...@{DOMAIN}" in summary
+    assert SECRET not in summary
+    assert "SRS" not in describe(load(tmp_path, ""))
 
 
 @pytest.mark.parametrize(

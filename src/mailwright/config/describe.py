@@ -55,6 +55,10 @@ def describe(config: Config) -> str:
     if config.routes:
         routes = ", ".join(f"{dom} -> {hop}" for dom, hop in sorted(config.routes.items()))
         lines.append(f"  routes          {routes}")
+    srs = config.srs
+    if srs.secret or srs.secret_from_file:  # never the secret itself
+        domain = srs.domain or config.hostname
+        lines.append(f"  SRS             forwarded mail sent as SRS0=...@{domain}")
     return "\n".join(lines)
 
 
