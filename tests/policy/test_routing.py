@@ -487,3 +487,11 @@ def test_relayed_targets_are_not_forwarded_ones(router) -> None:
     [forwarded] = route(router, "bob@example.test").targets
     assert (relayed.forwarded, forwarded.forwarded) == (False, True)
     assert not any(t.forwarded for t in route(router, "alice@example.test").targets)
+
+
+def test_srs_addresses_at_a_local_srs_domain_are_decided_by_srs_alone() -> None:
+    """Never delivered locally: the SRS check comes before mailboxes and auto_mailbox."""
+    forged = Address("SRS0=zzzz=AA=remote.test=x", "auto.test")
+    decision = route(srs_router("auto.test"), forged)
+    assert (reply_line(decision), decision.targets) == ("550 5.1.1 invalid SRS address", ())
+    assert reply_line(route(router_without_srs(), forged)) == NO_SUCH_USER_LINE
