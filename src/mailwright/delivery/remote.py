@@ -5,6 +5,9 @@ smtplib.  For each destination domain the next hops come from routes.py; each
 is tried in order until one gives an answer about the recipients.  A reply is
 the answer: 2xx delivered (251 too: the next hop forwards, RFC 5321 3.4), 4xx
 deferred, 5xx bounced (551 included: we do not reroute, RFC 5321 7.4).
+Connection failures, timeouts, 4xx greetings and replies that break the SMTP
+grammar move on to the next host and, when every host failed, defer.  Errors
+are temporary unless proven permanent.
 
 The MAIL FROM of a transaction is the message's sender, except for forwarded
 recipients ([forward], [aliases], a reversed SRS address) when SRS is on: they
@@ -13,9 +16,6 @@ SPF against us.  The queue keeps the original sender and the SRS form is made at
 each attempt with the clock of that attempt, so a restart changes nothing and
 a bounce we write ourselves still goes to the original sender.  Recipients of
 one domain that need different senders go in separate transactions.
-Connection failures, timeouts, 4xx greetings and replies that break the SMTP
-grammar move on to the next host and, when every host failed, defer.  Errors
-are temporary unless proven permanent.
 
 A reply's text is the peer's to choose: before it becomes an attempt's
 outcome (stored in the queue, logged, quoted in a bounce) every non-printable
@@ -220,14 +220,15 @@ class SmtpDeliverer:
         ``on_wait(False)`` when it stops waiting (the worker claims other work
         meanwhile).
         """
-        by_domain: dict[tuple[str, Address | None], list[QueuedRecipient]] = defaultdict(list)
+        # One transaction per domain and MAIL FROM (forwarded copies may need the SRS one).
+        groups: dict[tuple[str, Address | None], list[QueuedRecipient]] = defaultdict(list)
         now = self.clock()
         for rcpt in recipients:
             sender = self.envelope_sender(message.sender, rcpt.target, now)
-            by_domain[rcpt.target.address.domain_key, sender].append(rcpt)
+            groups[rcpt.target.address.domain_key, sender].append(rcpt)
         jobs = [
             self._deliver_domain_alone(message, sender, domain, rcpts, deadline, on_wait)
-            for (domain, sender), rcpts in by_domain.items()
+            for (domain, sender), rcpts in groups.items()
         ]
         if len(jobs) == 1:  # the usual case: no task of its own
             return await jobs[0]

@@ -10,8 +10,8 @@ to a mailbox of its own.
 
 The decision looks at the parsed ``Address`` and nothing else: ``%``, ``!``,
 source routes and quoted local parts are plain characters of a local part here,
-never a second address to relay to.  The router is pure (no I/O, no clock), so
-every rule is a plain test; the clock SRS needs is passed in.
+never a second address to relay to.  The router is pure (no I/O; the clock SRS
+needs is passed in), so every rule is a plain test.
 """
 
 from __future__ import annotations
