@@ -38,22 +38,22 @@ networks = ["127.0.0.1/32"]
 """
 
 
-def config(sink: SinkServer, srs: bool = True) -> str:
+def config(sink: SinkServer, srs: bool = True, retry: int = 1) -> str:
     table = f'[srs]\nsecret = "{SECRET}"\ndomain = "{SRS_DOMAIN}"\n' if srs else ""
     return f"""
 [routes]
 "elsewhere.test" = "127.0.0.1:{sink.port}"
 "remote.test" = "127.0.0.1:{sink.port}"
 [queue]
-retry = [1]
-max_age = 60
+retry = [{retry}]
+max_age = {retry * 60}
 {table}"""
 
 
 @pytest.fixture
 def start(server_factory, sink: SinkServer) -> Callable[..., RunningServer]:
-    def started(srs: bool = True) -> RunningServer:
-        return server_factory(config(sink, srs), base=BASE)  # type: ignore[no-any-return]
+    def started(srs: bool = True, retry: int = 1) -> RunningServer:
+        return server_factory(config(sink, srs, retry), base=BASE)  # type: ignore[no-any-return]
 
     return started
 
@@ -176,3 +176,23 @@ def test_a_bounce_of_forwarded_mail_goes_to_the_original_sender(start, sink) -> 
     assert envelopes([dsn]) == {("", ("someone@remote.test",))}
     assert b"Final-Recipient: rfc822; bob@elsewhere.test" in dsn.body
     drained(server)
+
+
+def test_the_queue_keeps_the_original_sender_and_a_restart_still_rewrites(start, sink) -> None:
+    """The SRS sender is made at each attempt; what is stored is the original."""
+    sink.script(Behaviour(rcpt=Reply(451, "4.3.0", "Try again later")))
+    server = start(retry=3600)
+    send(server, "someone@remote.test", ["bob@example.test"])
+
+    def deferred() -> list[object]:
+        queued = server.call(lambda: server.app.store.list())
+        return [m for m in queued if m.recipients[0].attempts >= 1]  # type: ignore[attr-defined]
+
+    [message] = wait_for(deferred)
+    assert str(message.sender) == "someone@remote.test"  # type: ignore[attr-defined]
+    server.stop()
+    again = start(retry=3600)  # the same data_dir
+    again.call(lambda: again.app.store.retry_now())
+    [msg] = sink.wait_for_messages(1)
+    assert lib().reverse(str(msg.sender)) == "someone@remote.test"
+    drained(again)
