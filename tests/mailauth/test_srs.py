@@ -110,6 +110,8 @@ def test_a_stamp_from_the_future_is_expired_not_accepted() -> None:
         ("SRS1=AAAA=hop.example==BBBB=AA=x=y", INVALID),
         ("SRS1=AAAA=hop.example", MALFORMED),
         ("srs2=AAAA=AA=a=b", MALFORMED),
+        ("SRS0=AAAA=Aß=forged.example=mallory", MALFORMED),  # upper-cases to three letters
+        ("SRS0=ÄÄÄÄ=AA=forged.example=mallory", INVALID),  # SMTPUTF8 junk in the hash
     ],
 )
 def test_forged_and_malformed_addresses_say_why(local: str, reason: str) -> None:

@@ -123,7 +123,8 @@ class Srs:
         local = address.local_part
         if match := _SRS0.fullmatch(local):
             digest, stamp, host, orig_local = match.groups()
-            if len(stamp) != 2 or any(c not in TIMESTAMP_ALPHABET for c in stamp.upper()):
+            upper = stamp.upper()  # "ß".upper() is "SS": check the form compared, not the input
+            if len(upper) != 2 or any(c not in TIMESTAMP_ALPHABET for c in upper):
                 raise SrsError(MALFORMED)
             self._check(digest, stamp + host + orig_local)
             if self._age(stamp, now) >= self.max_age_days:
