@@ -73,3 +73,13 @@ class Target:
     address: Address
     original: Address
     local: bool
+
+    @property
+    def forwarded(self) -> bool:
+        """Relayed to another server on the operator's behalf: a [forward] or [aliases] target.
+
+        The router gives a relayed recipient (relay networks, authenticated
+        clients) itself as ``original``; only an expansion, or the reversal of an
+        SRS address, changes the destination, so this needs no stored flag.
+        """
+        return not self.local and self.original.key != self.address.key

@@ -416,3 +416,82 @@ def test_bare_postmaster_goes_to_the_primary_domain() -> None:
     decision = Router(config).route_recipient(Address("postmaster", ""), may_relay=False)
     assert decision.reply.code == 250
     assert [str(t.address) for t in decision.targets] == ["postmaster@a.test"]
+
+
+# ---------------------------------------------------------------- SRS addresses (issue 14)
+
+SRS_SECRET = "routing-srs-secret-0123"
+SRS_NOW = 1_764_800_000.0
+
+
+def srs_router(domain: str = "srs.example.test") -> Router:
+    text = CONFIG + f'[srs]\nsecret = "{SRS_SECRET}"\ndomain = "{domain}"\n'
+    return Router(parse_config(text, source="test", base_dir=Path("/srv")), clock=lambda: SRS_NOW)
+
+
+def srs_address(original: str, domain: str = "srs.example.test", days_ago: int = 0) -> Address:
+    from mailwright.mailauth.srs import Srs
+
+    srs = Srs(secret=SRS_SECRET.encode(), domain=domain)
+    return srs.forward(a(original), SRS_NOW - days_ago * 86400)
+
+
+def test_a_valid_srs_address_is_relayed_to_the_original_from_any_client() -> None:
+    rcpt = srs_address("sender@remote.test")
+    decision = route(srs_router(), rcpt, may_relay=False)
+    assert reply_line(decision) == "250 2.1.5 Ok"
+    [target] = decision.targets
+    assert (target.address, target.original, target.local) == (a("sender@remote.test"), rcpt, False)
+    assert target.forwarded
+
+
+def test_an_srs_address_whose_original_is_local_reaches_that_mailbox() -> None:
+    decision = route(srs_router("example.test"), srs_address("alice@example.test", "example.test"))
+    assert destinations(decision) == [("alice@example.test", True)]
+
+
+@pytest.mark.parametrize(
+    "local, line",
+    [
+        ("SRS0=zzzz=AA=remote.test=x", "550 5.1.1 invalid SRS address"),
+        ("SRS0=oops", "550 5.1.1 malformed SRS address"),
+    ],
+)
+def test_a_bad_srs_address_is_refused_with_its_reason(local: str, line: str) -> None:
+    decision = route(srs_router(), Address(local, "srs.example.test"), may_relay=True)
+    assert (reply_line(decision), decision.targets) == (line, ())
+
+
+def test_an_expired_srs_address_is_refused() -> None:
+    decision = route(srs_router(), srs_address("s@remote.test", days_ago=21))
+    assert reply_line(decision) == "550 5.1.1 SRS address expired"
+
+
+def test_srs_looking_addresses_elsewhere_are_routed_as_usual() -> None:
+    """Only the SRS domain reverses; without [srs] nothing does."""
+    rcpt = srs_address("sender@remote.test", domain="example.test")
+    assert reply_line(route(router_without_srs(), rcpt)) == str(NO_SUCH_USER_LINE)
+    other = Address(rcpt.local_part, "elsewhere.test")
+    assert reply_line(route(srs_router(), other)) == "550 5.7.1 Relaying denied"
+
+
+def router_without_srs() -> Router:
+    return Router(parse_config(CONFIG, source="test", base_dir=Path("/srv")))
+
+
+NO_SUCH_USER_LINE = "550 5.1.1 Mailbox unavailable: no such user here"
+
+
+def test_relayed_targets_are_not_forwarded_ones(router) -> None:
+    [relayed] = route(router, "x@partner.test", may_relay=True).targets
+    [forwarded] = route(router, "bob@example.test").targets
+    assert (relayed.forwarded, forwarded.forwarded) == (False, True)
+    assert not any(t.forwarded for t in route(router, "alice@example.test").targets)
+
+
+def test_srs_addresses_at_a_local_srs_domain_are_decided_by_srs_alone() -> None:
+    """Never delivered locally: the SRS check comes before mailboxes and auto_mailbox."""
+    forged = Address("SRS0=zzzz=AA=remote.test=x", "auto.test")
+    decision = route(srs_router("auto.test"), forged)
+    assert (reply_line(decision), decision.targets) == ("550 5.1.1 invalid SRS address", ())
+    assert reply_line(route(router_without_srs(), forged)) == NO_SUCH_USER_LINE

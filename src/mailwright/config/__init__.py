@@ -31,6 +31,7 @@ from mailwright.config.schema import (
     QueueConfig,
     SmtpConfig,
     SpaceReserve,
+    SrsConfig,
     SubmissionConfig,
     TlsConfig,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "QueueConfig",
     "SmtpConfig",
     "SpaceReserve",
+    "SrsConfig",
     "SubmissionConfig",
     "TlsConfig",
     "describe",

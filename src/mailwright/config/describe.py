@@ -61,6 +61,10 @@ def describe(config: Config) -> str:
     if config.dkim.keys:
         keys = ", ".join(f"{key.domain} (s={key.selector})" for key in config.dkim.keys)
         lines.append(f"  DKIM signing    {keys}")
+    srs = config.srs
+    if srs.secret or srs.secret_from_file:  # never the secret itself
+        domain = srs.domain or config.hostname
+        lines.append(f"  SRS             forwarded mail sent as SRS0=...@{domain}")
     return "\n".join(lines)
 
 

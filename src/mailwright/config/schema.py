@@ -325,6 +325,28 @@ class DkimConfig:
     keys: tuple[DkimKeyConfig, ...] = setting((), v.table_array(DkimKeyConfig))
 
 
+# ---------------------------------------------------------------- [srs]
+
+
+@dataclass(frozen=True, slots=True)
+class SrsConfig:
+    """``[srs]``: the Sender Rewriting Scheme of forwarded mail (mailauth/srs.py).
+
+    SRS is on when a secret is set, in the file (``secret``) or in a file of its
+    own (``secret_file``, relative to the configuration; read at load time).
+    ``domain`` None means ``hostname``.
+    """
+
+    secret: str | None = setting(None, v.srs_secret)
+    secret_from_file: str | None = setting(None, v.srs_secret_file, key="secret_file")
+    domain: str | None = setting(None, v.domain)
+    previous_secrets: tuple[str, ...] = setting((), v.srs_secrets)
+    max_age_days: int = setting(21, v.positive_int)
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"SrsConfig(domain={self.domain!r}, max_age_days={self.max_age_days})"
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -371,6 +393,7 @@ class Config:
     queue: QueueConfig = section(QueueConfig)
     dns: DnsConfig = section(DnsConfig)
     dkim: DkimConfig = section(DkimConfig)
+    srs: SrsConfig = section(SrsConfig)
     source: str = EMBEDDED_SOURCE
 
 

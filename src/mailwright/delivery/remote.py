@@ -9,6 +9,14 @@ Connection failures, timeouts, 4xx greetings and replies that break the SMTP
 grammar move on to the next host and, when every host failed, defer.  Errors
 are temporary unless proven permanent.
 
+The MAIL FROM of a transaction is the message's sender, except for forwarded
+recipients ([forward], [aliases], a reversed SRS address) when SRS is on: they
+leave with the SRS form of the sender (mailauth/srs.py), so the next hop checks
+SPF against us.  The queue keeps the original sender and the SRS form is made at
+each attempt with the clock of that attempt, so a restart changes nothing and
+a bounce we write ourselves still goes to the original sender.  Recipients of
+one domain that need different senders go in separate transactions.
+
 A reply's text is the peer's to choose: before it becomes an attempt's
 outcome (stored in the queue, logged, quoted in a bounce) every non-printable
 code point is taken out (``printable_text``).
@@ -48,6 +56,8 @@ from mailwright.delivery.outcome import (
 from mailwright.delivery.routes import NextHop, RouteResolver
 from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
+from mailwright.mailauth import srs
+from mailwright.model import Address, Target
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 
@@ -169,8 +179,17 @@ class SmtpDeliverer:
     answers, say).
     """
 
-    def __init__(self, config: Config, store: QueueStore, resolver: RouteResolver) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: QueueStore,
+        resolver: RouteResolver,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self.srs = srs.from_config(config)
+        self.clock = clock
         self.store = store
         self.resolver = resolver
         self.pool = ConnectionPool()
@@ -201,12 +220,15 @@ class SmtpDeliverer:
         ``on_wait(False)`` when it stops waiting (the worker claims other work
         meanwhile).
         """
-        by_domain: dict[str, list[QueuedRecipient]] = defaultdict(list)
+        # One transaction per domain and MAIL FROM (forwarded copies may need the SRS one).
+        groups: dict[tuple[str, Address | None], list[QueuedRecipient]] = defaultdict(list)
+        now = self.clock()
         for rcpt in recipients:
-            by_domain[rcpt.target.address.domain_key].append(rcpt)
+            sender = self.envelope_sender(message.sender, rcpt.target, now)
+            groups[rcpt.target.address.domain_key, sender].append(rcpt)
         jobs = [
-            self._deliver_domain_alone(message, domain, rcpts, deadline, on_wait)
-            for domain, rcpts in by_domain.items()
+            self._deliver_domain_alone(message, sender, domain, rcpts, deadline, on_wait)
+            for (domain, sender), rcpts in groups.items()
         ]
         if len(jobs) == 1:  # the usual case: no task of its own
             return await jobs[0]
@@ -215,9 +237,23 @@ class SmtpDeliverer:
             results.update(outcome)
         return results
 
+    def envelope_sender(self, sender: Address | None, target: Target, now: float) -> Address | None:
+        """The MAIL FROM for ``target``: the SRS form of ``sender`` when it is forwarded.
+
+        Not rewritten: the null sender (nothing may bounce, RFC 5321 4.5.5), a
+        sender in a local domain (our own SPF covers it), a relayed recipient
+        (the client sends as itself), and everything when SRS is off.
+        """
+        if sender is None or self.srs is None or not target.forwarded:
+            return sender
+        if sender.domain_key in self.config.local_domains:
+            return sender
+        return self.srs.forward(sender, now)
+
     async def _deliver_domain_alone(
         self,
         message: QueuedMessage,
+        sender: Address | None,
         domain: str,
         rcpts: list[QueuedRecipient],
         deadline: float | None,
@@ -225,7 +261,7 @@ class SmtpDeliverer:
     ) -> dict[int, Outcome]:
         """``_deliver_domain``, an error in it a temporary failure of its recipients only."""
         try:
-            return await self._deliver_domain(message, domain, rcpts, deadline, on_wait)
+            return await self._deliver_domain(message, sender, domain, rcpts, deadline, on_wait)
         except Exception as exc:
             log.error(
                 kv(event="delivery-error", id=message.queue_id, domain=domain, error=repr(exc)),
@@ -236,6 +272,7 @@ class SmtpDeliverer:
     async def _deliver_domain(
         self,
         message: QueuedMessage,
+        sender: Address | None,
         domain: str,
         rcpts: list[QueuedRecipient],
         deadline: float | None,
@@ -269,7 +306,8 @@ class SmtpDeliverer:
                     last = out_of_time(f"delivering to {destination}")
                     break
                 try:
-                    result = await self._via(hop, message, rcpts, self._tls_mode(domain), deadline)
+                    mode = self._tls_mode(domain)
+                    result = await self._via(hop, message, sender, rcpts, mode, deadline)
                 except _HostFailed as exc:
                     last = exc.reply
                     log.info(
@@ -294,6 +332,7 @@ class SmtpDeliverer:
         self,
         hop: NextHop,
         message: QueuedMessage,
+        sender: Address | None,
         rcpts: list[QueuedRecipient],
         mode: TlsMode,
         deadline: float | None,
@@ -314,7 +353,7 @@ class SmtpDeliverer:
                 # a try on a new connection sends it from its start.
                 async with self.store.read_body(message.queue_id) as body:
                     result = await client.send_transaction(
-                        message.sender,
+                        sender,
                         [r.target.address for r in rcpts],
                         body,
                         size=message.size,
@@ -363,8 +402,6 @@ def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Repl
         if isinstance(exc, TlsError) or starttls_refused:
             return Reply(454, "4.7.5", f"TLS with {hop.host} failed: {exc}")
     return _reply_of(exc)
-
-
 
 
 def _reply_of(exc: SmtpClientError) -> Reply:

@@ -3,19 +3,25 @@
 For a recipient in a local domain the order is: mailbox, alias, forward (251),
 relocated (551), postmaster (RFC 5321 4.5.1), auto mailbox, else 550 5.1.1.  A
 recipient in any other domain is relayed only when the client may relay.
+An SRS address at the SRS domain (``SRS0=...``, ``SRS1=...``) comes before all
+of these: a bounce to mail we forwarded, relayed to the original sender when
+its hash and age are good, refused with the reason otherwise, never delivered
+to a mailbox of its own.
 
 The decision looks at the parsed ``Address`` and nothing else: ``%``, ``!``,
 source routes and quoted local parts are plain characters of a local part here,
-never a second address to relay to.  The router is pure (no I/O, no clock), so
-every rule is a plain test.
+never a second address to relay to.  The router is pure (no I/O; the clock SRS
+needs is passed in), so every rule is a plain test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mailwright.config import DEFAULT_MAX_ALIAS_DEPTH, Config
+from mailwright.mailauth import srs
 from mailwright.model import Address, Target
 from mailwright.protocol.replies import RECIPIENT_OK
 from mailwright.protocol.reply import Reply
@@ -25,6 +31,11 @@ from mailwright.syntax import is_safe_local_part
 POSTMASTER = "postmaster"
 NO_SUCH_USER = Reply(550, "5.1.1", "Mailbox unavailable: no such user here")
 RELAYING_DENIED = Reply(550, "5.7.1", "Relaying denied")
+
+
+def srs_refused(reason: str) -> Reply:
+    """550 5.1.1 for an SRS address we cannot reverse, saying why (srs.INVALID, EXPIRED...)."""
+    return Reply(550, "5.1.1", reason)
 
 
 def will_forward(target: Address) -> Reply:
@@ -79,7 +90,15 @@ class Router:
     derived from the configuration and never changes.
     """
 
-    def __init__(self, config: Config, *, max_alias_depth: int = DEFAULT_MAX_ALIAS_DEPTH) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        max_alias_depth: int = DEFAULT_MAX_ALIAS_DEPTH,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._srs = srs.from_config(config)
+        self._clock = clock
         self._local_domains = frozenset(config.local_domains)
         self._auto_mailbox = frozenset(config.auto_mailbox_domains)
         self._mailboxes = frozenset(config.mailboxes)
@@ -102,6 +121,8 @@ class Router:
         """The decision for one RCPT TO; ``may_relay`` comes from RelayPolicy.may_relay."""
         if rcpt.domain == "" and rcpt.local_part.lower() == POSTMASTER:
             rcpt = Address(POSTMASTER, self._primary_domain)  # RCPT TO:<Postmaster>
+        if self._srs is not None and self._is_srs_address(rcpt, self._srs):
+            return self._reverse_srs(rcpt, self._srs)
         if rcpt.domain_key not in self._local_domains:
             if not may_relay:
                 return RecipientDecision(RELAYING_DENIED)
@@ -119,6 +140,25 @@ class Router:
         if self._is_implicit_mailbox(rcpt):
             return RecipientDecision(RECIPIENT_OK, (Target(_canonical(rcpt), rcpt, local=True),))
         return RecipientDecision(NO_SUCH_USER, reason=f"no mailbox {key}")
+
+    @staticmethod
+    def _is_srs_address(rcpt: Address, rewriting: srs.Srs) -> bool:
+        return rcpt.domain_key == rewriting.domain and srs.is_srs(rcpt.local_part)
+
+    def _reverse_srs(self, rcpt: Address, rewriting: srs.Srs) -> RecipientDecision:
+        """A bounce to an address we wrote: on to the original sender, or 550 saying why.
+
+        Accepted whatever the client (it is mail for us, not relaying), so a
+        forged address must fail here: the hash proves we wrote it, the
+        timestamp that we wrote it recently.  The original is routed like an
+        alias target, so an original that happens to be local reaches its
+        mailbox and a remote one is relayed as a forwarded copy.
+        """
+        try:
+            original = rewriting.reverse(rcpt, self._clock())
+        except srs.SrsError as exc:
+            return RecipientDecision(srs_refused(exc.reason), reason=f"{rcpt}: {exc.reason}")
+        return self._expand_for(rcpt, (original,), RECIPIENT_OK)
 
     def _is_implicit_mailbox(self, address: Address) -> bool:
         """A local address with a Maildir though no mailbox entry names it.
