@@ -305,8 +305,22 @@ def _present_headers(message: bytes) -> set[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningPlan:
+    """Which signatures a message may get, decided from its envelope when DATA starts.
+
+    ``author``: the key of the ``From:`` domain, if one fits (mail our own
+    clients send out).  ``forwarder``: the SRS domain's key, for mail we
+    forward (the forwarder vouches for what it relayed).  Both may apply: an
+    authenticated user writing to a local address that forwards elsewhere.
+    """
+
+    author: bool
+    forwarder: SigningKey | None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageSigner:
-    """The ``[[dkim.keys]]`` of a running server: which key, if any, signs a message."""
+    """The ``[[dkim.keys]]`` of a running server: which keys, if any, sign a message."""
 
     keys: tuple[SigningKey, ...]
 
@@ -318,18 +332,47 @@ class MessageSigner:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def sign(self, message: bytes) -> tuple[SigningKey, bytes] | None:
-        """The key and the ``DKIM-Signature:`` header for ``message``; None when no key fits.
+    def key_of(self, domain: str) -> SigningKey | None:
+        """The key whose domain is exactly ``domain``; a parent's key does not count.
 
-        No key fits when the ``From:`` domain (one address, RFC 5322 3.6.2) is
-        neither a key's domain nor under it: signing another domain's mail with
-        ours would vouch for what we cannot.
+        For the SRS domain: forwarded mail includes what strangers send, spam
+        too, and signing it with the organisation's own key would tie that
+        domain's reputation to it.  The operator opts in with a key of its own.
+        """
+        wanted = domain.rstrip(".").lower()
+        return next((key for key in self.keys if key.domain == wanted), None)
+
+    def sign(self, message: bytes, plan: SigningPlan) -> list[tuple[SigningKey, bytes]]:
+        """The keys and ``DKIM-Signature:`` headers for ``message``, outermost first.
+
+        The forwarder's signature comes first (the last one added on the way, as
+        RFC 6376 5.6 prepends), then the author's.  Both are kept when both
+        apply: receivers evaluate DMARC on the one aligned with ``From:``
+        (RFC 7489 3.1.1), and the SRS domain's one, aligned with the rewritten
+        envelope sender, builds the forwarder's own reputation.  RFC 6376 4.2
+        allows several; one key never signs twice.
+        """
+        keys: list[SigningKey] = []
+        if plan.forwarder is not None:
+            keys.append(plan.forwarder)
+        author = self._author_key(message) if plan.author else None
+        if author is not None and author not in keys:
+            keys.append(author)
+        signatures = (self._signature(message, key) for key in keys)
+        return [signed for signed in signatures if signed is not None]
+
+    def _author_key(self, message: bytes) -> SigningKey | None:
+        """The key of the ``From:`` domain (one address, RFC 5322 3.6.2), or None.
+
+        None when that domain is neither a key's domain nor under it: signing
+        another domain's mail as its author would vouch for what we cannot.
         """
         end = message.find(b"\r\n\r\n")
         domain = author_domain(message if end == -1 else message[: end + 4])
-        key = key_for(self.keys, domain) if domain else None
-        if key is None:
-            return None
+        return key_for(self.keys, domain) if domain else None
+
+    @staticmethod
+    def _signature(message: bytes, key: SigningKey) -> tuple[SigningKey, bytes] | None:
         import dkim
 
         try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from mailwright.config.schema import DKIM_HELD_IN_MEMORY
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
+from mailwright.mailauth.dkim import SigningPlan
 from mailwright.model import Address
 from mailwright.policy.auth import AuthOutcome, account_key
 from mailwright.protocol import replies
@@ -147,7 +148,7 @@ class SessionHandler:
             self.refused("DATA", replies.TOO_MANY_HOPS)
             return replies.TOO_MANY_HOPS
         try:
-            signed_by = await txn.sign(self.services.dkim) if txn.held is not None else None
+            signed_by = await txn.sign(self.services.dkim) if txn.held is not None else []
             queue_id = await txn.commit(self.services.store)
         except StorageError as exc:
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
@@ -163,7 +164,7 @@ class SessionHandler:
                 sender=f"<{txn.sender or ''}>",
                 recipients=",".join(f"<{r}>" for r in txn.recipients),
                 size=size,
-                dkim=f"{signed_by.domain}/{signed_by.selector}" if signed_by else None,
+                dkim=",".join(f"{key.domain}/{key.selector}" for key in signed_by) or None,
                 result=250,
             )
         )
@@ -238,22 +239,34 @@ class SessionHandler:
         )
         try:
             txn.open_spool(services.store, trace)
-            if self._to_be_signed(txn):
-                txn.hold_for_signing(DKIM_HELD_IN_MEMORY, services.config.data_dir)
+            plan = self._signing_plan(txn)
+            if plan is not None:
+                txn.hold_for_signing(plan, DKIM_HELD_IN_MEMORY, services.config.data_dir)
         except (OSError, StorageError) as exc:
             log.error(kv(event="spool-error", client=str(self.peer), error=exc))
             txn.discard()
             return replies.STORAGE_FULL
         return replies.START_DATA
 
-    def _to_be_signed(self, txn: MailTransaction) -> bool:
-        """DKIM-sign mail our own clients send out: relayed to another host, from a client
-        that authenticated or is in ``[relay] networks``.  Mail that stays here is not
-        signed (nobody downstream checks it); whether a key fits the From: domain is
-        known only at the end of the body."""
+    def _signing_plan(self, txn: MailTransaction) -> SigningPlan | None:
+        """Which DKIM signatures the message may get; None when it gets none.
+
+        The author's: mail our own clients send out, relayed to another host,
+        from a client that authenticated or is in ``[relay] networks`` (whether a
+        key fits the From: domain is known only at the end of the body).  The
+        forwarder's: mail forwarded to another host while SRS is on, whoever
+        sent it, with the SRS domain's key.  Mail that stays here is not signed:
+        nobody downstream checks it.
+        """
         services = self.services
-        return (
+        author = (
             bool(services.dkim)
             and any(not target.local for target in txn.targets)
             and services.relay.may_relay(self.peer.host, self.authenticated_user)
         )
+        forwarder = services.forwarder_key
+        if forwarder is not None and not any(target.forwarded for target in txn.targets):
+            forwarder = None
+        if not author and forwarder is None:
+            return None
+        return SigningPlan(author=author, forwarder=forwarder)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mailwright.config import Config
-from mailwright.mailauth.dkim import MessageSigner
+from mailwright.mailauth import srs
+from mailwright.mailauth.dkim import MessageSigner, SigningKey
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -51,6 +52,9 @@ class SessionServices:
     received_stamp: ReceivedStamp = field(init=False)
     #: The ``[[dkim.keys]]``; false when there are none.  checks.py loaded each once already.
     dkim: MessageSigner = field(init=False)
+    #: The key that signs forwarded mail: the SRS domain's own; None when SRS is off or
+    #: that domain has no key.
+    forwarder_key: SigningKey | None = field(init=False)
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp
@@ -76,3 +80,5 @@ class SessionServices:
         self.dkim = MessageSigner.from_entries(
             [(entry.domain, entry.selector, entry.key) for entry in self.config.dkim.keys]
         )
+        rewriting = srs.from_config(self.config)
+        self.forwarder_key = self.dkim.key_of(rewriting.domain) if rewriting else None

@@ -18,7 +18,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from mailwright.errors import StorageError
-from mailwright.mailauth.dkim import MessageSigner, SigningKey
+from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
 from mailwright.model import Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
@@ -83,12 +83,12 @@ class ReceivedStamp:
 
 
 def _sign_held(
-    held: tempfile.SpooledTemporaryFile[bytes], signer: MessageSigner
-) -> tuple[bytes, tuple[SigningKey, bytes] | None]:
-    """In a worker thread: the held message, and its key and signature when one fits."""
+    held: tempfile.SpooledTemporaryFile[bytes], signer: MessageSigner, plan: SigningPlan
+) -> tuple[bytes, list[tuple[SigningKey, bytes]]]:
+    """In a worker thread: the held message, and the keys and signatures that fit it."""
     held.seek(0)
     message = held.read()
-    return message, signer.sign(message)
+    return message, signer.sign(message, plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,8 @@ class MailTransaction:
     headers: HeaderScanner = field(default_factory=HeaderScanner)
     #: The body of a message to be DKIM-signed, kept apart until its end (``hold_for_signing``).
     held: tempfile.SpooledTemporaryFile[bytes] | None = None
+    #: Which signatures the held message may get, decided when DATA started.
+    signing: SigningPlan | None = None
 
     @property
     def sender(self) -> Address | None:
@@ -130,13 +132,14 @@ class MailTransaction:
         self.spool = store.new_spool()
         self.spool.write(self.received_header(trace))
 
-    def hold_for_signing(self, in_memory: int, folder: Path) -> None:
+    def hold_for_signing(self, plan: SigningPlan, in_memory: int, folder: Path) -> None:
         """Keep the body apart until its end, so a DKIM-Signature can go on top of it.
 
         A signature covers the whole body, and the spool only appends: so the
         body waits here (``in_memory`` octets, then an unnamed file in
         ``folder``) and ``sign`` moves it to the spool, signature first.
         """
+        self.signing = plan
         # Closed by sign() or discard(): it outlives this call by design.
         self.held = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=in_memory, mode="w+b", dir=str(folder)
@@ -151,18 +154,18 @@ class MailTransaction:
             else:
                 self.spool.write(data)
 
-    async def sign(self, signer: MessageSigner) -> SigningKey | None:
-        """Sign the held message off the event loop and spool it, signature on top.
+    async def sign(self, signer: MessageSigner) -> list[SigningKey]:
+        """Sign the held message off the event loop and spool it, signatures on top.
 
-        The key that signed, or None: no key for the From: domain (the message
-        is spooled as it came).  Signing happens once, here, so every delivery
-        attempt sends the same signed bytes.  StorageError when the held body
-        cannot be read back.
+        The keys that signed, none when no key fits (the message is spooled as
+        it came).  Signing happens once, here, so every delivery attempt sends
+        the same signed bytes.  StorageError when the held body cannot be read
+        back.
         """
-        assert self.spool is not None and self.held is not None
+        assert self.spool is not None and self.held is not None and self.signing is not None
         held, self.held = self.held, None
         try:
-            message, signed = await asyncio.to_thread(_sign_held, held, signer)
+            message, signed = await asyncio.to_thread(_sign_held, held, signer, self.signing)
         except BaseException as exc:  # cancelled too: nothing of the message may stay behind
             self.discard()
             if isinstance(exc, OSError):
@@ -170,10 +173,10 @@ class MailTransaction:
             raise
         finally:
             held.close()
-        if signed is not None:
-            self.spool.write(signed[1])
+        for _, header in signed:
+            self.spool.write(header)
         self.spool.write(message)
-        return signed[0] if signed is not None else None
+        return [key for key, _ in signed]
 
     def loops(self, max_received: int) -> bool:
         """True when the message has more Received: headers than allowed: a mail loop."""
