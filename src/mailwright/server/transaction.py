@@ -18,7 +18,10 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from mailwright.errors import StorageError
+from mailwright.mailauth import results
 from mailwright.mailauth.dkim import MessageSigner, SigningKey
+from mailwright.mailauth.dns import Resolver
+from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
@@ -91,6 +94,14 @@ def _sign_held(
     return message, signer.sign(message)
 
 
+def _read_for_verdicts(
+    held: tempfile.SpooledTemporaryFile[bytes], authserv_id: str
+) -> tuple[bytes, int]:
+    """In a worker thread: the held message without the forged verdicts naming us."""
+    held.seek(0)
+    return results.remove_ours(held.read(), authserv_id)
+
+
 @dataclass(frozen=True, slots=True)
 class TraceInfo:
     """What our Received header says about the session (RFC 5321 4.4, RFC 3848)."""
@@ -115,6 +126,15 @@ class MailTransaction:
     headers: HeaderScanner = field(default_factory=HeaderScanner)
     #: The body of a message to be DKIM-signed, kept apart until its end (``hold_for_signing``).
     held: tempfile.SpooledTemporaryFile[bytes] | None = None
+    #: The SPF check started at MAIL (``[verify] spf``), awaited at the end of the body.
+    spf_check: asyncio.Task[SpfVerdict] | None = None
+    #: ``[verify] dkim``: the signatures are checked at the end of the body.
+    verify_dkim: bool = False
+
+    @property
+    def verifying(self) -> bool:
+        """True when the message gets our Authentication-Results header (``record_verdicts``)."""
+        return self.spf_check is not None or self.verify_dkim
 
     @property
     def sender(self) -> Address | None:
@@ -175,6 +195,34 @@ class MailTransaction:
         self.spool.write(message)
         return signed[0] if signed is not None else None
 
+    async def record_verdicts(
+        self, authserv_id: str, resolver: Resolver, max_signatures: int
+    ) -> bytes:
+        """Spool the held message under our Authentication-Results header; the header.
+
+        Fields of that name which claim ``authserv_id`` are removed first (RFC 8601
+        5).  The header goes right under our Received: (RFC 8601 5: added at the
+        top by the receiving ADMD).  StorageError when the held body cannot be read.
+        """
+        assert self.spool is not None and self.held is not None
+        held, self.held = self.held, None
+        try:
+            try:
+                message, _removed = await asyncio.to_thread(_read_for_verdicts, held, authserv_id)
+            except OSError as exc:
+                raise StorageError(f"cannot read back the message to verify: {exc}") from exc
+            finally:
+                held.close()
+            spf = await self.spf_check if self.spf_check is not None else None
+            dkim = await check_dkim(resolver, message, max_signatures) if self.verify_dkim else None
+        except BaseException:  # cancelled too: nothing of the message may stay behind
+            self.discard()
+            raise
+        header = results.header(authserv_id, spf, dkim)
+        self.spool.write(header)
+        self.spool.write(message)
+        return header
+
     def loops(self, max_received: int) -> bool:
         """True when the message has more Received: headers than allowed: a mail loop."""
         self.headers.finish()
@@ -191,6 +239,8 @@ class MailTransaction:
             raise
 
     def discard(self) -> None:
+        if self.spf_check is not None and not self.spf_check.done():
+            self.spf_check.cancel()
         if self.held is not None:
             self.held.close()
             self.held = None
