@@ -1013,3 +1013,13 @@ def test_dkim_key_entry_needs_every_field_and_one_key_per_domain(tmp_path):
     twice = _dkim_table("example.test.s1.key") + _dkim_table("example.test.s1.key", selector="s2")
     error = _dkim_refusal(tmp_path, twice)
     assert error.key == "dkim.keys[1].domain" and "dkim.keys[0]" in error.problem
+
+
+def test_verify_modes_off_by_default_record_accepted_others_refused() -> None:
+    assert (parse("").verify.spf, parse("").verify.dkim) == ("off", "off")
+    config = parse('[verify]\nspf = "record"\ndkim = "record"\n')
+    assert (config.verify.spf, config.verify.dkim) == ("record", "record")
+    # "enforce" is not implemented yet: refused, never silently treated as "record".
+    assert 'expected one of "off", "record"' in str(refusal('[verify]\nspf = "enforce"\n'))
+    assert "verify.dkim" in str(refusal('[verify]\ndkim = "on"\n'))
+    assert "dmarc" in str(refusal('[verify]\ndmarc = "record"\n'))

@@ -86,6 +86,7 @@ class App:
             store=self.store,
             on_enqueued=self.worker.wake if role == "server" else self._wake_server,
             tls=self.tls,
+            resolver=self.dns,
         )
         self.listener = SmtpListener(
             self.services,

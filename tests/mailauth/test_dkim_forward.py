@@ -21,6 +21,7 @@ from mailwright.mailauth.dkim import (
     load_signing_key,
     write_private_key,
 )
+from tests.dns_server import LoopbackDns
 from tests.helpers import RunningServer, maildir_messages, wait_for
 from tests.mailauth.dkimdns import dkim_dnsfunc
 from tests.mailauth.test_dkim import MESSAGE, World, send
@@ -162,3 +163,21 @@ def test_one_key_never_signs_twice(tmp_path: Path) -> None:
     message = MESSAGE.encode()
     assert [k for k, _ in signer.sign(message, SigningPlan(author=True, forwarder=key))] == [key]
     assert signer.sign(message, SigningPlan(author=False, forwarder=None)) == []
+
+
+def test_a_forwarded_message_gets_our_verdict_and_the_forwarders_signature(
+    server_factory: Callable[..., RunningServer], world: World
+) -> None:
+    """[verify] and the forwarder's key together: our Authentication-Results under our
+    Received:, the signature beside it, and the signature verifies at the next hop."""
+    world.key(SRS_DOMAIN, "fwd")
+    world.dns = LoopbackDns("\n".join(world.records))
+    verify = f'[dns]\nservers = ["{world.dns.address}"]\ntimeout = 2\n[verify]\ndkim = "record"\n'
+    server = server_factory(world.config(relay_networks=False) + srs() + verify)
+    send(server, ["bob@example.test"], FROM_STRANGER, sender=STRANGER)
+    [received] = world.sink.wait_for_messages(1)
+    head = received.body.split(b"\r\n\r\n", 1)[0].decode()
+    assert "Authentication-Results: mx.example.test;" in head and "dkim=none" in head
+    [tags] = all_signature_tags(received.body)
+    assert tags["d"] == SRS_DOMAIN
+    assert verifies(world, received.body, 0)

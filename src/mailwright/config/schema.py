@@ -347,6 +347,24 @@ class SrsConfig:
         return f"SrsConfig(domain={self.domain!r}, max_age_days={self.max_age_days})"
 
 
+# ---------------------------------------------------------------- [verify]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """``[verify]``: verdicts on mail from clients neither authenticated nor in
+    ``[relay] networks`` (mailauth/verify.py).  ``"off"`` by default, so the
+    embedded default never asks the DNS; ``"record"`` adds the verdict to the
+    stored message's Authentication-Results header and accepts the mail."""
+
+    spf: str = setting("off", v.verify_mode)
+    dkim: str = setting("off", v.verify_mode)
+
+    @property
+    def any(self) -> bool:
+        return self.spf != "off" or self.dkim != "off"
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -394,6 +412,7 @@ class Config:
     dns: DnsConfig = section(DnsConfig)
     dkim: DkimConfig = section(DkimConfig)
     srs: SrsConfig = section(SrsConfig)
+    verify: VerifyConfig = section(VerifyConfig)
     source: str = EMBEDDED_SOURCE
 
 
@@ -411,6 +430,11 @@ MAX_CONCURRENT_PASSWORD_CHECKS = 4
 #: A message to be DKIM-signed waits for its end before it goes to the spool (the signature
 #: goes on top): up to this many octets in memory, the rest in an unnamed file in data_dir.
 DKIM_HELD_IN_MEMORY = 256 * 1024
+#: DKIM-Signatures checked in one inbound message; the others are not looked at (RFC 6376
+#: 6.1: a verifier MAY limit how many it checks: a message of 1000 signatures costs 5).
+MAX_VERIFIED_SIGNATURES = 5
+#: RFC 7208 4.6.4: an SPF check may be given at least 20 s in all, every lookup included.
+SPF_TOTAL_SECONDS = 20.0
 
 # ---------------------------------------------------------------- defaults named elsewhere
 # Read from the declarations above, never written a second time.

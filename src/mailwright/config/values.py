@@ -183,6 +183,18 @@ def tls_mode(value: object, at: Place) -> str:
     return value
 
 
+#: ``[verify] spf`` and ``dkim``: not checked, or checked and recorded in an
+#: Authentication-Results header (docs/authentication.md).
+VERIFY_MODES = ("off", "record")
+
+
+def verify_mode(value: object, at: Place) -> str:
+    if not isinstance(value, str) or value not in VERIFY_MODES:
+        choices = ", ".join(f'"{mode}"' for mode in VERIFY_MODES)
+        raise at.fail(f"expected one of {choices}, got {show(value)}")
+    return value
+
+
 # ---------------------------------------------------------------- hosts and networks
 
 

@@ -9,13 +9,15 @@ touches the transport, so a policy decision is never mixed up with flow control.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
-from mailwright.config.schema import DKIM_HELD_IN_MEMORY
+from mailwright.config.schema import DKIM_HELD_IN_MEMORY, MAX_VERIFIED_SIGNATURES
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
-from mailwright.mailauth.dkim import SigningPlan
+from mailwright.mailauth.dkim import SigningKey, SigningPlan
+from mailwright.mailauth.verify import check_spf
 from mailwright.model import Address
 from mailwright.policy.auth import AuthOutcome, account_key
 from mailwright.protocol import replies
@@ -148,7 +150,17 @@ class SessionHandler:
             self.refused("DATA", replies.TOO_MANY_HOPS)
             return replies.TOO_MANY_HOPS
         try:
-            signed_by = await txn.sign(self.services.dkim) if txn.held is not None else []
+            signed_by: list[SigningKey] = []
+            verdict: bytes | None = None
+            if txn.held is not None:
+                signed_by, verdict = await txn.finish_held(
+                    self.services.dkim,
+                    authserv_id=self.services.config.hostname,
+                    resolver=self.services.resolver,
+                    max_signatures=MAX_VERIFIED_SIGNATURES,
+                )
+            if verdict is not None:
+                self._log_verdicts(verdict)
             queue_id = await txn.commit(self.services.store)
         except StorageError as exc:
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
@@ -193,7 +205,32 @@ class SessionHandler:
             self.refused(f"MAIL FROM:<{sender or ''}>", refusal)
             return refusal
         self.transaction = MailTransaction(mail=event)
+        self._start_verdicts(self.transaction)
         return replies.SENDER_OK
+
+    def _start_verdicts(self, txn: MailTransaction) -> None:
+        """``[verify]`` for mail from strangers (neither authenticated nor in ``[relay]
+        networks``): the SPF lookups start now, while the client sends RCPT and the
+        body; DKIM waits for the whole message (``MailTransaction.finish_held``)."""
+        services = self.services
+        verify = services.config.verify
+        if (
+            not verify.any
+            or services.resolver is None
+            or services.relay.may_relay(self.peer.host, self.authenticated_user)
+        ):
+            return
+        if verify.spf == "record":
+            sender = str(txn.sender) if txn.sender is not None else None
+            txn.spf_check = asyncio.create_task(
+                check_spf(services.resolver, self.peer.host, sender, self.conn.helo_name)
+            )
+        txn.verify_dkim = verify.dkim == "record"
+
+    def _log_verdicts(self, header: bytes) -> None:
+        """Our Authentication-Results header, as one log line."""
+        verdicts = header.decode().split(";", 1)[-1].replace("\r\n\t", " ").strip()
+        log.info(kv(event="verdicts", client=str(self.peer), results=verdicts))
 
     def _space_refusal(self, size: int | None) -> Reply | None:
         """452 4.3.1 below the free-space reserve, or when SIZE= would not fit above it.
@@ -240,7 +277,8 @@ class SessionHandler:
         try:
             txn.open_spool(services.store, trace)
             plan = self._signing_plan(txn)
-            if plan is not None:
+            # A verdict header or a signature goes on top: the body waits for its end.
+            if txn.verifying or plan is not None:
                 txn.hold_for_signing(plan, DKIM_HELD_IN_MEMORY, services.config.data_dir)
         except (OSError, StorageError) as exc:
             log.error(kv(event="spool-error", client=str(self.peer), error=exc))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from mailwright.config import Config
 from mailwright.mailauth import srs
 from mailwright.mailauth.dkim import MessageSigner, SigningKey
+from mailwright.mailauth.dns import Resolver
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -46,6 +47,8 @@ class SessionServices:
     store: QueueStore
     on_enqueued: Callable[[str], None] = lambda queue_id: None
     tls: ServerTls | None = None
+    #: The one DNS resolver (app.py), for the verdicts on inbound mail (``[verify]``).
+    resolver: Resolver | None = None
     protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
     auth: Authenticator = field(init=False)
     space: SpaceGuard = field(init=False)

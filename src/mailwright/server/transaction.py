@@ -18,7 +18,10 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from mailwright.errors import StorageError
+from mailwright.mailauth import results
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
+from mailwright.mailauth.dns import Resolver
+from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
@@ -82,13 +85,15 @@ class ReceivedStamp:
         return self._text
 
 
-def _sign_held(
-    held: tempfile.SpooledTemporaryFile[bytes], signer: MessageSigner, plan: SigningPlan
-) -> tuple[bytes, list[tuple[SigningKey, bytes]]]:
-    """In a worker thread: the held message, and the keys and signatures that fit it."""
+def _read_held(held: tempfile.SpooledTemporaryFile[bytes], forged_of: str | None) -> bytes:
+    """In a worker thread: the held message, without the verdicts forged in the name of
+    ``forged_of`` (our authserv-id) when it is given."""
     held.seek(0)
     message = held.read()
-    return message, signer.sign(message, plan)
+    if forged_of is None:
+        return message
+    cleaned, _removed = results.remove_ours(message, forged_of)
+    return cleaned
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,15 @@ class MailTransaction:
     held: tempfile.SpooledTemporaryFile[bytes] | None = None
     #: Which signatures the held message may get, decided when DATA started.
     signing: SigningPlan | None = None
+    #: The SPF check started at MAIL (``[verify] spf``), awaited at the end of the body.
+    spf_check: asyncio.Task[SpfVerdict] | None = None
+    #: ``[verify] dkim``: the signatures are checked at the end of the body.
+    verify_dkim: bool = False
+
+    @property
+    def verifying(self) -> bool:
+        """True when the message gets our Authentication-Results header (``finish_held``)."""
+        return self.spf_check is not None or self.verify_dkim
 
     @property
     def sender(self) -> Address | None:
@@ -132,12 +146,13 @@ class MailTransaction:
         self.spool = store.new_spool()
         self.spool.write(self.received_header(trace))
 
-    def hold_for_signing(self, plan: SigningPlan, in_memory: int, folder: Path) -> None:
+    def hold_for_signing(self, plan: SigningPlan | None, in_memory: int, folder: Path) -> None:
         """Keep the body apart until its end, so a DKIM-Signature can go on top of it.
 
         A signature covers the whole body, and the spool only appends: so the
         body waits here (``in_memory`` octets, then an unnamed file in
-        ``folder``) and ``sign`` moves it to the spool, signature first.
+        ``folder``) and ``finish_held`` moves it to the spool, our verdict and
+        the signatures first.  ``plan`` None: no signature, only the verdict.
         """
         self.signing = plan
         # Closed by sign() or discard(): it outlives this call by design.
@@ -154,29 +169,56 @@ class MailTransaction:
             else:
                 self.spool.write(data)
 
-    async def sign(self, signer: MessageSigner) -> list[SigningKey]:
-        """Sign the held message off the event loop and spool it, signatures on top.
+    async def finish_held(
+        self,
+        signer: MessageSigner,
+        *,
+        authserv_id: str,
+        resolver: Resolver | None,
+        max_signatures: int,
+    ) -> tuple[list[SigningKey], bytes | None]:
+        """Spool the held message: our verdict header, then the signatures, then the message.
 
-        The keys that signed, none when no key fits (the message is spooled as
-        it came).  Signing happens once, here, so every delivery attempt sends
-        the same signed bytes.  StorageError when the held body cannot be read
-        back.
+        When verifying (``verifying``), fields ``Authentication-Results`` that
+        claim ``authserv_id`` are removed first (RFC 8601 5) and ours goes right
+        under our Received: (added at the top by the receiving ADMD).  Signing
+        happens once, here, so every delivery attempt sends the same signed
+        bytes.  Returns the keys that signed and our verdict header (None when
+        not verifying).  StorageError when the held body cannot be read back;
+        on any failure, nothing of the message stays behind.
         """
-        assert self.spool is not None and self.held is not None and self.signing is not None
+        assert self.spool is not None and self.held is not None
         held, self.held = self.held, None
+        verdict: bytes | None = None
+        signed: list[tuple[SigningKey, bytes]] = []
         try:
-            message, signed = await asyncio.to_thread(_sign_held, held, signer, self.signing)
-        except BaseException as exc:  # cancelled too: nothing of the message may stay behind
+            try:
+                forged_of = authserv_id if self.verifying else None
+                message = await asyncio.to_thread(_read_held, held, forged_of)
+            except OSError as exc:
+                raise StorageError(f"cannot read back the held message: {exc}") from exc
+            finally:
+                held.close()
+            if self.verifying:
+                assert resolver is not None
+                spf = await self.spf_check if self.spf_check is not None else None
+                dkim = (
+                    await check_dkim(resolver, message, max_signatures)
+                    if self.verify_dkim
+                    else None
+                )
+                verdict = results.header(authserv_id, spf, dkim)
+            if self.signing is not None:
+                signed = await asyncio.to_thread(signer.sign, message, self.signing)
+        except BaseException:  # cancelled too: nothing of the message may stay behind
             self.discard()
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot read back the message to sign: {exc}") from exc
             raise
-        finally:
-            held.close()
+        if verdict is not None:
+            self.spool.write(verdict)
         for _, header in signed:
             self.spool.write(header)
         self.spool.write(message)
-        return [key for key, _ in signed]
+        return [key for key, _ in signed], verdict
 
     def loops(self, max_received: int) -> bool:
         """True when the message has more Received: headers than allowed: a mail loop."""
@@ -194,6 +236,8 @@ class MailTransaction:
             raise
 
     def discard(self) -> None:
+        if self.spf_check is not None and not self.spf_check.done():
+            self.spf_check.cancel()
         if self.held is not None:
             self.held.close()
             self.held = None

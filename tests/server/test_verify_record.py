@@ -1,0 +1,142 @@
+"""``[verify] spf/dkim = "record"``: a real server on loopback, its DNS a loopback server;
+the verdicts are read from the message stored in the Maildir."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable, Iterator
+
+import dkim
+import pytest
+
+from mailwright.mailauth.dkim import (
+    generate_private_key,
+    public_key_value,
+    record_line,
+    record_text,
+)
+from tests.dns_server import LoopbackDns
+from tests.helpers import RunningServer, maildir_messages, wait_for
+
+PEM = generate_private_key("rsa")
+
+ZONE = f"""
+pass.test.      60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
+fail.test.      60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
+helo.test.      60 IN TXT "v=spf1 a -all"
+helo.test.      60 IN A 127.0.0.1
+{record_line("pass.test", "s1", record_text(*public_key_value(PEM)))}
+"""
+
+FORGED = "Authentication-Results: MX.EXAMPLE.TEST; spf=pass smtp.mailfrom=pass.test\r\n"
+OTHERS = "Authentication-Results: relay.other.test; spf=fail smtp.mailfrom=pass.test\r\n"
+BODY = (
+    "From: Sam <sam@pass.test>\r\n"
+    "To: alice@example.test\r\n"
+    "Subject: verdicts\r\n"
+    "\r\n"
+    "Hello Alice.\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[LoopbackDns]:
+    server = LoopbackDns(ZONE, servfail={"broken.test."})
+    yield server
+    server.stop()
+
+
+def verifying(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns, extra: str = ""
+) -> RunningServer:
+    return server_factory(
+        f'[dns]\nservers = ["{dns.address}"]\ntimeout = 2\n'
+        f'[verify]\nspf = "record"\ndkim = "record"\n' + extra
+    )
+
+
+def deliver(server: RunningServer, sender: str, message: bytes, helo: str = "client.test") -> bytes:
+    with smtplib.SMTP(server.host, server.port, local_hostname=helo, timeout=30) as client:
+        assert client.sendmail(sender, ["alice@example.test"], message) == {}
+    [stored] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"))
+    return stored  # type: ignore[no-any-return]
+
+
+def headers(stored: bytes) -> list[bytes]:
+    """The stored header fields, unfolded, in order."""
+    head = stored.split(b"\r\n\r\n", 1)[0]
+    return head.replace(b"\r\n\t", b" ").split(b"\r\n")
+
+
+def test_pass_verdicts_recorded_under_our_received_and_forgery_removed(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns)
+    message = dkim.sign((FORGED + OTHERS + BODY).encode(), b"s1", b"pass.test", PEM)
+    message += (FORGED + OTHERS + BODY).encode()
+    stored = deliver(server, "sam@pass.test", message)
+    fields = headers(stored)
+    names = [f.split(b":", 1)[0].lower() for f in fields]
+    at = names.index(b"received")
+    assert fields[at + 1] == (
+        b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=pass.test; "
+        b"dkim=pass header.d=pass.test header.s=s1"
+    )
+    assert names.count(b"authentication-results") == 2  # ours, and relay.other.test's
+    assert OTHERS.rstrip().encode() in fields
+    assert FORGED.rstrip().encode() not in fields
+    assert stored.endswith(BODY.encode())
+
+
+def test_fail_and_unsigned_recorded_and_accepted(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns)
+    stored = deliver(server, "sam@fail.test", BODY.encode())
+    assert (
+        b"Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=fail.test; dkim=none"
+        in headers(stored)
+    )
+
+
+def test_null_sender_checks_the_helo_name(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns, '[relay]\nnetworks = ["192.0.2.0/24"]\n')
+    stored = deliver(server, "", BODY.encode(), helo="helo.test")
+    expected = b"Authentication-Results: mx.example.test; spf=pass smtp.helo=helo.test; dkim=none"
+    assert expected in headers(stored)
+
+
+def test_dns_failure_is_temperror_and_accepted(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns)
+    stored = deliver(server, "sam@broken.test", BODY.encode())
+    expected = (
+        b"Authentication-Results: mx.example.test; spf=temperror smtp.mailfrom=broken.test; "
+        b"dkim=none"
+    )
+    assert expected in headers(stored)
+
+
+def test_trusted_clients_get_no_verdict(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns, '[relay]\nnetworks = ["127.0.0.0/8"]\n')
+    stored = deliver(server, "sam@fail.test", (FORGED + BODY).encode())
+    fields = headers(stored)
+    assert not any(f.startswith(b"Authentication-Results: mx.example.test;") for f in fields)
+    assert FORGED.rstrip().encode() in fields  # not ours to judge: left as it came
+
+
+def test_only_spf_when_dkim_is_off(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = server_factory(
+        f'[dns]\nservers = ["{dns.address}"]\ntimeout = 2\n[verify]\nspf = "record"\n'
+    )
+    stored = deliver(server, "sam@pass.test", BODY.encode())
+    assert b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=pass.test" in (
+        headers(stored)
+    )
