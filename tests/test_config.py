@@ -1022,4 +1022,6 @@ def test_verify_modes_off_by_default_record_accepted_others_refused() -> None:
     # "enforce" is not implemented yet: refused, never silently treated as "record".
     assert 'expected one of "off", "record"' in str(refusal('[verify]\nspf = "enforce"\n'))
     assert "verify.dkim" in str(refusal('[verify]\ndkim = "on"\n'))
-    assert "dmarc" in str(refusal('[verify]\ndmarc = "record"\n'))
+    assert parse('[verify]\ndmarc = "record"\n').verify.dmarc == "record"
+    assert "verify.dmarc" in str(refusal('[verify]\ndmarc = "enforce"\n'))
+    assert "verify.arc" in str(refusal('[verify]\narc = "record"\n'))

@@ -359,10 +359,21 @@ class VerifyConfig:
 
     spf: str = setting("off", v.verify_mode)
     dkim: str = setting("off", v.verify_mode)
+    #: DMARC (RFC 7489) needs both verdicts: "record" here checks SPF and DKIM too, and
+    #: reports them, whatever ``spf`` and ``dkim`` say (mailauth/dmarc.py).
+    dmarc: str = setting("off", v.verify_mode)
 
     @property
     def any(self) -> bool:
-        return self.spf != "off" or self.dkim != "off"
+        return self.spf != "off" or self.dkim != "off" or self.dmarc != "off"
+
+    @property
+    def spf_on(self) -> bool:
+        return self.spf == "record" or self.dmarc == "record"
+
+    @property
+    def dkim_on(self) -> bool:
+        return self.dkim == "record" or self.dmarc == "record"
 
 
 # ---------------------------------------------------------------- the whole file

@@ -16,7 +16,9 @@ import re
 from collections.abc import Iterable
 
 import authres
+import authres.dmarc
 
+from mailwright.mailauth.dmarc import DmarcVerdict
 from mailwright.mailauth.verify import DkimVerdict, SpfVerdict
 
 _HEADER_NAME = b"authentication-results"
@@ -25,9 +27,15 @@ _COMMENT = re.compile(rb"\((?:[^()\\]|\\.|\([^()]*\))*\)")
 _DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
 
 
-def header(authserv_id: str, spf: SpfVerdict | None, dkim: Iterable[DkimVerdict] | None) -> bytes:
-    """``Authentication-Results: <authserv_id>; spf=...; dkim=...`` with CRLF, or b"" when
-    neither check ran.  A DKIM check that found no signature says ``dkim=none``."""
+def header(
+    authserv_id: str,
+    spf: SpfVerdict | None,
+    dkim: Iterable[DkimVerdict] | None,
+    dmarc: DmarcVerdict | None = None,
+) -> bytes:
+    """``Authentication-Results: <authserv_id>; spf=...; dkim=...; dmarc=...`` with CRLF, or
+    b"" when no check ran.  A DKIM check that found no signature says ``dkim=none``.
+    DMARC's policy goes in a comment and as ``policy.dmarc`` (authres's DMARC result)."""
     results: list[authres.core.AuthenticationResult] = []
     if spf is not None:
         if spf.identity == "helo":
@@ -48,6 +56,15 @@ def header(authserv_id: str, spf: SpfVerdict | None, dkim: Iterable[DkimVerdict]
                     header_s=_name(verdict.selector),
                 )
             )
+    if dmarc is not None:
+        results.append(
+            authres.dmarc.DMARCAuthenticationResult(
+                result=dmarc.result,
+                result_comment=f"p={dmarc.policy}" if dmarc.policy else None,
+                header_from=_name(dmarc.from_domain),
+                policy=dmarc.policy,
+            )
+        )
     if not results:
         return b""
     # authres quotes a value that needs it; the names are checked above all the same.

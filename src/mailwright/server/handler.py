@@ -220,12 +220,13 @@ class SessionHandler:
             or services.relay.may_relay(self.peer.host, self.authenticated_user)
         ):
             return
-        if verify.spf == "record":
+        if verify.spf_on:
             sender = str(txn.sender) if txn.sender is not None else None
             txn.spf_check = asyncio.create_task(
                 check_spf(services.resolver, self.peer.host, sender, self.conn.helo_name)
             )
-        txn.verify_dkim = verify.dkim == "record"
+        txn.verify_dkim = verify.dkim_on
+        txn.verify_dmarc = verify.dmarc == "record"
 
     def _log_verdicts(self, header: bytes) -> None:
         """Our Authentication-Results header, as one log line."""

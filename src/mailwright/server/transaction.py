@@ -20,6 +20,7 @@ from pathlib import Path
 from mailwright.errors import StorageError
 from mailwright.mailauth import results
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
+from mailwright.mailauth.dmarc import check_dmarc
 from mailwright.mailauth.dns import Resolver
 from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import Address
@@ -126,6 +127,8 @@ class MailTransaction:
     spf_check: asyncio.Task[SpfVerdict] | None = None
     #: ``[verify] dkim``: the signatures are checked at the end of the body.
     verify_dkim: bool = False
+    #: ``[verify] dmarc``: the From domain's policy, with the SPF and DKIM verdicts.
+    verify_dmarc: bool = False
 
     @property
     def verifying(self) -> bool:
@@ -207,7 +210,12 @@ class MailTransaction:
                     if self.verify_dkim
                     else None
                 )
-                verdict = results.header(authserv_id, spf, dkim)
+                dmarc = (
+                    await check_dmarc(resolver, message, spf, dkim or ())
+                    if self.verify_dmarc
+                    else None
+                )
+                verdict = results.header(authserv_id, spf, dkim, dmarc)
             if self.signing is not None:
                 signed = await asyncio.to_thread(signer.sign, message, self.signing)
         except BaseException:  # cancelled too: nothing of the message may stay behind
