@@ -26,6 +26,7 @@ fail.test.      60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
 helo.test.      60 IN TXT "v=spf1 a -all"
 helo.test.      60 IN A 127.0.0.1
 {record_line("pass.test", "s1", record_text(*public_key_value(PEM)))}
+_dmarc.pass.test. 60 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@pass.test"
 """
 
 FORGED = "Authentication-Results: MX.EXAMPLE.TEST; spf=pass smtp.mailfrom=pass.test\r\n"
@@ -140,3 +141,31 @@ def test_only_spf_when_dkim_is_off(
     assert b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=pass.test" in (
         headers(stored)
     )
+
+
+def test_dmarc_alone_records_spf_dkim_and_dmarc(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    """dmarc = "record" with spf and dkim off: DMARC needs both, so both are checked
+    and reported; the signature aligned with From: passes DMARC where SPF failed."""
+    server = server_factory(
+        f'[dns]\nservers = ["{dns.address}"]\ntimeout = 2\n[verify]\ndmarc = "record"\n'
+    )
+    signed = dkim.sign(BODY.encode(), b"s1", b"pass.test", PEM) + BODY.encode()
+    stored = deliver(server, "sam@fail.test", signed)
+    assert (
+        b"Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=fail.test; "
+        b"dkim=pass header.d=pass.test header.s=s1; "
+        b"dmarc=pass (p=reject) header.from=pass.test policy.dmarc=reject"
+    ) in headers(stored)
+
+
+def test_dmarc_fail_recorded_with_the_policy_and_accepted(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = verifying(server_factory, dns, 'dmarc = "record"\n')
+    stored = deliver(server, "sam@helo.test", BODY.encode())  # SPF passes, for helo.test only
+    assert (
+        b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=helo.test; dkim=none; "
+        b"dmarc=fail (p=reject) header.from=pass.test policy.dmarc=reject"
+    ) in headers(stored)
