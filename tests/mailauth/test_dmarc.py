@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import dkim
 import pytest
 
+from mailwright.config.schema import DMARC_MAX_FROM_OCTETS
 from mailwright.mailauth.dkim import (
     generate_private_key,
     public_key_value,
@@ -163,7 +164,9 @@ def test_dns_servfail_is_temperror(resolver: Resolver) -> None:
         b"From: a@signed.test\r\nFrom: b@signed.test\r\n",
         b"From: a@signed.test, b@spf.test\r\n",
         b"From: undisclosed\r\n",
+        b"From: <a@signed.test> (" + b"x" * DMARC_MAX_FROM_OCTETS + b")\r\n",  # too long
     ],
+    ids=["no-from", "two-fields", "two-domains", "no-address", "too-long"],
 )
 def test_no_single_from_domain_is_permerror(resolver: Resolver, head: bytes) -> None:
     msg = head + b"Subject: x\r\n\r\nbody\r\n"

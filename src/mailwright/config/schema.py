@@ -446,6 +446,10 @@ DKIM_HELD_IN_MEMORY = 256 * 1024
 MAX_VERIFIED_SIGNATURES = 5
 #: RFC 7208 4.6.4: an SPF check may be given at least 20 s in all, every lookup included.
 SPF_TOTAL_SECONDS = 20.0
+#: A From: field longer than this (unfolded) is not parsed for DMARC: permerror.  RFC 5322
+#: allows long folded fields, but no honest author list needs this much, and the address
+#: parser's time grows with the field.
+DMARC_MAX_FROM_OCTETS = 8 * 1024
 
 # ---------------------------------------------------------------- defaults named elsewhere
 # Read from the declarations above, never written a second time.

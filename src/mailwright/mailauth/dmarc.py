@@ -27,6 +27,7 @@ from email.utils import getaddresses
 
 from publicsuffixlist import PublicSuffixList
 
+from mailwright.config.schema import DMARC_MAX_FROM_OCTETS
 from mailwright.mailauth.dns import PermanentDnsError, Resolver, TemporaryDnsError
 from mailwright.mailauth.verify import DkimVerdict, SpfVerdict
 
@@ -127,6 +128,8 @@ def from_domain(message: bytes) -> tuple[str | None, str]:
     fields = _from_fields(message)
     if len(fields) != 1:
         return None, f"{len(fields)} From: fields"
+    if len(fields[0]) > DMARC_MAX_FROM_OCTETS:
+        return None, "From: field too long"
     addresses = getaddresses([fields[0]])
     domains = {address.rpartition("@")[2].strip().rstrip(".").lower() for _, address in addresses}
     domains.discard("")
@@ -153,7 +156,10 @@ def _from_fields(message: bytes) -> list[str]:
         if _FROM_FIELD.match(line):
             current = bytearray(line.partition(b":")[2])
             fields.append(current)
-    return [bytes(field).decode("utf-8", "replace") for field in fields]
+    # Cut one octet past the limit: enough to tell "too long", never a huge string.
+    return [
+        bytes(field[: DMARC_MAX_FROM_OCTETS + 1]).decode("utf-8", "replace") for field in fields
+    ]
 
 
 async def _records(resolver: Resolver, domain: str) -> list[DmarcRecord] | None:
