@@ -46,13 +46,14 @@ _dmarc.junk.test.     60 IN TXT "v=DMARC1; p=bogus; this is junk"
 _dmarc.late.test.     60 IN TXT "p=reject; v=DMARC1"
 _dmarc.two.test.      60 IN TXT "v=DMARC1; p=reject"
 _dmarc.two.test.      60 IN TXT "v=DMARC1; p=none"
+_dmarc.keyless.test.  60 IN TXT "v=DMARC1; p=reject"
 other.test.           60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
 """
 
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[LoopbackDns]:
-    server = LoopbackDns(ZONE, servfail={"_dmarc.broken.test."})
+    server = LoopbackDns(ZONE, servfail={"_dmarc.broken.test.", "s1._domainkey.keyless.test."})
     yield server
     server.stop()
 
@@ -155,6 +156,12 @@ def test_unusable_records_give_none(resolver: Resolver, domain: str) -> None:
 def test_dns_servfail_is_temperror(resolver: Resolver) -> None:
     result = verdict(resolver, message("sam@broken.test", signer="signed.test"))
     assert (result.result, result.from_domain) == ("temperror", "broken.test")
+
+
+def test_aligned_check_that_failed_for_now_is_temperror_not_fail(resolver: Resolver) -> None:
+    # The aligned signature's key lookup gets SERVFAIL: dkim=temperror, so no DMARC fail.
+    result = verdict(resolver, message("sam@keyless.test", signer="keyless.test"))
+    assert (result.result, result.policy) == ("temperror", "reject")
 
 
 @pytest.mark.parametrize(
