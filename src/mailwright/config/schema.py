@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar, overload
 
 from mailwright.config import values as v
+from mailwright.config import values_auth as av
 from mailwright.config.place import Convert, Place, show
 from mailwright.model import Address
 from mailwright.protocol.server import (
@@ -314,7 +315,7 @@ class DkimKeyConfig:
     """
 
     domain: str = field(metadata=required(v.domain, _DKIM_KEY))
-    selector: str = field(metadata=required(v.dkim_selector, _DKIM_KEY))
+    selector: str = field(metadata=required(av.dkim_selector, _DKIM_KEY))
     key: Path = field(metadata=required(v.config_relative_file, _DKIM_KEY))
 
 
@@ -337,10 +338,10 @@ class SrsConfig:
     ``domain`` None means ``hostname``.
     """
 
-    secret: str | None = setting(None, v.srs_secret)
-    secret_from_file: str | None = setting(None, v.srs_secret_file, key="secret_file")
+    secret: str | None = setting(None, av.srs_secret)
+    secret_from_file: str | None = setting(None, av.srs_secret_file, key="secret_file")
     domain: str | None = setting(None, v.domain)
-    previous_secrets: tuple[str, ...] = setting((), v.srs_secrets)
+    previous_secrets: tuple[str, ...] = setting((), av.srs_secrets)
     max_age_days: int = setting(21, v.positive_int)
 
     def __repr__(self) -> str:  # never print a secret
@@ -357,11 +358,11 @@ class VerifyConfig:
     embedded default never asks the DNS; ``"record"`` adds the verdict to the
     stored message's Authentication-Results header and accepts the mail."""
 
-    spf: str = setting("off", v.verify_mode)
-    dkim: str = setting("off", v.verify_mode)
+    spf: str = setting("off", av.verify_mode)
+    dkim: str = setting("off", av.verify_mode)
     #: DMARC (RFC 7489) needs both verdicts: "record" here checks SPF and DKIM too, and
     #: reports them, whatever ``spf`` and ``dkim`` say (mailauth/dmarc.py).
-    dmarc: str = setting("off", v.verify_mode)
+    dmarc: str = setting("off", av.verify_mode)
 
     @property
     def any(self) -> bool:

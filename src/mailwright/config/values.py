@@ -183,18 +183,6 @@ def tls_mode(value: object, at: Place) -> str:
     return value
 
 
-#: ``[verify] spf`` and ``dkim``: not checked, or checked and recorded in an
-#: Authentication-Results header (docs/authentication.md).
-VERIFY_MODES = ("off", "record")
-
-
-def verify_mode(value: object, at: Place) -> str:
-    if not isinstance(value, str) or value not in VERIFY_MODES:
-        choices = ", ".join(f'"{mode}"' for mode in VERIFY_MODES)
-        raise at.fail(f"expected one of {choices}, got {show(value)}")
-    return value
-
-
 # ---------------------------------------------------------------- hosts and networks
 
 
@@ -441,44 +429,6 @@ def _route_domain(text: str, at: Place) -> str:
     return address_literal_key(text)
 
 
-# ---------------------------------------------------------------- [srs]
-
-#: An SRS secret shorter than this is refused: it is all that keeps our SRS
-#: addresses from being forged into an open relay.
-MIN_SRS_SECRET = 16
-
-
-def srs_secret(value: object, at: Place) -> str:
-    """A secret of at least MIN_SRS_SECRET characters; never echoed in a message."""
-    if not isinstance(value, str):
-        raise at.fail(f"expected a string, got {show(value)}")
-    if len(value) < MIN_SRS_SECRET:
-        raise at.fail(f"must be at least {MIN_SRS_SECRET} characters, got {len(value)}")
-    return value
-
-
-def srs_secrets(value: object, at: Place) -> tuple[str, ...]:
-    """Earlier secrets, each checked as ``srs_secret``."""
-    return tuple(srs_secret(item, at) for item in array(value, at))
-
-
-def srs_secret_file(value: object, at: Place) -> str:
-    """The secret read from a file (its first line, surrounding blanks removed).
-
-    Refused together with ``secret``: two secrets, one of them silently unused,
-    is a mistake the operator must hear about.
-    """
-    if at.earlier.get("secret") is not None:
-        raise at.fail("set either srs.secret or srs.secret_file, not both")
-    file = readable_file(value, at)
-    try:
-        text = file.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise at.fail(f"cannot read {file} ({type(exc).__name__})") from None
-    lines = text.strip().splitlines()
-    return srs_secret(lines[0].strip() if lines else "", at)
-
-
 # ---------------------------------------------------------------- tables
 
 
@@ -491,7 +441,7 @@ def table(cls: type[T]) -> Convert[T]:
     return read
 
 
-# ---------------------------------------------------------------- [dkim]
+# ---------------------------------------------------------------- arrays of tables, files
 
 
 def table_array(cls: type[T]) -> Convert[tuple[T, ...]]:
@@ -505,14 +455,6 @@ def table_array(cls: type[T]) -> Convert[tuple[T, ...]]:
         )
 
     return read
-
-
-def dkim_selector(value: object, at: Place) -> str:
-    """A selector is a sub-domain (RFC 6376 3.1): LDH labels joined by dots."""
-    text = string(value, at)
-    if not is_domain_name(text.lower()):
-        raise at.fail(f"expected a selector (letters, digits, hyphens, dots), got {show(value)}")
-    return text
 
 
 def config_relative_file(value: object, at: Place) -> Path:
