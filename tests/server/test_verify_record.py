@@ -16,7 +16,7 @@ from mailwright.mailauth.dkim import (
     record_text,
 )
 from tests.dns_server import LoopbackDns
-from tests.helpers import RunningServer, maildir_messages, wait_for
+from tests.helpers import RawClient, RunningServer, maildir_messages, wait_for
 
 PEM = generate_private_key("rsa")
 
@@ -169,3 +169,55 @@ def test_dmarc_fail_recorded_with_the_policy_and_accepted(
         b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=helo.test; dkim=none; "
         b"dmarc=fail (p=reject) header.from=pass.test policy.dmarc=reject"
     ) in headers(stored)
+
+
+def enforcing(server_factory: Callable[..., RunningServer], dns: LoopbackDns) -> RunningServer:
+    return server_factory(
+        f'[dns]\nservers = ["{dns.address}"]\ntimeout = 2\n[verify]\nspf = "enforce"\n'
+    )
+
+
+def test_spf_enforce_refuses_a_fail_at_mail_and_the_session_goes_on(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    """RFC 7372 3.2: 550 5.7.23 names the domain and the client; nothing is stored."""
+    server = enforcing(server_factory, dns)
+    with smtplib.SMTP(server.host, server.port, local_hostname="client.test", timeout=30) as c:
+        c.ehlo()
+        code, text = c.mail("sam@fail.test")
+        assert (code, text) == (
+            550,
+            b"5.7.23 SPF check failed: fail.test does not designate 127.0.0.1 as a sender",
+        )
+        assert c.rcpt("alice@example.test")[0] == 503  # no transaction was started
+        assert c.mail("sam@pass.test")[0] == 250  # a sender whose SPF passes
+        assert c.rcpt("alice@example.test")[0] == 250
+        assert c.data(BODY.encode())[0] == 250
+    [stored] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"))
+    assert b"spf=pass smtp.mailfrom=pass.test" in stored
+
+
+def test_spf_enforce_answers_a_dns_failure_with_451_never_550(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    server = enforcing(server_factory, dns)
+    with smtplib.SMTP(server.host, server.port, local_hostname="client.test", timeout=30) as c:
+        c.ehlo()
+        code, text = c.mail("sam@broken.test")
+        assert code == 451 and text.startswith(b"4.7.24 SPF check of broken.test failed temp")
+
+
+def test_spf_enforce_pipelined_rcpt_and_data_after_a_refused_mail_are_not_accepted(
+    server_factory: Callable[..., RunningServer], dns: LoopbackDns
+) -> None:
+    """The client sends MAIL, RCPT and DATA in one write (RFC 2920): the 550 comes first,
+    and what follows it is answered as out of sequence, never as a message."""
+    server = enforcing(server_factory, dns)
+    client = RawClient(server.host, server.port)
+    client.read_reply()
+    client.send(b"EHLO client.test\r\n")
+    client.read_reply()
+    client.send(b"MAIL FROM:<sam@fail.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    mail, rcpt, data = client.replies(3)
+    assert mail.startswith("550 5.7.23") and rcpt.startswith("503") and data.startswith("503")
+    client.close()

@@ -356,9 +356,10 @@ class VerifyConfig:
     """``[verify]``: verdicts on mail from clients neither authenticated nor in
     ``[relay] networks`` (mailauth/verify.py).  ``"off"`` by default, so the
     embedded default never asks the DNS; ``"record"`` adds the verdict to the
-    stored message's Authentication-Results header and accepts the mail."""
+    stored message's Authentication-Results header and accepts the mail;
+    ``spf = "enforce"`` refuses MAIL on an SPF fail as well (RFC 7372 3.2)."""
 
-    spf: str = setting("off", av.verify_mode)
+    spf: str = setting("off", av.spf_mode)
     dkim: str = setting("off", av.verify_mode)
     #: DMARC (RFC 7489) needs both verdicts: "record" here checks SPF and DKIM too, and
     #: reports them, whatever ``spf`` and ``dkim`` say (mailauth/dmarc.py).
@@ -370,7 +371,11 @@ class VerifyConfig:
 
     @property
     def spf_on(self) -> bool:
-        return self.spf == "record" or self.dmarc == "record"
+        return self.spf != "off" or self.dmarc == "record"
+
+    @property
+    def spf_enforced(self) -> bool:
+        return self.spf == "enforce"
 
     @property
     def dkim_on(self) -> bool:

@@ -15,6 +15,17 @@ from mailwright.syntax import is_domain_name
 VERIFY_MODES = ("off", "record")
 
 
+#: ``[verify] spf`` may also refuse: "enforce" answers an SPF fail with 550 5.7.23.
+SPF_MODES = (*VERIFY_MODES, "enforce")
+
+
+def spf_mode(value: object, at: Place) -> str:
+    if not isinstance(value, str) or value not in SPF_MODES:
+        choices = ", ".join(f'"{mode}"' for mode in SPF_MODES)
+        raise at.fail(f"expected one of {choices}, got {show(value)}")
+    return value
+
+
 def verify_mode(value: object, at: Place) -> str:
     if not isinstance(value, str) or value not in VERIFY_MODES:
         choices = ", ".join(f'"{mode}"' for mode in VERIFY_MODES)

@@ -104,6 +104,18 @@ def sender_not_owned(user: str) -> Reply:
     return Reply(553, "5.7.1", f"Sender address rejected: not owned by user {user}")
 
 
+def spf_failed(domain: str, client: str) -> Reply:
+    """RFC 7372 3.2: the sender's domain does not let this client send its mail (SPF fail)."""
+    return Reply(
+        550, "5.7.23", f"SPF check failed: {domain} does not designate {client} as a sender"
+    )
+
+
+def spf_temporary(domain: str) -> Reply:
+    """RFC 7372 3.2, RFC 7208 2.6.6: the SPF check could not be made now (temperror)."""
+    return Reply(451, "4.7.24", f"SPF check of {domain} failed temporarily; try again later")
+
+
 # STARTTLS (RFC 3207)
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")

@@ -208,6 +208,32 @@ class SessionHandler:
         self._start_verdicts(self.transaction)
         return replies.SENDER_OK
 
+    def waits_at_mail(self) -> bool:
+        """MAIL is answered only after the SPF check (``[verify] spf = "enforce"``)."""
+        verify = self.services.config.verify
+        return verify.spf_enforced and not self.services.relay.may_relay(
+            self.peer.host, self.authenticated_user
+        )
+
+    async def mail_after_spf(self, event: Mail) -> Reply:
+        """MAIL with SPF enforced: 550 5.7.23 on fail, 451 4.7.24 on temperror (RFC 7372
+        3.2); any other result is recorded at the end of the body and the mail goes on."""
+        reply = self._mail(event)
+        txn = self.transaction
+        if reply is not replies.SENDER_OK or txn is None or txn.spf_check is None:
+            return reply
+        verdict = await txn.spf_check
+        if verdict.result == "fail":
+            reply = replies.spf_failed(verdict.domain, self.peer.host)
+        elif verdict.result == "temperror":
+            reply = replies.spf_temporary(verdict.domain)
+        else:
+            return reply
+        if self.transaction is txn:
+            self.drop_transaction()
+        self.refused(f"MAIL FROM:<{event.sender or ''}>", reply)
+        return reply
+
     def _start_verdicts(self, txn: MailTransaction) -> None:
         """``[verify]`` for mail from strangers (neither authenticated nor in ``[relay]
         networks``): the SPF lookups start now, while the client sends RCPT and the

@@ -32,7 +32,15 @@ from typing import cast
 from mailwright.logfmt import kv
 from mailwright.model import SessionInfo
 from mailwright.protocol import replies
-from mailwright.protocol.events import Auth, BodyChunk, ConnectionClosed, EndOfData, Event, StartTls
+from mailwright.protocol.events import (
+    Auth,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfData,
+    Event,
+    Mail,
+    StartTls,
+)
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ServerConnection
 from mailwright.protocol.state import State
@@ -326,7 +334,9 @@ class SmtpSession(asyncio.Protocol):
                     self._result = "lost"
                 self._finish()
                 return
-            if isinstance(event, StartTls | Auth | EndOfData):
+            if isinstance(event, StartTls | Auth | EndOfData) or (
+                isinstance(event, Mail) and self.handler.waits_at_mail()
+            ):
                 self._write(b"")  # never hold a reply while we wait
                 self.phase = Phase.WAITING
                 self._loop.create_task(self._wait_then_pump(event))
@@ -338,7 +348,7 @@ class SmtpSession(asyncio.Protocol):
                 self._finish()
                 return
 
-    async def _wait_then_pump(self, event: StartTls | Auth | EndOfData) -> None:
+    async def _wait_then_pump(self, event: StartTls | Auth | EndOfData | Mail) -> None:
         """The steps that wait: TLS handshake, password check, the queue's commit."""
         try:
             if isinstance(event, StartTls):
@@ -348,6 +358,8 @@ class SmtpSession(asyncio.Protocol):
             else:
                 if isinstance(event, Auth):
                     reply = await self.handler.authenticate(event)
+                elif isinstance(event, Mail):
+                    reply = await self.handler.mail_after_spf(event)
                 else:
                     reply = await self.handler.end_data(event.size)
                 if self.phase is Phase.CLOSED:  # aborted at shutdown meanwhile
