@@ -4,12 +4,15 @@ waiting helpers.  Fixtures live in conftest.py; everything a test imports lives 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from mailwright.app import App
 from mailwright.config import Config, parse_config
@@ -213,3 +216,26 @@ class ServerProcess:
 def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run an async test body on a fresh event loop."""
     return asyncio.run(test())
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point: Path, size: str | int) -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``mount_point``: a file system that really fills up.
+
+    Skips the test with a "needs ..." reason where mounting is not allowed (not
+    root); under CI such a skip fails the run (conftest.py).
+    """
+    import subprocess
+
+    mount_point.mkdir(exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"needs root and a tmpfs mount: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -27,7 +27,14 @@ import pytest
 
 from mailwright.config import load_config
 from mailwright.protocol.reply import Reply
-from tests.helpers import BASE_CONFIG, RunningServer, ServerProcess, maildir_messages, wait_for
+from tests.helpers import (
+    BASE_CONFIG,
+    RunningServer,
+    ServerProcess,
+    maildir_messages,
+    mounted_tmpfs,
+    wait_for,
+)
 from tests.peers import Tarpit
 from tests.sink import Behaviour, SinkServer
 
@@ -42,19 +49,8 @@ REFUSALS_EACH = 3
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs: a real file system that really fills up, and grows on remount."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"needs a mount (tmpfs): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        yield disk
 
 
 @pytest.fixture

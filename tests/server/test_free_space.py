@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailwright.queue.space import disk_space
-from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
+from tests.helpers import (
+    BASE_CONFIG,
+    RunningServer,
+    maildir_messages,
+    make_config,
+    mounted_tmpfs,
+    wait_for,
+)
 
 SMALL_DISK = 8 << 20
 
@@ -23,19 +29,8 @@ SMALL_DISK = 8 << 20
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs: a real file system whose free space the test controls."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"needs root and a tmpfs mount: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", SMALL_DISK) as disk:
+        yield disk
 
 
 def mail_from(server: RunningServer, size: int | None = None) -> tuple[int, bytes]:

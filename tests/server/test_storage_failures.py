@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, make_config, wait_for
+from tests.helpers import (
+    BASE_CONFIG,
+    RunningServer,
+    maildir_messages,
+    make_config,
+    mounted_tmpfs,
+    wait_for,
+)
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs: a real filesystem that really runs out of space."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"needs root and a tmpfs mount: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", "3m") as disk:
+        yield disk
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -51,7 +46,10 @@ def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: P
     server = RunningServer(config)
     try:
         with smtplib.SMTP(server.host, server.port, timeout=10) as s:
-            assert s.sendmail("a@remote.test", ["alice@example.test"], "Subject: before\r\n\r\nok\r\n") == {}
+            assert (
+                s.sendmail("a@remote.test", ["alice@example.test"], "Subject: before\r\n\r\nok\r\n")
+                == {}
+            )
         wait_for(lambda: maildir_messages(small_disk, "alice@example.test"))
         filler = fill(small_disk, leave=64 * 1024)
         big = "Subject: too big for the disk\r\n\r\n" + ("x" * 998 + "\r\n") * 600  # 600 KB
@@ -74,7 +72,10 @@ def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: P
             assert s.sendmail("a@remote.test", ["alice@example.test"], big) == {}
 
         def delivered_whole() -> bool:
-            return any(m.endswith(big[-1000:].encode()) for m in maildir_messages(small_disk, "alice@example.test"))
+            return any(
+                m.endswith(big[-1000:].encode())
+                for m in maildir_messages(small_disk, "alice@example.test")
+            )
 
         wait_for(delivered_whole)
     finally:
@@ -107,6 +108,8 @@ def test_maildir_full_defers_delivery_without_half_files(small_disk: Path, tmp_p
         server.call(lambda: server.app.store.retry_now())
         server.loop.call_soon_threadsafe(server.app.worker.wake)
         wait_for(lambda: maildir_messages(config.data_dir, "alice@example.test"))
-        assert maildir_messages(config.data_dir, "alice@example.test")[0].endswith(body[-500:].encode())
+        assert maildir_messages(config.data_dir, "alice@example.test")[0].endswith(
+            body[-500:].encode()
+        )
     finally:
         server.stop()

@@ -69,14 +69,24 @@ class SessionHandler:
         self.conn = conn
         self.peer = peer
         self.transaction: MailTransaction | None = None
+        self._auth_name: str | None = None  # the AUTH name ``_auth_key`` was parsed from
+        self._auth_key: str | None = None
         self.messages = 0  # queued in this session
         self.quit = False
 
     @property
     def authenticated_user(self) -> str | None:
-        """The mailbox key of the user who authenticated, None before."""
+        """The mailbox key of the user who authenticated, None before.
+
+        Derived from the core's record (the one source of truth), parsed once
+        per AUTH: MAIL and every RCPT ask for it.
+        """
         name = self.conn.authenticated
-        return account_key(name) if name is not None else None
+        if name is None:
+            return None
+        if name != self._auth_name:
+            self._auth_name, self._auth_key = name, account_key(name)
+        return self._auth_key
 
     def answer(self, event: Event) -> Reply | None:
         """The reply to an event that needs no waiting; None for a piece of the body."""

@@ -25,7 +25,7 @@ import contextlib
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailwright.errors import StorageError
@@ -51,6 +51,14 @@ class QueueLayout:
     """Where each part of one queue lives under ``data_dir`` (see the module docstring)."""
 
     data_dir: Path
+    #: Joined once: every enqueue and every read of a spooled body names these.
+    spool_dir: Path = field(init=False)
+    tmp_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        spool_dir = self.data_dir / SPOOL_DIR_NAME
+        object.__setattr__(self, "spool_dir", spool_dir)
+        object.__setattr__(self, "tmp_dir", spool_dir / SPOOL_TMP_NAME)
 
     @property
     def database(self) -> Path:
@@ -67,14 +75,6 @@ class QueueLayout:
     @property
     def acceptors_lock(self) -> Path:
         return self.data_dir / ACCEPTORS_LOCK_NAME
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.data_dir / SPOOL_DIR_NAME
-
-    @property
-    def tmp_dir(self) -> Path:
-        return self.spool_dir / SPOOL_TMP_NAME
 
     @property
     def corrupt_dir(self) -> Path:
