@@ -17,10 +17,12 @@ class _ZoneResolver(BaseResolver):
     def __init__(self, zone: str, servfail: set[str]) -> None:
         self.records = RR.fromZone(zone)
         self.servfail = {DNSLabel(name) for name in servfail}
+        self.questions: list[tuple[str, str]] = []  # (name, type) as asked, in order
 
     def resolve(self, request, handler):  # type: ignore[no-untyped-def]
         reply = request.reply()
         qname = request.q.qname
+        self.questions.append((str(qname).rstrip(".").lower(), QTYPE[request.q.qtype]))
         if qname in self.servfail:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -40,12 +42,15 @@ class LoopbackDns:
 
     def __init__(self, zone: str, *, servfail: set[str] | None = None) -> None:
         quiet = DNSLogger(log="-recv,-send,-request,-reply,-truncated,-error,-data", prefix=False)
-        self.server = DNSServer(
-            _ZoneResolver(zone, servfail or set()), address="127.0.0.1", port=0, logger=quiet
-        )
+        self.zone = _ZoneResolver(zone, servfail or set())
+        self.server = DNSServer(self.zone, address="127.0.0.1", port=0, logger=quiet)
         self.server.start_thread()
         self.port = self.server.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
+
+    def asked(self, name: str, rdtype: str) -> int:
+        """How many times the question (``name``, ``rdtype``) reached this server."""
+        return self.zone.questions.count((name.rstrip(".").lower(), rdtype))
 
     def stop(self) -> None:
         self.server.stop()

@@ -1020,10 +1020,11 @@ def test_verify_modes_off_by_default_record_accepted_others_refused() -> None:
     config = parse('[verify]\nspf = "record"\ndkim = "record"\n')
     assert (config.verify.spf, config.verify.dkim) == ("record", "record")
     assert parse('[verify]\nspf = "enforce"\n').verify.spf_enforced
-    # "enforce" exists for SPF only: elsewhere refused, never silently treated as "record".
+    # "enforce" exists for SPF and DMARC only: elsewhere refused, never treated as "record".
     assert 'expected one of "off", "record"' in str(refusal('[verify]\ndkim = "enforce"\n'))
     assert "verify.spf" in str(refusal('[verify]\nspf = "on"\n'))
     assert "verify.dkim" in str(refusal('[verify]\ndkim = "on"\n'))
     assert parse('[verify]\ndmarc = "record"\n').verify.dmarc == "record"
-    assert "verify.dmarc" in str(refusal('[verify]\ndmarc = "enforce"\n'))
+    assert parse('[verify]\ndmarc = "enforce"\n').verify.dmarc_enforced
+    assert "verify.dmarc" in str(refusal('[verify]\ndmarc = "reject"\n'))
     assert "verify.arc" in str(refusal('[verify]\narc = "record"\n'))

@@ -60,6 +60,11 @@ class SessionInfo:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+#: The Maildir++ folder (a dot, then the name) where quarantined mail goes: the
+#: name Dovecot, Courier and most mail clients show as "Junk".
+JUNK_FOLDER = ".Junk"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where one copy of an accepted message must go.
@@ -68,11 +73,14 @@ class Target:
     ``original`` is the recipient as the client gave it in RCPT TO, kept for
     bounces (RFC 3464 Original-Recipient) and logs.  ``local`` is True for a
     Maildir under data_dir, False for SMTP delivery to another server.
+    ``folder`` is the Maildir++ folder of a local copy (``JUNK_FOLDER`` for a
+    message that DMARC says to quarantine), None for the inbox.
     """
 
     address: Address
     original: Address
     local: bool
+    folder: str | None = None
 
     @property
     def forwarded(self) -> bool:

@@ -15,6 +15,7 @@ from mailwright.mailauth.dns import (
     NoSuchName,
     PermanentDnsError,
     Resolver,
+    SharedLookups,
     TemporaryDnsError,
 )
 from tests.dns_server import LoopbackDns
@@ -125,3 +126,25 @@ def test_the_timeout_and_servers_come_from_config(dns: LoopbackDns) -> None:
     assert run(resolver.txt("txt.test"))
     old = parse_config(f'[delivery]\ndns_servers = ["{dns.address}"]\n', source="t", base_dir=".")
     assert run(Resolver.from_config(old).txt("txt.test"))
+
+
+def test_shared_lookups_ask_each_question_once_and_give_everyone_the_same_outcome(
+    resolver: Resolver, dns: LoopbackDns
+) -> None:
+    """One message's checks: concurrent and later askers share one lookup, an answer
+    or an error alike; a new message (a new SharedLookups) asks again."""
+
+    async def test() -> None:
+        shared = SharedLookups(resolver)
+        first, second = await asyncio.gather(shared.txt("txt.test"), shared.txt("TXT.test."))
+        assert first == second == ["v=spf1 ip4:127.0.0.1 -all", "second record"]
+        assert await shared.txt("txt.test") == first
+        for _ in range(2):
+            with pytest.raises(TemporaryDnsError):
+                await shared.records("broken.test", "A")
+        assert shared.asked == 2
+        await SharedLookups(resolver).txt("txt.test")
+
+    before = dns.asked("txt.test", "TXT")
+    run(test())
+    assert dns.asked("txt.test", "TXT") - before == 2  # one per SharedLookups

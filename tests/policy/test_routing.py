@@ -381,6 +381,14 @@ def test_mailbox_path_is_data_dir_mailboxes_domain_local_part(tmp_path):
     assert path == tmp_path / "mailboxes" / "auto.test" / "first.last"
 
 
+def test_a_folder_is_a_maildir_plus_plus_subfolder_and_nothing_else(tmp_path):
+    alice = Address("alice", "auto.test")
+    assert mailbox_path(tmp_path, alice, ".Junk") == mailbox_path(tmp_path, alice) / ".Junk"
+    for folder in ("Junk", "..", "./x", ".a/b", ".a.b", "." + "x" * 65, ".\nJunk"):
+        with pytest.raises(ValueError):
+            mailbox_path(tmp_path, alice, folder)
+
+
 @pytest.mark.parametrize(
     "address",
     [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.errors import StorageError
-from mailwright.model import Address
+from mailwright.model import JUNK_FOLDER, Address
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.spool import SpillingSpool
@@ -97,6 +97,25 @@ def test_addresses_round_trip_exactly_including_quoted_local_parts_and_null_send
         assert message.sender is None
         assert message.size == 1
         assert message.recipients[0].target == Target(quoted, alias, False)
+
+    run(test)
+
+
+def test_a_local_copy_keeps_its_folder_through_claim_and_restart(
+    make_store: StoreFactory,
+) -> None:
+    """A quarantined copy must reach .Junk however late it is delivered: the folder is
+    part of the stored target, not of the session that decided it."""
+    junk = Target(ALICE, ALICE, True, folder=JUNK_FOLDER)
+    inbox = Target(Address("bob", "example.test"), Address("bob", "example.test"), True)
+
+    async def test() -> None:
+        async with opened(make_store) as store:
+            queue_id = await put(store, b"x", [junk, inbox])
+        async with opened(make_store) as store:
+            (message,) = await store.claim_due(time.time() + 1, 10)
+        assert message.queue_id == queue_id
+        assert [r.target for r in message.recipients] == [junk, inbox]
 
     run(test)
 

@@ -107,7 +107,8 @@ def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
     tmp_path: Path,
 ) -> None:
     """Schema 2 adds the 'bouncing' state: its index of pending recipients replaces schema
-    1's, and the version tells a mailwright that predates it to keep off."""
+    1's; schema 3 adds the folder column.  The version tells a mailwright that predates
+    them to keep off, and the message queued before the upgrade is still delivered."""
 
     def indexes() -> list[str]:
         with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
@@ -128,13 +129,15 @@ def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
                 "CREATE INDEX recipients_due ON recipients (next_attempt)"
                 " WHERE state IN ('queued', 'deferred')"
             )
+            connection.execute("ALTER TABLE recipients DROP COLUMN folder")
             connection.execute("PRAGMA user_version = 1")
         assert indexes() == ["recipients_due"]
         async with opened(tmp_path) as store:
-            assert len(await store.claim_due(time.time() + 1, 10)) == 1
+            (message,) = await store.claim_due(time.time() + 1, 10)
+            assert message.recipients[0].target.folder is None
         assert indexes() == ["recipients_pending"]
         with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
-            assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+            assert connection.execute("PRAGMA user_version").fetchone() == (3,)
 
     run(test)
 

@@ -357,13 +357,14 @@ class VerifyConfig:
     ``[relay] networks`` (mailauth/verify.py).  ``"off"`` by default, so the
     embedded default never asks the DNS; ``"record"`` adds the verdict to the
     stored message's Authentication-Results header and accepts the mail;
-    ``spf = "enforce"`` refuses MAIL on an SPF fail as well (RFC 7372 3.2)."""
+    ``spf = "enforce"`` refuses MAIL on an SPF fail as well (RFC 7372 3.2);
+    ``dmarc = "enforce"`` applies the From domain's policy (RFC 7489 6.7)."""
 
     spf: str = setting("off", av.spf_mode)
     dkim: str = setting("off", av.verify_mode)
     #: DMARC (RFC 7489) needs both verdicts: "record" here checks SPF and DKIM too, and
     #: reports them, whatever ``spf`` and ``dkim`` say (mailauth/dmarc.py).
-    dmarc: str = setting("off", av.verify_mode)
+    dmarc: str = setting("off", av.dmarc_mode)
 
     @property
     def any(self) -> bool:
@@ -371,7 +372,7 @@ class VerifyConfig:
 
     @property
     def spf_on(self) -> bool:
-        return self.spf != "off" or self.dmarc == "record"
+        return self.spf != "off" or self.dmarc_on
 
     @property
     def spf_enforced(self) -> bool:
@@ -379,7 +380,15 @@ class VerifyConfig:
 
     @property
     def dkim_on(self) -> bool:
-        return self.dkim == "record" or self.dmarc == "record"
+        return self.dkim == "record" or self.dmarc_on
+
+    @property
+    def dmarc_on(self) -> bool:
+        return self.dmarc != "off"
+
+    @property
+    def dmarc_enforced(self) -> bool:
+        return self.dmarc == "enforce"
 
 
 # ---------------------------------------------------------------- the whole file

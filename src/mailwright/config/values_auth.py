@@ -19,18 +19,28 @@ VERIFY_MODES = ("off", "record")
 SPF_MODES = (*VERIFY_MODES, "enforce")
 
 
+#: ``[verify] dmarc`` likewise: "enforce" refuses what the From domain's p=reject says to
+#: refuse (550 5.7.26) and files what p=quarantine says to quarantine in .Junk.
+DMARC_MODES = SPF_MODES
+
+
 def spf_mode(value: object, at: Place) -> str:
-    if not isinstance(value, str) or value not in SPF_MODES:
-        choices = ", ".join(f'"{mode}"' for mode in SPF_MODES)
+    return _one_of(SPF_MODES, value, at)
+
+
+def dmarc_mode(value: object, at: Place) -> str:
+    return _one_of(DMARC_MODES, value, at)
+
+
+def _one_of(modes: tuple[str, ...], value: object, at: Place) -> str:
+    if not isinstance(value, str) or value not in modes:
+        choices = ", ".join(f'"{mode}"' for mode in modes)
         raise at.fail(f"expected one of {choices}, got {show(value)}")
     return value
 
 
 def verify_mode(value: object, at: Place) -> str:
-    if not isinstance(value, str) or value not in VERIFY_MODES:
-        choices = ", ".join(f'"{mode}"' for mode in VERIFY_MODES)
-        raise at.fail(f"expected one of {choices}, got {show(value)}")
-    return value
+    return _one_of(VERIFY_MODES, value, at)
 
 
 # ---------------------------------------------------------------- [srs]

@@ -26,7 +26,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailwright.delivery.maildir import mailbox_path, sync_new_messages, write_to_maildir
+from mailwright.delivery.maildir import (
+    mailbox_path,
+    mark_maildir_folder,
+    sync_new_messages,
+    write_to_maildir,
+)
 from mailwright.delivery.outcome import (
     DELIVERED_TO_MAILDIR,
     NO_WRITER_IN_TIME,
@@ -89,10 +94,10 @@ class LocalDelivery:
         )
         self._syncer = DirectorySyncer()  # threads writing into one new/ share its fsyncs
         self._pending: list[_Pending] = []
-        # Per address its Maildir (checked once: mailbox_path validates every part),
+        # Per address and folder its Maildir (checked once: mailbox_path validates every part),
         # and the Maildirs known to have tmp/, new/ and cur/.  Shared by the threads:
         # a dict and a set are safe to use from several threads under the GIL.
-        self._mailboxes: dict[Address, str] = {}
+        self._mailboxes: dict[tuple[Address, str | None], str] = {}
         self._made: set[str] = set()
         self._flush_scheduled = False
 
@@ -181,19 +186,21 @@ class LocalDelivery:
         return [outcomes[position] for position in range(len(jobs))]
 
     def _write(self, message: QueuedMessage, rcpt: QueuedRecipient) -> Outcome | str:
-        address = rcpt.target.address
-        mailbox = self._mailboxes.get(address)
+        address, folder = rcpt.target.address, rcpt.target.folder
+        mailbox = self._mailboxes.get((address, folder))
         if mailbox is None:
             try:
-                mailbox = os.fspath(mailbox_path(self._data_dir, address))
+                mailbox = os.fspath(mailbox_path(self._data_dir, address, folder))
             except ValueError as exc:
                 return Outcome(bad_mailbox(exc))
             if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:
                 self._mailboxes.clear()
-            self._mailboxes[address] = mailbox
+            self._mailboxes[(address, folder)] = mailbox
         sender = f"<{message.sender}>" if message.sender is not None else "<>"
         prefix = f"Return-Path: {sender}\r\nDelivered-To: {address}\r\n".encode()
         try:
+            if folder is not None and mailbox not in self._made:
+                mark_maildir_folder(mailbox)  # before the message: a failure leaves no copy
             with self._store.open_body(message.queue_id) as body:
                 path = write_to_maildir(
                     mailbox,

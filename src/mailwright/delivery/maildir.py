@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,10 +44,13 @@ MESSAGE_MODE = 0o600
 MAX_NAME_ATTEMPTS = 8
 
 _SUBDIRECTORIES = ("tmp", "new", "cur")
+#: A Maildir++ folder: a dot, then a plain name (no further dots: no sub-folders here).
+_FOLDER = re.compile(r"\.[A-Za-z0-9_-]{1,64}")
 
 
-def mailbox_path(data_dir: Path | str, address: Address) -> Path:
-    """The Maildir of a local ``address``: data_dir/mailboxes/<domain>/<local part, lower case>.
+def mailbox_path(data_dir: Path | str, address: Address, folder: str | None = None) -> Path:
+    """The Maildir of a local ``address``: data_dir/mailboxes/<domain>/<local part, lower case>,
+    or its Maildir++ sub-folder ``folder`` (``.Junk``: <mailbox>/.Junk).
 
     Raises ValueError when either part could step outside its directory or is
     not a plain name (``..``, ``/``, ``%``, quotes, a leading dot ...).  Delivery
@@ -59,7 +63,27 @@ def mailbox_path(data_dir: Path | str, address: Address) -> Path:
         raise ValueError(f"local part is not safe as a mailbox name: {local_part!r}")
     if not is_domain_name(domain):
         raise ValueError(f"domain is not safe as a directory name: {domain!r}")
-    return Path(data_dir) / "mailboxes" / domain / local_part
+    path = Path(data_dir) / "mailboxes" / domain / local_part
+    if folder is None:
+        return path
+    if not _FOLDER.fullmatch(folder):
+        raise ValueError(f"not a Maildir++ folder name: {folder!r}")
+    return path / folder
+
+
+def mark_maildir_folder(folder_dir: str) -> None:
+    """Create a Maildir++ sub-folder's directory and its empty ``maildirfolder`` file.
+
+    The file is Courier's Maildir++ convention (Dovecot makes it too): mail
+    readers that see it treat the directory as a folder of the mailbox, not as
+    a mailbox of its own.
+    """
+    try:
+        make_directories(Path(folder_dir), DIRECTORY_MODE)
+        marker = os.open(os.path.join(folder_dir, "maildirfolder"), os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(marker)
+    except OSError as exc:
+        raise StorageError(f"cannot mark {folder_dir} as a Maildir++ folder: {exc}") from exc
 
 
 def maildir_unique_name(

@@ -60,6 +60,15 @@ class DmarcVerdict:
     policy: str | None = None
     reason: str = ""
 
+    @property
+    def disposition(self) -> str:
+        """What the domain's owner asks a receiver to do with this message (RFC 7489 6.6.4,
+        6.7): its policy when DMARC failed, else "none".  ``temperror`` is never a reason
+        to refuse or quarantine: a retry may pass."""
+        if self.result == "fail" and self.policy in ("quarantine", "reject"):
+            return self.policy
+        return "none"
+
 
 def parse_record(text: str) -> DmarcRecord | None:
     """A DMARC record, or None when ``text`` is not a usable one (RFC 7489 6.3, 6.4).

@@ -20,6 +20,7 @@ itself (one UDP datagram or one TCP message, at most 65535 octets).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -161,3 +162,35 @@ class Resolver:
             if sum(len(s) for s in strings) <= MAX_TXT_OCTETS:
                 joined.append(b"".join(strings).decode("latin-1"))
         return joined
+
+
+class SharedLookups(Resolver):
+    """The resolver's answers for one message, each name and type asked once.
+
+    The checks of one message ask overlapping questions: a DKIM key that also
+    signs its ARC-Message-Signature, the same organizational domain's DMARC
+    record for two checks, several signatures with one selector.  This asks
+    the network once for each (name, type) and gives every later asker the
+    same answer or the same DnsError; concurrent askers share the one lookup
+    in flight.  It lives as long as the message's checks (a handful of
+    entries, never more than the checks can ask: their own limits bound it),
+    so no TTL applies: nothing is cached across messages.
+    """
+
+    def __init__(self, resolver: Resolver) -> None:  # Resolver.__init__ would build a new one
+        # The same servers, timeout and dnspython resolver: only the answers are added.
+        self.servers = resolver.servers
+        self.timeout = resolver.timeout
+        self._resolver = resolver._resolver
+        self._answers: dict[tuple[str, str], asyncio.Future[list[dns.rdata.Rdata]]] = {}
+        self.asked = 0  # lookups that went to the network: a test can prove the sharing
+
+    async def records(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        key = (name.rstrip(".").lower(), rdtype.upper())
+        answer = self._answers.get(key)
+        if answer is None:
+            self.asked += 1
+            answer = asyncio.ensure_future(super().records(name, rdtype))
+            self._answers[key] = answer
+        # shield: one asker cancelled (its check gave up) does not cancel the others'.
+        return list(await asyncio.shield(answer))

@@ -116,6 +116,16 @@ def spf_temporary(domain: str) -> Reply:
     return Reply(451, "4.7.24", f"SPF check of {domain} failed temporarily; try again later")
 
 
+def dmarc_rejected(domain: str) -> Reply:
+    """RFC 7372 3.2 (X.7.26, "multiple authentication checks failed"), RFC 7489 6.7: the
+    From: domain publishes p=reject and neither an aligned SPF nor an aligned DKIM passed."""
+    return Reply(
+        550,
+        "5.7.26",
+        f"DMARC policy of {domain} rejects this message: no aligned SPF or DKIM pass",
+    )
+
+
 # STARTTLS (RFC 3207)
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")

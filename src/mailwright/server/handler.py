@@ -17,6 +17,7 @@ from mailwright.config.schema import DKIM_HELD_IN_MEMORY, MAX_VERIFIED_SIGNATURE
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.mailauth.dkim import SigningKey, SigningPlan
+from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import check_spf
 from mailwright.model import Address
 from mailwright.policy.auth import AuthOutcome, account_key
@@ -161,16 +162,20 @@ class SessionHandler:
             return replies.TOO_MANY_HOPS
         try:
             signed_by: list[SigningKey] = []
-            verdict: bytes | None = None
             if txn.held is not None:
-                signed_by, verdict = await txn.finish_held(
+                finished = await txn.finish_held(
                     self.services.dkim,
                     authserv_id=self.services.config.hostname,
-                    resolver=self.services.resolver,
                     max_signatures=MAX_VERIFIED_SIGNATURES,
                 )
-            if verdict is not None:
-                self._log_verdicts(verdict)
+                if finished.verdict is not None:
+                    self._log_verdicts(finished.verdict)
+                if finished.refused:
+                    assert finished.dmarc is not None and finished.dmarc.from_domain is not None
+                    reply = replies.dmarc_rejected(finished.dmarc.from_domain)
+                    self.refused("DATA", reply)
+                    return reply
+                signed_by = finished.signed_by
             queue_id = await txn.commit(self.services.store)
         except StorageError as exc:
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
@@ -256,13 +261,15 @@ class SessionHandler:
             or services.relay.may_relay(self.peer.host, self.authenticated_user)
         ):
             return
+        txn.lookups = SharedLookups(services.resolver)
         if verify.spf_on:
             sender = str(txn.sender) if txn.sender is not None else None
             txn.spf_check = asyncio.create_task(
-                check_spf(services.resolver, self.peer.host, sender, self.conn.helo_name)
+                check_spf(txn.lookups, self.peer.host, sender, self.conn.helo_name)
             )
         txn.verify_dkim = verify.dkim_on
-        txn.verify_dmarc = verify.dmarc == "record"
+        txn.verify_dmarc = verify.dmarc_on
+        txn.enforce_dmarc = verify.dmarc_enforced
 
     def _log_verdicts(self, header: bytes) -> None:
         """Our Authentication-Results header, as one log line."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,10 +20,10 @@ from pathlib import Path
 from mailwright.errors import StorageError
 from mailwright.mailauth import results
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
-from mailwright.mailauth.dmarc import check_dmarc
-from mailwright.mailauth.dns import Resolver
+from mailwright.mailauth.dmarc import DmarcVerdict, check_dmarc
+from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import SpfVerdict, check_dkim
-from mailwright.model import Address
+from mailwright.model import JUNK_FOLDER, Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
 from mailwright.queue.base import BodySpool, QueueStore, Target
@@ -98,6 +98,17 @@ def _read_held(held: tempfile.SpooledTemporaryFile[bytes], forged_of: str | None
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """What ``MailTransaction.finish_held`` did with the held message."""
+
+    signed_by: list[SigningKey]
+    verdict: bytes | None  # our Authentication-Results header; None when not verifying
+    dmarc: DmarcVerdict | None
+    #: DMARC enforced and p=reject: the message was dropped, to be refused (550 5.7.26).
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TraceInfo:
     """What our Received header says about the session (RFC 5321 4.4, RFC 3848)."""
 
@@ -129,6 +140,10 @@ class MailTransaction:
     verify_dkim: bool = False
     #: ``[verify] dmarc``: the From domain's policy, with the SPF and DKIM verdicts.
     verify_dmarc: bool = False
+    #: ``[verify] dmarc = "enforce"``: p=reject refuses the message, p=quarantine files it.
+    enforce_dmarc: bool = False
+    #: The message's checks ask the DNS through this, each question once.
+    lookups: SharedLookups | None = None
 
     @property
     def verifying(self) -> bool:
@@ -173,27 +188,24 @@ class MailTransaction:
                 self.spool.write(data)
 
     async def finish_held(
-        self,
-        signer: MessageSigner,
-        *,
-        authserv_id: str,
-        resolver: Resolver | None,
-        max_signatures: int,
-    ) -> tuple[list[SigningKey], bytes | None]:
+        self, signer: MessageSigner, *, authserv_id: str, max_signatures: int
+    ) -> Finished:
         """Spool the held message: our verdict header, then the signatures, then the message.
 
         When verifying (``verifying``), fields ``Authentication-Results`` that
         claim ``authserv_id`` are removed first (RFC 8601 5) and ours goes right
-        under our Received: (added at the top by the receiving ADMD).  Signing
-        happens once, here, so every delivery attempt sends the same signed
-        bytes.  Returns the keys that signed and our verdict header (None when
-        not verifying).  StorageError when the held body cannot be read back;
-        on any failure, nothing of the message stays behind.
+        under our Received: (added at the top by the receiving ADMD).  With
+        DMARC enforced, a fail under p=reject is refused here, before anything
+        is spooled, and one under p=quarantine sends the local copies to .Junk
+        (``quarantine``).  Signing happens once, here, so every delivery attempt
+        sends the same signed bytes.  StorageError when the held body cannot be
+        read back; on any failure or refusal, nothing of the message stays behind.
         """
         assert self.spool is not None and self.held is not None
         held, self.held = self.held, None
         verdict: bytes | None = None
         signed: list[tuple[SigningKey, bytes]] = []
+        dmarc: DmarcVerdict | None = None
         try:
             try:
                 forged_of = authserv_id if self.verifying else None
@@ -203,19 +215,24 @@ class MailTransaction:
             finally:
                 held.close()
             if self.verifying:
-                assert resolver is not None
+                lookups = self.lookups
+                assert lookups is not None
                 spf = await self.spf_check if self.spf_check is not None else None
                 dkim = (
-                    await check_dkim(resolver, message, max_signatures)
-                    if self.verify_dkim
-                    else None
+                    await check_dkim(lookups, message, max_signatures) if self.verify_dkim else None
                 )
                 dmarc = (
-                    await check_dmarc(resolver, message, spf, dkim or ())
+                    await check_dmarc(lookups, message, spf, dkim or ())
                     if self.verify_dmarc
                     else None
                 )
                 verdict = results.header(authserv_id, spf, dkim, dmarc)
+                if self.enforce_dmarc and dmarc is not None:
+                    if dmarc.disposition == "reject":
+                        self.discard()
+                        return Finished([], verdict, dmarc, refused=True)
+                    if dmarc.disposition == "quarantine":
+                        self.quarantine()
             if self.signing is not None:
                 signed = await asyncio.to_thread(signer.sign, message, self.signing)
         except BaseException:  # cancelled too: nothing of the message may stay behind
@@ -226,7 +243,17 @@ class MailTransaction:
         for _, header in signed:
             self.spool.write(header)
         self.spool.write(message)
-        return [key for key, _ in signed], verdict
+        return Finished([key for key, _ in signed], verdict, dmarc)
+
+    def quarantine(self) -> None:
+        """The local copies go to the recipients' Junk folder (RFC 7489 6.7: "quarantine"
+        is the receiver's choice of place; a Maildir++ .Junk is what mail readers show as
+        spam).  Forwarded and relayed copies go out as they are, our verdict on top: the
+        next hop decides for itself."""
+        self.targets = [
+            replace(target, folder=JUNK_FOLDER) if target.local else target
+            for target in self.targets
+        ]
 
     def loops(self, max_received: int) -> bool:
         """True when the message has more Received: headers than allowed: a mail loop."""

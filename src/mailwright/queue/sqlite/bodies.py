@@ -124,6 +124,7 @@ class Bodies:
                     *split(t.original),
                     int(t.local),
                     received_at,
+                    t.folder,
                 )
                 for index, t in enumerate(targets)
             ]
@@ -166,8 +167,8 @@ class Bodies:
         )
         connection.executemany(
             "INSERT INTO recipients (queue_id, idx, address_local, address_domain,"
-            " original_local, original_domain, local, state, next_attempt)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            " original_local, original_domain, local, state, next_attempt, folder)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             recipients,
         )
         if row[5] is not None:

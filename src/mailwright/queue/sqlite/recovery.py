@@ -139,6 +139,7 @@ def _describe(message: QueuedMessage) -> dict[str, Any]:
                 "address": str(r.target.address),
                 "original": str(r.target.original),
                 "local": r.target.local,
+                "folder": r.target.folder,
                 "state": r.state.value,
                 "attempts": r.attempts,
                 "last_reply": str(r.last_reply) if r.last_reply else None,

@@ -15,7 +15,7 @@ from mailwright.queue.sqlite.writer import Effects
 
 RECIPIENT_COLUMNS = (
     "queue_id, idx, address_local, address_domain, original_local, original_domain, "
-    "local, state, attempts, next_attempt, last_reply"
+    "local, state, attempts, next_attempt, last_reply, folder"
 )
 MESSAGE_COLUMNS = "queue_id, sender_local, sender_domain, received_at, size"
 
@@ -41,7 +41,7 @@ def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> Queue
 
 def recipient_of(row: Sequence[Any]) -> QueuedRecipient:
     queue_id, index, address_local, address_domain = row[:4]
-    original_local, original_domain, local, state, attempts, next_attempt, last_reply = row[4:]
+    original_local, original_domain, local, state, attempts, next_attempt, last_reply = row[4:11]
     return QueuedRecipient(
         queue_id=queue_id,
         index=index,
@@ -49,6 +49,7 @@ def recipient_of(row: Sequence[Any]) -> QueuedRecipient:
             address=Address(address_local, address_domain),
             original=Address(original_local, original_domain),
             local=bool(local),
+            folder=row[11],
         ),
         state=RecipientState(state),
         attempts=attempts,

@@ -15,7 +15,9 @@ from mailwright.queue.base import RecipientState
 
 #: 2: the state 'bouncing' (failed for good, its DSN still to be made); an older
 #: mailwright would not understand it, so it refuses the queue.
-SCHEMA_VERSION = 2
+#: 3: recipients.folder, the Maildir++ folder of a local copy (DMARC quarantine);
+#: an older mailwright would deliver quarantined mail to the inbox.
+SCHEMA_VERSION = 3
 
 #: The states of a recipient that still waits for something (queue/base.py).
 PENDING = (
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     next_attempt    REAL NOT NULL,
     last_reply      TEXT,
     lease_until     REAL NOT NULL DEFAULT 0,
+    folder          TEXT,             -- Maildir++ folder of a local copy, NULL for the inbox
     PRIMARY KEY (queue_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt) WHERE {PENDING_SQL};
@@ -74,6 +77,9 @@ def prepare(connection: sqlite3.Connection, data_dir: Path) -> None:
     if version < 2:
         # Schema 1's index of due recipients left out 'bouncing': claims could not use it.
         connection.execute("DROP INDEX IF EXISTS recipients_due")
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(recipients)")}
+    if "folder" not in columns:  # made by schema 1 or 2
+        connection.execute("ALTER TABLE recipients ADD COLUMN folder TEXT")
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
