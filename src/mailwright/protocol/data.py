@@ -1,4 +1,5 @@
-"""DATA framing both ways (RFC 5321 4.1.1.4, 4.5.2): end of data, dot-stuffing, size limit.
+"""DATA and BDAT framing (RFC 5321 4.1.1.4, 4.5.2; RFC 3030 2): end of data, dot-stuffing,
+size limit, counted chunks.
 
 The body is handled in large pieces: ``bytes.find`` for the end marker, one
 ``replace`` to undo dot-stuffing, ``count`` to find bare CR or LF.  Never line by
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from mailwright.protocol.buffer import LineBuffer
 
 _END = b"\r\n.\r\n"
 _KEEP = len(_END) - 1  # bytes held back: they may be the start of the end marker
@@ -124,6 +127,30 @@ class DataReader:
             return True
         self._line_length = len(piece) - last - 2
         return self._line_length > limit
+
+
+class ChunkReader:
+    """One BDAT chunk (RFC 3030 2): exactly ``size`` octets, counted and never scanned.
+
+    There is no end marker to look for, so nothing inside a chunk can end the
+    message early: BDAT is immune to end-of-data smuggling by construction.
+    The octets are taken from the command buffer as they arrive (``keep``
+    False: a refused chunk, read and dropped so the client stays in step).
+    """
+
+    def __init__(self, size: int, *, keep: bool) -> None:
+        self.remaining = size
+        self.keep = keep
+
+    def take(self, lines: LineBuffer) -> bytes:
+        """The chunk's octets buffered now; empty when there are none or they are dropped."""
+        piece = lines.take(self.remaining)
+        self.remaining -= len(piece)
+        return piece if self.keep else b""
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
 
 
 class DotStuffer:

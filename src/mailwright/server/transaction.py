@@ -26,6 +26,7 @@ from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import JUNK_FOLDER, Address
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import BodySpool, QueueStore, Target
 
 HEADER_SCAN_LIMIT = 256 * 1024  # octets of the header section scanned for Received: lines
@@ -144,6 +145,8 @@ class MailTransaction:
     enforce_dmarc: bool = False
     #: The message's checks ask the DNS through this, each question once.
     lookups: SharedLookups | None = None
+    #: BDAT: the body could not be started (no spool); the answer to the chunk's end.
+    refusal: Reply | None = None
 
     @property
     def verifying(self) -> bool:
