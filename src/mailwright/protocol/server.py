@@ -373,7 +373,6 @@ class ServerConnection:
         self._pending = event
         return event
 
-
     def _start_chunk(self, start: ChunkStart) -> Event | _NeedData:
         """A BDAT line: read its octets; ``Bdat`` first when the chunk is taken."""
         self._chunk_start = start
