@@ -1,7 +1,8 @@
 """One mail transaction in the client role, built from the session's single steps.
 
 ``run_transaction`` (``SmtpClient.send_transaction``) sends MAIL, the RCPTs,
-DATA and the body and returns a ``TransactionResult`` holding every reply, so
+and the body (after DATA, or in BDAT chunks when the server offers CHUNKING,
+RFC 3030) and returns a ``TransactionResult`` holding every reply, so
 a caller (the delivery worker, ``mailwright send``) can act per recipient.
 This module holds that procedure, the values it returns, what a transaction
 must know before it starts (which MAIL parameters the message calls for) and
@@ -45,20 +46,30 @@ class RecipientReply:
 
 @dataclass(frozen=True, slots=True)
 class MailParameters:
-    """What MAIL declares: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
+    """What MAIL declares: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+    BODY=BINARYMIME (RFC 3030)."""
 
     size: int | None = None
     body_8bit: bool = False
     smtputf8: bool = False
+    binarymime: bool = False
 
     def check(self, capabilities: Capabilities) -> None:
-        """SMTPUTF8 missing is ExtensionNotOffered: the message needs it (RFC 6531 3.2).
+        """SMTPUTF8 or BINARYMIME missing is ExtensionNotOffered: the message needs it
+        (RFC 6531 3.2; RFC 3030 3, a binary body is not converted).
 
         The other two are the core's to refuse (``LocalProtocolError``), since
         ``offered`` below drops them when the server lacks them.
         """
         if self.smtputf8 and not capabilities.smtputf8:
             raise ExtensionNotOffered("SMTPUTF8", "an address or the message needs it (RFC 6531)")
+        if self.binarymime and not capabilities.binary_mime:
+            raise ExtensionNotOffered("BINARYMIME", "the message body is binary (RFC 3030 3)")
+
+    def chunked(self, capabilities: Capabilities) -> bool:
+        """BDAT rather than DATA: whenever CHUNKING is offered (RFC 3030), always for
+        BINARYMIME, which DATA cannot carry."""
+        return self.binarymime or capabilities.chunking
 
     def offered(self, capabilities: Capabilities) -> MailParameters:
         """SIZE and BODY=8BITMIME only where offered: an 8-bit body goes as it is
@@ -72,7 +83,8 @@ class MailParameters:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """The replies to MAIL, to each RCPT and to DATA (None when DATA was not sent)."""
+    """The replies to MAIL, to each RCPT and to DATA (None when DATA was not sent, or the
+    body goes in BDAT chunks)."""
 
     mail: Reply
     recipients: tuple[RecipientReply, ...]
@@ -89,8 +101,10 @@ class TransactionResult:
 
     ``data`` is the reply to DATA and ``end_of_data`` the reply after the
     body; both None when DATA was not sent (no recipient accepted, without
-    pipelining).  The message is delivered to the accepted recipients only
-    when ``end_of_data`` is positive.
+    pipelining).  In BDAT chunks (RFC 3030) ``data`` is None and
+    ``end_of_data`` the reply to the LAST chunk, or to the first refused one.
+    The message is delivered to the accepted recipients only when
+    ``end_of_data`` is positive.
     """
 
     mail: Reply
@@ -120,7 +134,9 @@ async def run_transaction(
     body: MessageBody,
     mail: MailParameters,
 ) -> TransactionResult:
-    """MAIL, RCPT for each recipient, DATA, and the body after a 354.
+    """MAIL, RCPT for each recipient, DATA, and the body after a 354; or, when the server
+    offers CHUNKING (always for BINARYMIME), the body in BDAT chunks once a recipient
+    was accepted.
 
     With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go in one write;
     otherwise each waits for its reply, and DATA is sent only when a
@@ -136,10 +152,16 @@ async def run_transaction(
     mail = replace(mail, smtputf8=mail.smtputf8 or needs_smtputf8(sender, recipients))
     mail = mail.offered(client.capabilities)
     mail.check(client.capabilities)
+    chunked = mail.chunked(client.capabilities)
     if client.capabilities.pipelining:
-        envelope = await client.pipelined_envelope(sender, recipients, mail)
+        envelope = await client.pipelined_envelope(sender, recipients, mail, data=not chunked)
     else:
-        envelope = await _one_by_one(client, sender, recipients, mail)
+        envelope = await _one_by_one(client, sender, recipients, mail, data=not chunked)
+    if chunked:
+        if not envelope.any_accepted:
+            return TransactionResult(envelope.mail, envelope.recipients, None, None)
+        end = await client.send_chunks(body, binary=mail.binarymime)
+        return TransactionResult(envelope.mail, envelope.recipients, None, end)
     data = envelope.data
     if data is None or data.code != 354:
         return TransactionResult(envelope.mail, envelope.recipients, data, None)
@@ -149,19 +171,28 @@ async def run_transaction(
 
 
 async def _one_by_one(
-    client: SmtpClient, sender: Address | None, recipients: Sequence[Address], mail: MailParameters
+    client: SmtpClient,
+    sender: Address | None,
+    recipients: Sequence[Address],
+    mail: MailParameters,
+    *,
+    data: bool = True,
 ) -> Envelope:
     """Each command waits for its reply: no RCPT after a refused MAIL, no DATA unless a
-    recipient was accepted."""
+    recipient was accepted (nor at all when ``data`` is False: the body goes in BDAT)."""
     if client.pending_rset:
         await client.rset()
     mail_reply = await client.mail(
-        sender, size=mail.size, body_8bit=mail.body_8bit, smtputf8=mail.smtputf8
+        sender,
+        size=mail.size,
+        body_8bit=mail.body_8bit,
+        smtputf8=mail.smtputf8,
+        binarymime=mail.binarymime,
     )
     if not mail_reply.is_positive:
         return Envelope(mail_reply, tuple(RecipientReply(a, None) for a in recipients), None)
     rcpts = tuple([RecipientReply(a, await client.rcpt(a)) for a in recipients])
-    if not any(r.accepted for r in rcpts):
+    if not data or not any(r.accepted for r in rcpts):
         return Envelope(mail_reply, rcpts, None)
     return Envelope(mail_reply, rcpts, await client.data())
 

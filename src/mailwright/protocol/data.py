@@ -153,18 +153,20 @@ class ChunkReader:
         return self.remaining == 0
 
 
-class DotStuffer:
-    """The sending side: normalise line endings to CRLF, stuff dots, add the end marker.
+class LineEndings:
+    """The sending side's lines: every line ending (CRLF, bare LF, bare CR) made CRLF.
 
-    Used by the client role; a message read from a file may have bare LF line
-    endings, which must never go on the wire (RFC 5321 2.3.8).
+    A message read from a file may have bare LF line endings, which must never
+    go on the wire (RFC 5321 2.3.8), after DATA or in BDAT chunks of a text
+    body (RFC 3030 3: only BINARYMIME is sent as it is).  Pieces may split a
+    CRLF: a CR at the end of one is held until the next shows what it is.
     """
 
     def __init__(self) -> None:
-        self._at_line_start = True
+        self.at_line_start = True
         self._pending_cr = False
 
-    def stuff(self, data: bytes) -> bytes:
+    def convert(self, data: bytes) -> bytes:
         if not data:
             return b""
         if self._pending_cr:
@@ -173,21 +175,36 @@ class DotStuffer:
         if data.endswith(b"\r"):
             data = data[:-1]
             self._pending_cr = True
-        # Normalise every line ending (CRLF, bare LF, bare CR) to CRLF.
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        if self._at_line_start and data.startswith(b"."):
-            data = b"." + data
-        data = data.replace(b"\r\n.", b"\r\n..")
         if data:
-            self._at_line_start = data.endswith(b"\r\n")
+            self.at_line_start = data.endswith(b"\r\n")
         return data
 
     def finish(self) -> bytes:
+        """What ends the last line: a CRLF unless it has one."""
         tail = b""
         if self._pending_cr:
             tail = b"\r\n"
             self._pending_cr = False
-            self._at_line_start = True
-        if not self._at_line_start:
+            self.at_line_start = True
+        if not self.at_line_start:
             tail += b"\r\n"
-        return tail + b".\r\n"
+            self.at_line_start = True
+        return tail
+
+
+class DotStuffer:
+    """The sending side of DATA: lines made CRLF, dots stuffed, the end marker added."""
+
+    def __init__(self) -> None:
+        self._lines = LineEndings()
+
+    def stuff(self, data: bytes) -> bytes:
+        at_line_start = self._lines.at_line_start
+        data = self._lines.convert(data)
+        if at_line_start and data.startswith(b"."):
+            data = b"." + data
+        return data.replace(b"\r\n.", b"\r\n..")
+
+    def finish(self) -> bytes:
+        return self._lines.finish() + b".\r\n"
