@@ -265,7 +265,9 @@ class MailTransaction:
         assert self.spool is not None
         spool, self.spool = self.spool, None
         try:
-            return await store.enqueue(self.sender, unique_targets(self.targets), spool)
+            return await store.enqueue(
+                self.sender, unique_targets(self.targets), spool, self.mail.options
+            )
         except BaseException:
             spool.discard()
             raise
