@@ -16,6 +16,7 @@ import dkim
 import pytest
 
 from mailwright.mailauth.dkim import (
+    DkimKeyError,
     SigningKey,
     generate_private_key,
     load_signing_key,
@@ -234,3 +235,12 @@ def test_a_loaded_rsa_key_holds_the_same_key_for_cryptography(tmp_path: Path) ->
     assert first.rsa_key.private_numbers() == from_file.private_numbers()  # type: ignore[union-attr]
     assert load_signing_key("example.test", "s1", tmp_path / "ed").rsa_key is None
     assert "rsa_key" not in repr(first)
+
+
+def test_an_rsa_signing_key_that_cryptography_cannot_read_is_refused_when_made() -> None:
+    """At start-up, with a reason, not later as unsigned mail."""
+    with pytest.raises(DkimKeyError, match="not a usable RSA private key"):
+        SigningKey("example.test", "s1", "rsa", b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n")
+    ed25519_pem = generate_private_key("ed25519")
+    with pytest.raises(DkimKeyError, match=r"algorithm rsa but a .*Ed25519"):
+        SigningKey("example.test", "s1", "rsa", ed25519_pem)
