@@ -9,6 +9,7 @@ server's own signing is tests/mailauth/test_dkim.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ SELECTOR = b"s1"
 DOMAIN = b"example.test"
 #: Tries to sign both ways within one second: t= is signed, and the clock may tick between.
 SAME_SECOND_TRIES = 5
+SIGNING_THREADS = 4
+THREADED_SIGNATURES = 40
 
 
 def make_key(folder: Path, name: str, bits: int = 2048) -> SigningKey:
@@ -219,6 +222,17 @@ def test_the_signature_is_made_by_the_cryptography_key_not_the_pem(
     signer = CryptographyRsaDKIM(published.rsa_key, message)
     header = signer.sign(SELECTOR, DOMAIN, other.private, include_headers=[b"From"])
     assert dkim.verify(header + message, dnsfunc=dns)
+
+
+def test_one_key_object_signs_in_several_threads_at_once(
+    keys: dict[int, SigningKey], dns: Callable[..., bytes]
+) -> None:
+    """The server signs in worker threads (asyncio.to_thread) with the key loaded once."""
+    key = keys[2048]
+    messages = [HEADER + b"message %d\r\n" % n for n in range(THREADED_SIGNATURES)]
+    with ThreadPoolExecutor(max_workers=SIGNING_THREADS) as pool:
+        headers = list(pool.map(lambda message: signature_header(message, key), messages))
+    assert all(dkim.verify(h + m, dnsfunc=dns) for h, m in zip(headers, messages, strict=True))
 
 
 def test_a_loaded_rsa_key_holds_the_same_key_for_cryptography(tmp_path: Path) -> None:
