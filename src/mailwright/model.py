@@ -60,6 +60,70 @@ class SessionInfo:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+#: RFC 3461 4.1: the NOTIFY keywords; NEVER stands alone.
+NOTIFY_KEYWORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+#: No NOTIFY given: failures and delays are reported (RFC 3461 4.1 leaves it to the MTA;
+#: sendmail and Exim do the same).
+DEFAULT_NOTIFY = frozenset({"FAILURE", "DELAY"})
+
+
+@dataclass(frozen=True, slots=True)
+class MailOptions:
+    """What MAIL FROM asked for the message as a whole, kept with it in the queue.
+
+    ``ret`` and ``envid`` are RFC 3461's (4.3, 4.4): FULL or HDRS, and the
+    sender's envelope id with its xtext decoded; ``body`` is the BODY parameter
+    (RFC 6152 7BIT/8BITMIME, RFC 3030 BINARYMIME); ``smtputf8`` RFC 6531's.
+    None: not given.
+    """
+
+    ret: str | None = None
+    envid: str | None = None
+    body: str | None = None
+    smtputf8: bool = False
+
+
+#: MAIL FROM with none of the parameters MailOptions keeps.
+NO_OPTIONS = MailOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """RFC 3461 4.1 NOTIFY of one recipient: ``keywords`` empty means NEVER.
+
+    ``given`` is False when the client sent no NOTIFY: the default
+    (``DEFAULT_NOTIFY``) applies, and a next hop is told nothing.
+    """
+
+    keywords: frozenset[str] = DEFAULT_NOTIFY
+    given: bool = False
+
+    def wants(self, keyword: str) -> bool:
+        return keyword in self.keywords
+
+    def __str__(self) -> str:
+        """The parameter value: "NEVER" or the keywords in RFC order."""
+        if not self.keywords:
+            return "NEVER"
+        return ",".join(k for k in ("SUCCESS", "FAILURE", "DELAY") if k in self.keywords)
+
+    @classmethod
+    def parse(cls, value: str | None) -> Notify:
+        """The stored form (``str``) back; None is the default.  ValueError for junk."""
+        if value is None:
+            return cls()
+        words = value.upper().split(",")
+        if words == ["NEVER"]:
+            return cls(frozenset(), given=True)
+        if not words or any(word not in NOTIFY_KEYWORDS for word in words):
+            raise ValueError(f"not a NOTIFY value: {value!r}")
+        return cls(frozenset(words), given=True)
+
+
+#: RCPT without NOTIFY.
+NOTIFY_NOT_GIVEN = Notify()
+
+
 #: The Maildir++ folder (a dot, then the name) where quarantined mail goes: the
 #: name Dovecot, Courier and most mail clients show as "Junk".
 JUNK_FOLDER = ".Junk"
@@ -74,13 +138,18 @@ class Target:
     bounces (RFC 3464 Original-Recipient) and logs.  ``local`` is True for a
     Maildir under data_dir, False for SMTP delivery to another server.
     ``folder`` is the Maildir++ folder of a local copy (``JUNK_FOLDER`` for a
-    message that DMARC says to quarantine), None for the inbox.
+    message that DMARC says to quarantine), None for the inbox.  ``notify`` and
+    ``orcpt`` are the RCPT's DSN parameters (RFC 3461 4.1, 4.2): which reports
+    the sender wants, and the original recipient as ``addr-type;address`` with
+    its xtext decoded (None when the client gave none).
     """
 
     address: Address
     original: Address
     local: bool
     folder: str | None = None
+    notify: Notify = NOTIFY_NOT_GIVEN
+    orcpt: str | None = None
 
     @property
     def forwarded(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.errors import StorageError
-from mailwright.model import JUNK_FOLDER, Address
+from mailwright.model import JUNK_FOLDER, Address, MailOptions, Notify
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.spool import SpillingSpool
@@ -97,6 +97,41 @@ def test_addresses_round_trip_exactly_including_quoted_local_parts_and_null_send
         assert message.sender is None
         assert message.size == 1
         assert message.recipients[0].target == Target(quoted, alias, False)
+
+    run(test)
+
+
+def test_dsn_parameters_and_mail_options_survive_claim_list_and_restart(
+    make_store: StoreFactory,
+) -> None:
+    """RFC 3461: what the sender asked (RET, ENVID, NOTIFY, ORCPT) is kept with the
+    message and each recipient, however late the report falls due."""
+    options = MailOptions(ret="HDRS", envid="id+2B1 ü", body="8BITMIME", smtputf8=True)
+    asked = Target(
+        ALICE,
+        ALICE,
+        True,
+        notify=Notify(frozenset({"SUCCESS", "DELAY"}), given=True),
+        orcpt="rfc822;Alice@Example.TEST",
+    )
+    never = Target(BOB, BOB, False, notify=Notify(frozenset(), given=True))
+    plain = Target(Address("carol", "example.test"), Address("carol", "example.test"), False)
+
+    async def test() -> None:
+        async with opened(make_store) as store:
+            spool = store.new_spool()
+            spool.write(b"x")
+            queue_id = await store.enqueue(SENDER, [asked, never, plain], spool, options)
+        async with opened(make_store) as store:
+            (listed,) = await store.list()
+            (claimed,) = await store.claim_due(time.time() + 1, 10)
+        for message in (listed, claimed):
+            assert message.queue_id == queue_id and message.options == options
+            assert [r.target for r in message.recipients] == [asked, never, plain]
+        assert str(claimed.recipients[0].target.notify) == "SUCCESS,DELAY"
+        assert str(claimed.recipients[1].target.notify) == "NEVER"
+        assert claimed.recipients[2].target.notify == Notify()  # none given: the default
+        assert not claimed.recipients[2].target.notify.given
 
     run(test)
 

@@ -43,6 +43,10 @@ class Outcome:
 
     reply: Reply
     relay: str = ""
+    #: The next hop offered DSN and was given the recipient's NOTIFY, ORCPT, RET and
+    #: ENVID: reports are its business from here on, so no "relayed" report is made
+    #: (RFC 3461 5.2.2).  False for local delivery and for a next hop without DSN.
+    passed_dsn_on: bool = False
 
     @property
     def success(self) -> bool:

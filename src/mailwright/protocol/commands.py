@@ -233,8 +233,12 @@ def parse_path(path: str, *, null_allowed: bool, smtputf8: bool, recipient: bool
 # ---------------------------------------------------------------- parameters
 
 
-def parse_parameters(text: str) -> dict[str, str | None]:
-    """esmtp-param = esmtp-keyword ["=" esmtp-value] (RFC 5321 4.1.2); keywords upper-cased."""
+def parse_parameters(text: str, *, utf8: bool = False) -> dict[str, str | None]:
+    """esmtp-param = esmtp-keyword ["=" esmtp-value] (RFC 5321 4.1.2); keywords upper-cased.
+
+    ``utf8``: the transaction is SMTPUTF8, so a value may also hold non-ASCII
+    characters (RFC 6531 3.3: esmtp-value =/ UTF8-non-ascii).
+    """
     params: dict[str, str | None] = {}
     if not text:
         return params
@@ -244,7 +248,7 @@ def parse_parameters(text: str) -> dict[str, str | None]:
         keyword, eq, value = item.partition("=")
         if not keyword or keyword[0] not in ALPHA_DIGIT or any(c not in LDH for c in keyword):
             raise CommandSyntaxError(Reply(501, "5.5.4", f"Syntax error in parameter {item!r}"))
-        if eq and (not value or any(not (33 <= ord(c) <= 126) or c == "=" for c in value)):
+        if eq and (not value or any(not _value_char(c, utf8) for c in value)):
             raise CommandSyntaxError(
                 Reply(501, "5.5.4", f"Syntax error in the value of parameter {keyword.upper()}")
             )
@@ -253,6 +257,12 @@ def parse_parameters(text: str) -> dict[str, str | None]:
             raise CommandSyntaxError(Reply(501, "5.5.4", f"Parameter {key} given twice"))
         params[key] = value if eq else None
     return params
+
+
+def _value_char(char: str, utf8: bool) -> bool:
+    """RFC 5321 4.1.2: esmtp-value is "!".."~" except "="; RFC 6531 adds non-ASCII."""
+    code = ord(char)
+    return (33 <= code <= 126 and char != "=") or (utf8 and code > 127)
 
 
 def split_mail_argument(argument: str, prefix: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from mailwright.model import Address
+from mailwright.model import NOTIFY_NOT_GIVEN, Address, MailOptions, Notify
 from mailwright.protocol.reply import Reply
 
 
@@ -58,12 +58,23 @@ class Mail(Command):
     size: int | None = None
     body_type: str | None = None  # "7BIT", "8BITMIME" (RFC 6152) or "BINARYMIME" (RFC 3030)
     smtputf8: bool = False  # RFC 6531
+    ret: str | None = None  # RFC 3461 4.3: "FULL" or "HDRS"
+    envid: str | None = None  # RFC 3461 4.4, xtext decoded
     params: Mapping[str, str | None] = field(default_factory=_frozen)
+
+    @property
+    def options(self) -> MailOptions:
+        """What the queue keeps of this MAIL for the message's whole life."""
+        return MailOptions(
+            ret=self.ret, envid=self.envid, body=self.body_type, smtputf8=self.smtputf8
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rcpt(Command):
     recipient: Address
+    notify: Notify = NOTIFY_NOT_GIVEN  # RFC 3461 4.1
+    orcpt: str | None = None  # RFC 3461 4.2: "addr-type;address", xtext decoded
     params: Mapping[str, str | None] = field(default_factory=_frozen)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailwright.protocol import auth
+from mailwright.protocol import auth, dsn
 
 #: RFC 5321 4.5.3.1.4: a server must accept command lines of 512 octets, CRLF included;
 #: a lower limit breaks clients, so it is also the least a configuration may set.
@@ -51,6 +51,8 @@ class ProtocolConfig:
     #: Submission (RFC 6409 4.3): MAIL is refused with 530 until AUTH succeeded.
     auth_required: bool = False
     max_auth_line: int = DEFAULT_MAX_AUTH_LINE
+    #: RFC 3461: NOTIFY, ORCPT, RET and ENVID are taken and DSN advertised.
+    dsn: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.auth_mechanisms if m not in auth.MECHANISMS]
@@ -65,10 +67,14 @@ class ProtocolConfig:
     @property
     def command_buffer_limit(self) -> int:
         """The bound of the command line buffer: an AUTH line with its initial response
-        may be longer than max_line (RFC 4954 4), so the larger when AUTH is offered."""
+        may be longer than max_line (RFC 4954 4), and so may MAIL and RCPT with DSN
+        parameters (RFC 3461 3): the longest of them."""
+        longest = self.max_line
         if self.auth_mechanisms:
-            return max(self.max_line, self.max_auth_line)
-        return self.max_line
+            longest = max(longest, self.max_auth_line)
+        if self.dsn:  # RFC 3461 3: RCPT with NOTIFY and ORCPT, 500 characters more
+            longest = max(longest, self.max_line + dsn.RCPT_LINE_EXTRA)
+        return longest
 
     def capabilities(self, *, tls: bool) -> list[str]:
         """EHLO keywords, in the order they are advertised (RFC 5321 4.1.1.1).
@@ -81,6 +87,8 @@ class ProtocolConfig:
             caps += ["CHUNKING", "BINARYMIME"]
         if self.smtputf8:
             caps.append("SMTPUTF8")
+        if self.dsn:
+            caps.append("DSN")
         caps.append("ENHANCEDSTATUSCODES")
         if self.starttls and not tls:
             caps.append("STARTTLS")

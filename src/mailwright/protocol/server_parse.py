@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from mailwright.model import Address
-from mailwright.protocol import auth, replies
+from mailwright.model import NOTIFY_NOT_GIVEN, Address
+from mailwright.protocol import auth, dsn, replies
 from mailwright.protocol import state as st
 from mailwright.protocol.buffer import LineBuffer, LineProblem
 from mailwright.protocol.commands import (
@@ -151,8 +151,7 @@ class CommandParser:
         if line is LineProblem.BARE_LINE_ENDING:
             return ProtocolViolation(reply=replies.BARE_LINE_ENDING)
         assert isinstance(line, bytes)
-        # An AUTH line with its initial response may exceed max_line (RFC 4954 4).
-        if len(line) + 2 > self._config.max_line and line.split(b" ", 1)[0].upper() != b"AUTH":
+        if len(line) + 2 > self._config.max_line and len(line) + 2 > self._line_limit(line):
             return ProtocolViolation(reply=replies.LINE_TOO_LONG)
         try:
             text = line.decode("ascii")
@@ -165,6 +164,20 @@ class CommandParser:
             return self._command(text, state, facts, esmtp, transaction)
         except CommandSyntaxError as exc:
             return ProtocolViolation(reply=exc.reply)
+
+    def _line_limit(self, line: bytes) -> int:
+        """The longest line allowed for this verb, CRLF included: an AUTH line with its
+        initial response (RFC 4954 4) and MAIL and RCPT with DSN parameters (RFC 3461 3)
+        may pass ``max_line``."""
+        verb = line[:5].rstrip(b" ").upper()
+        config = self._config
+        if verb == b"AUTH":
+            return max(config.max_line, config.max_auth_line)
+        if config.dsn and verb == b"MAIL":
+            return config.max_line + dsn.MAIL_LINE_EXTRA
+        if config.dsn and verb == b"RCPT":
+            return config.max_line + dsn.RCPT_LINE_EXTRA
+        return config.max_line
 
     def _sasl_response(self, line: bytes | LineProblem) -> Command:
         """A line inside the AUTH exchange: a response to our 334, never a command."""
@@ -275,6 +288,8 @@ class CommandParser:
         size: int | None = None
         body_type: str | None = None
         smtputf8 = False
+        ret: str | None = None
+        envid: str | None = None
         for key, value in params.items():
             if key == "SIZE":
                 if not value or not value.isdigit() or len(value) > MAX_SIZE_DIGITS:
@@ -288,27 +303,47 @@ class CommandParser:
                 if value is not None:
                     raise CommandSyntaxError(replies.SMTPUTF8_SYNTAX)
                 smtputf8 = True
+            elif key == "RET" and self._config.dsn:
+                ret = dsn.parse_ret(value)
+            elif key == "ENVID" and self._config.dsn:
+                envid = dsn.parse_envid(value)
             else:
                 return _unsupported(key, "send MAIL FROM:<address> without it")
         sender = parse_path(path, null_allowed=True, smtputf8=smtputf8, recipient=False)
         if size is not None and size > self._config.max_message_size:
             # RFC 1870 6.1: refuse at MAIL when the declared size is too large.
             return ProtocolViolation(reply=replies.message_too_big(self._config.max_message_size))
-        return Mail(sender=sender, size=size, body_type=body_type, smtputf8=smtputf8, params=params)
+        return Mail(
+            sender=sender,
+            size=size,
+            body_type=body_type,
+            smtputf8=smtputf8,
+            ret=ret,
+            envid=envid,
+            params=params,
+        )
 
     def _rcpt(self, argument: str, transaction: Transaction) -> Command:
         rest = split_mail_argument(argument, "TO:")
         path, param_text = scan_path(rest, recipient=True)
-        params = parse_parameters(param_text)
-        if params:
-            return _unsupported(next(iter(params)), "send RCPT TO:<address> without it")
+        # RFC 6531 3.3: with SMTPUTF8 a parameter value may be UTF-8 (ORCPT's utf-8 type).
+        params = parse_parameters(param_text, utf8=transaction.smtputf8)
+        notify = NOTIFY_NOT_GIVEN
+        orcpt: str | None = None
+        for key, value in params.items():
+            if key == "NOTIFY" and self._config.dsn:
+                notify = dsn.parse_notify(value)
+            elif key == "ORCPT" and self._config.dsn:
+                orcpt = dsn.parse_orcpt(value, smtputf8=transaction.smtputf8)
+            else:
+                return _unsupported(key, "send RCPT TO:<address> without it")
         recipient = parse_path(
             path, null_allowed=False, smtputf8=transaction.smtputf8, recipient=True
         )
         assert isinstance(recipient, Address)
         if transaction.accepted >= self._config.max_recipients:
             return ProtocolViolation(reply=replies.TOO_MANY_RECIPIENTS)
-        return Rcpt(recipient=recipient, params=params)
+        return Rcpt(recipient=recipient, notify=notify, orcpt=orcpt, params=params)
 
 
 def body_rejection(problem: BodyProblem, config: ProtocolConfig) -> Reply:

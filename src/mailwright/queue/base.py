@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from mailwright.model import Address, Target
+from mailwright.model import NO_OPTIONS, Address, MailOptions, Target
 from mailwright.protocol.reply import Reply
 
 __all__ = [
@@ -60,6 +60,7 @@ class QueuedRecipient:
     attempts: int  # delivery attempts made; retrying a bounce is not one
     next_attempt: float  # unix time
     last_reply: Reply | None  # the reply of the last attempt (or of the failure it bounces for)
+    delay_reported: bool = False  # a "delayed" DSN was made for it (RFC 3464 2.3.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class QueuedMessage:
     received_at: float  # unix time of enqueue
     size: int  # octets of the stored body
     recipients: tuple[QueuedRecipient, ...]
+    options: MailOptions = NO_OPTIONS  # what MAIL FROM asked (DSN RET/ENVID, BODY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +183,10 @@ class QueueStore(Protocol):
         sender: Address | None,
         targets: Sequence[Target],
         body: BodySpool,
+        options: MailOptions = NO_OPTIONS,
     ) -> str:
-        """Store the message durably and return its queue id.
+        """Store the message durably, with ``options`` and each target's DSN parameters,
+        and return its queue id.
 
         Returns only once the message and every target are on disk (fsync);
         implementations batch concurrent calls into one commit (group commit).

@@ -19,7 +19,6 @@ from mailwright.logfmt import kv
 from mailwright.mailauth.dkim import SigningKey, SigningPlan
 from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import check_spf
-from mailwright.model import Address
 from mailwright.policy.auth import AuthOutcome, account_key
 from mailwright.protocol import replies
 from mailwright.protocol.events import (
@@ -120,8 +119,8 @@ class SessionHandler:
                 return self._mail(event)
             case AuthChallenge(reply=reply):
                 return reply
-            case Rcpt(recipient=recipient):
-                return self._rcpt(recipient)
+            case Rcpt():
+                return self._rcpt(event)
             case Data():
                 return self._start_data()
             case Rset():
@@ -304,14 +303,14 @@ class SessionHandler:
             return replies.NO_ROOM_FOR_SIZE
         return None
 
-    def _rcpt(self, recipient: Address) -> Reply:
+    def _rcpt(self, event: Rcpt) -> Reply:
         txn = self.transaction
         assert txn is not None
-        services = self.services
+        services, recipient = self.services, event.recipient
         may_relay = services.relay.may_relay(self.peer.host, self.authenticated_user)
         decision = services.router.route_recipient(recipient, may_relay=may_relay)
         if decision.reply.code < 400:
-            txn.add_recipient(recipient, decision)
+            txn.add_recipient(recipient, decision, event.notify, event.orcpt)
         else:
             self.refused(f"RCPT TO:<{recipient}>", decision.reply)
         return decision.reply

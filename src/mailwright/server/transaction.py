@@ -23,7 +23,7 @@ from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
 from mailwright.mailauth.dmarc import DmarcVerdict, check_dmarc
 from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import SpfVerdict, check_dkim
-from mailwright.model import JUNK_FOLDER, Address
+from mailwright.model import JUNK_FOLDER, NOTIFY_NOT_GIVEN, Address, Notify
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
 from mailwright.protocol.reply import Reply
@@ -157,10 +157,29 @@ class MailTransaction:
     def sender(self) -> Address | None:
         return self.mail.sender
 
-    def add_recipient(self, recipient: Address, decision: RecipientDecision) -> None:
-        """An accepted RCPT: the address as given and the targets it routes to."""
+    def add_recipient(
+        self,
+        recipient: Address,
+        decision: RecipientDecision,
+        notify: Notify = NOTIFY_NOT_GIVEN,
+        orcpt: str | None = None,
+    ) -> None:
+        """An accepted RCPT: the address as given and the targets it routes to, each with
+        the RCPT's DSN parameters.
+
+        A target the address was forwarded or expanded to keeps ORCPT, or gets the
+        address as given when the client sent none (RFC 3461 4.2: the original
+        recipient is what the sender knows), so its reports name it.
+        """
         self.recipients.append(recipient)
-        self.targets.extend(decision.targets)
+        for target in decision.targets:
+            original = orcpt
+            if original is None and target.address.key != recipient.key:
+                kind = "rfc822" if str(recipient).isascii() else "utf-8"  # RFC 6533 3
+                original = f"{kind};{recipient}"
+            if notify.given or original is not None:
+                target = replace(target, notify=notify, orcpt=original)
+            self.targets.append(target)
 
     def open_spool(self, store: QueueStore, trace: TraceInfo) -> None:
         """Start the body with our trace header; OSError or StorageError when it cannot."""
@@ -268,7 +287,9 @@ class MailTransaction:
         assert self.spool is not None
         spool, self.spool = self.spool, None
         try:
-            return await store.enqueue(self.sender, unique_targets(self.targets), spool)
+            return await store.enqueue(
+                self.sender, unique_targets(self.targets), spool, self.mail.options
+            )
         except BaseException:
             spool.discard()
             raise

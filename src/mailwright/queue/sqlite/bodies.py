@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mailwright.errors import StorageError
-from mailwright.model import Address
+from mailwright.model import NO_OPTIONS, Address, MailOptions
 from mailwright.queue.base import BODY_READ_SIZE, BodyReader, BodySpool, Target
 from mailwright.queue.spool import SpillingSpool
 from mailwright.queue.sqlite.database import Database
@@ -98,7 +98,11 @@ class Bodies:
         return SpillingSpool(self._layout.tmp_dir, self._memory_spool_limit)
 
     async def enqueue(
-        self, sender: Address | None, targets: Sequence[Target], body: BodySpool
+        self,
+        sender: Address | None,
+        targets: Sequence[Target],
+        body: BodySpool,
+        options: MailOptions = NO_OPTIONS,
     ) -> str:
         """See ``SqliteQueueStore.enqueue``."""
         if not targets:
@@ -115,7 +119,18 @@ class Bodies:
                 await self._seal(body, self._layout.spool_dir / spool_name)
             else:
                 blob = body.take_bytes()
-            row = (queue_id, *split(sender), received_at, body.size, spool_name, blob)
+            row = (
+                queue_id,
+                *split(sender),
+                received_at,
+                body.size,
+                spool_name,
+                blob,
+                options.ret,
+                options.envid,
+                options.body,
+                int(options.smtputf8),
+            )
             recipients = [
                 (
                     queue_id,
@@ -125,6 +140,8 @@ class Bodies:
                     int(t.local),
                     received_at,
                     t.folder,
+                    str(t.notify) if t.notify.given else None,
+                    t.orcpt,
                 )
                 for index, t in enumerate(targets)
             ]
@@ -162,13 +179,14 @@ class Bodies:
     ) -> str:
         connection.execute(
             "INSERT INTO messages (queue_id, sender_local, sender_domain, received_at, size,"
-            " spool_name, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " spool_name, body, ret, envid, body_type, smtputf8)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         connection.executemany(
             "INSERT INTO recipients (queue_id, idx, address_local, address_domain,"
-            " original_local, original_domain, local, state, next_attempt, folder)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            " original_local, original_domain, local, state, next_attempt, folder, notify, orcpt)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
             recipients,
         )
         if row[5] is not None:

@@ -140,6 +140,8 @@ def _describe(message: QueuedMessage) -> dict[str, Any]:
                 "original": str(r.target.original),
                 "local": r.target.local,
                 "folder": r.target.folder,
+                "notify": str(r.target.notify) if r.target.notify.given else None,
+                "orcpt": r.target.orcpt,
                 "state": r.state.value,
                 "attempts": r.attempts,
                 "last_reply": str(r.last_reply) if r.last_reply else None,

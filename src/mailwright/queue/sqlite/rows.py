@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailwright.model import Address
+from mailwright.model import Address, MailOptions, Notify
 from mailwright.protocol.reply import Reply, printable_text
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, RecipientState, Target
 from mailwright.queue.sqlite.files import unlink_if_present
@@ -15,9 +15,11 @@ from mailwright.queue.sqlite.writer import Effects
 
 RECIPIENT_COLUMNS = (
     "queue_id, idx, address_local, address_domain, original_local, original_domain, "
-    "local, state, attempts, next_attempt, last_reply, folder"
+    "local, state, attempts, next_attempt, last_reply, folder, notify, orcpt, delay_reported"
 )
-MESSAGE_COLUMNS = "queue_id, sender_local, sender_domain, received_at, size"
+MESSAGE_COLUMNS = (
+    "queue_id, sender_local, sender_domain, received_at, size, ret, envid, body_type, smtputf8"
+)
 
 
 def split(address: Address | None) -> tuple[str | None, str | None]:
@@ -28,7 +30,7 @@ def split(address: Address | None) -> tuple[str | None, str | None]:
 
 
 def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> QueuedMessage:
-    queue_id, sender_local, sender_domain, received_at, size = row
+    queue_id, sender_local, sender_domain, received_at, size, ret, envid, body, utf8 = row
     sender = None if sender_local is None else Address(sender_local, sender_domain)
     return QueuedMessage(
         queue_id=queue_id,
@@ -36,6 +38,7 @@ def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> Queue
         received_at=received_at,
         size=size,
         recipients=tuple(recipient_of(r) for r in recipients),
+        options=MailOptions(ret=ret, envid=envid, body=body, smtputf8=bool(utf8)),
     )
 
 
@@ -50,7 +53,10 @@ def recipient_of(row: Sequence[Any]) -> QueuedRecipient:
             original=Address(original_local, original_domain),
             local=bool(local),
             folder=row[11],
+            notify=Notify.parse(row[12]),
+            orcpt=row[13],
         ),
+        delay_reported=bool(row[14]),
         state=RecipientState(state),
         attempts=attempts,
         next_attempt=next_attempt,

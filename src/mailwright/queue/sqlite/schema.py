@@ -15,9 +15,27 @@ from mailwright.queue.base import RecipientState
 
 #: 2: the state 'bouncing' (failed for good, its DSN still to be made); an older
 #: mailwright would not understand it, so it refuses the queue.
-#: 3: recipients.folder, the Maildir++ folder of a local copy (DMARC quarantine);
-#: an older mailwright would deliver quarantined mail to the inbox.
+#: 3: recipients.folder, the Maildir++ folder of a local copy (DMARC quarantine), and
+#: the DSN parameters (RFC 3461) of the message and of each recipient; an older
+#: mailwright would deliver quarantined mail to the inbox and ignore NOTIFY.
 SCHEMA_VERSION = 3
+
+#: Columns added since schema 2 (ALTER TABLE ADD COLUMN, so a queue keeps its rows):
+#: table -> (column, its declaration).  The CREATE TABLE below has them too.
+_ADDED_COLUMNS = {
+    "messages": (
+        ("ret", "TEXT"),
+        ("envid", "TEXT"),
+        ("body_type", "TEXT"),
+        ("smtputf8", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+    "recipients": (
+        ("folder", "TEXT"),
+        ("notify", "TEXT"),
+        ("orcpt", "TEXT"),
+        ("delay_reported", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
 
 #: The states of a recipient that still waits for something (queue/base.py).
 PENDING = (
@@ -35,7 +53,13 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at   REAL NOT NULL,
     size          INTEGER NOT NULL,
     spool_name    TEXT,             -- file in spool/ when the body is not in this row
-    body          BLOB              -- last column: reading the others skips it
+    ret           TEXT,             -- RFC 3461 RET: FULL, HDRS or NULL
+    envid         TEXT,             -- RFC 3461 ENVID, xtext decoded
+    body_type     TEXT,             -- BODY: 7BIT, 8BITMIME, BINARYMIME or NULL
+    smtputf8      INTEGER NOT NULL DEFAULT 0,
+    -- Last in a new queue: reading the columns before it never walks its overflow
+    -- pages.  (A queue upgraded from schema 2 has the four above after it.)
+    body          BLOB
 );
 CREATE TABLE IF NOT EXISTS recipients (
     queue_id        TEXT NOT NULL,
@@ -51,6 +75,9 @@ CREATE TABLE IF NOT EXISTS recipients (
     last_reply      TEXT,
     lease_until     REAL NOT NULL DEFAULT 0,
     folder          TEXT,             -- Maildir++ folder of a local copy, NULL for the inbox
+    notify          TEXT,             -- RFC 3461 NOTIFY as given, NULL when not given
+    orcpt           TEXT,             -- RFC 3461 ORCPT as addr-type and decoded address
+    delay_reported  INTEGER NOT NULL DEFAULT 0,   -- a "delayed" DSN was made for it
     PRIMARY KEY (queue_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt) WHERE {PENDING_SQL};
@@ -77,9 +104,11 @@ def prepare(connection: sqlite3.Connection, data_dir: Path) -> None:
     if version < 2:
         # Schema 1's index of due recipients left out 'bouncing': claims could not use it.
         connection.execute("DROP INDEX IF EXISTS recipients_due")
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(recipients)")}
-    if "folder" not in columns:  # made by schema 1 or 2
-        connection.execute("ALTER TABLE recipients ADD COLUMN folder TEXT")
+    for table, added in _ADDED_COLUMNS.items():
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in added:
+            if name not in columns:  # a queue made by schema 1 or 2
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

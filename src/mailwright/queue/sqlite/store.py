@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from mailwright.errors import StorageError
-from mailwright.model import Address
+from mailwright.model import NO_OPTIONS, Address, MailOptions
 from mailwright.queue.base import (
     BodyReader,
     BodySpool,
@@ -248,6 +248,7 @@ class SqliteQueueStore:
         sender: Address | None,
         targets: Sequence[Target],
         body: BodySpool,
+        options: MailOptions = NO_OPTIONS,
     ) -> str:
         """Store the message durably (one group commit) and return its queue id.
 
@@ -259,7 +260,7 @@ class SqliteQueueStore:
         is under way the message may still be stored: it was never
         acknowledged, so at worst the client sends it again.
         """
-        return await self._bodies.enqueue(sender, targets, body)
+        return await self._bodies.enqueue(sender, targets, body, options)
 
     # ------------------------------------------------------------ delivering
 
