@@ -81,6 +81,7 @@ class Behaviour:
     mail: Answer | None = None
     rcpt: Answer | Mapping[str, Answer] | None = None
     data: Answer | None = None
+    chunk: Answer | None = None  # each BDAT chunk but the LAST (whose answer is end_of_data)
     end_of_data: Answer | None = None
 
 
@@ -349,7 +350,10 @@ class _SinkSession:
                     self.transaction.chunks += 1
                 return None  # answered after the chunk
             case EndOfChunk(size=size):
-                return replies.chunk_received(size)
+                answer = b.chunk or replies.chunk_received(size)
+                if isinstance(answer, Reply) and not answer.is_positive:
+                    self.transaction = None  # the core ended the transaction
+                return answer
             case EndOfData():
                 number = len(self.sink.messages) + 1
                 answer = b.end_of_data or Reply(250, "2.0.0", f"Ok: queued as SINK{number}")
