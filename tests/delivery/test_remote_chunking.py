@@ -38,7 +38,7 @@ def forward_in_chunks(server: RunningServer, body: bytes, mail_params: bytes = b
         b"EHLO client.example\r\nMAIL FROM:<alice@example.test>%s\r\n"
         b"RCPT TO:<bob@example.test>\r\nBDAT %d LAST\r\n%s" % (mail_params, len(body), body)
     )
-    ehlo, mail, rcpt, end = client.replies(4)
+    _ehlo, mail, rcpt, end = client.replies(4)
     assert (mail, rcpt[:3]) == ("250 2.1.0 Ok", "251")
     assert end.startswith("250 2.0.0 Ok: queued as "), end
     client.close()
