@@ -102,15 +102,16 @@ class TransactionResult:
     ``data`` is the reply to DATA and ``end_of_data`` the reply after the
     body; both None when DATA was not sent (no recipient accepted, without
     pipelining).  In BDAT chunks (RFC 3030) ``data`` is None and
-    ``end_of_data`` the reply to the LAST chunk, or to the first refused one.
-    The message is delivered to the accepted recipients only when
-    ``end_of_data`` is positive.
+    ``end_of_data`` the reply to the LAST chunk, or to the first refused one;
+    ``chunked`` says so.  The message is delivered to the accepted recipients
+    only when ``end_of_data`` is positive.
     """
 
     mail: Reply
     recipients: tuple[RecipientReply, ...]
     data: Reply | None
     end_of_data: Reply | None
+    chunked: bool = False
 
     @property
     def accepted(self) -> tuple[Address, ...]:
@@ -158,10 +159,10 @@ async def run_transaction(
     else:
         envelope = await _one_by_one(client, sender, recipients, mail, data=not chunked)
     if chunked:
-        if not envelope.any_accepted:
-            return TransactionResult(envelope.mail, envelope.recipients, None, None)
-        end = await client.send_chunks(body, binary=mail.binarymime)
-        return TransactionResult(envelope.mail, envelope.recipients, None, end)
+        end = None
+        if envelope.any_accepted:
+            end = await client.send_chunks(body, binary=mail.binarymime)
+        return TransactionResult(envelope.mail, envelope.recipients, None, end, chunked=True)
     data = envelope.data
     if data is None or data.code != 354:
         return TransactionResult(envelope.mail, envelope.recipients, data, None)
