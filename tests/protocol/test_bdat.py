@@ -230,3 +230,25 @@ def test_refusal_events_are_protocol_violations() -> None:
     driver.feed(b"EHLO c\r\nBDAT 2\r\nab")
     assert isinstance(driver.events[-1], ProtocolViolation)
     assert driver.events[-1].reply == replies.NEED_MAIL
+
+
+def test_body_line_limit_applies_to_text_chunks_across_their_ends() -> None:
+    """max_body_line as after DATA; a line may run on into the next chunk, or a chunk end
+    between its CR and LF."""
+    driver = in_transaction(max_body_line=1000)
+    line = b"x" * 998 + b"\r\n"  # 1000 octets: the most allowed
+    out = driver.feed(b"BDAT 999\r\n" + line[:999] + b"BDAT 1001\r\n" + line[999:] + line)
+    assert codes(out) == ["250 2.0.0 999 octets received", "250 2.0.0 1001 octets received"]
+    out = driver.feed(b"BDAT 500\r\n" + b"y" * 500 + b"BDAT 502 LAST\r\n" + b"y" * 500 + b"\r\n")
+    assert codes(out) == [
+        "250 2.0.0 500 octets received",
+        str(replies.body_line_too_long(1000)),
+    ]
+    assert driver.bodies == [] and driver.conn.state is State.READY
+
+
+def test_body_line_limit_does_not_apply_to_binarymime() -> None:
+    driver = make_driver(max_body_line=1000)
+    driver.feed(b"EHLO c\r\nMAIL FROM:<a@x.test> BODY=BINARYMIME\r\nRCPT TO:<b@y.test>\r\n")
+    out = driver.feed(b"BDAT 3000 LAST\r\n" + b"z" * 3000)
+    assert codes(out) == ["250 2.0.0 Ok: queued as TEST"]

@@ -157,11 +157,16 @@ def _in_chunks(body: bytes, sizes: list[int]) -> bytes:
 
 
 def _feed_in_pieces(
-    wire: bytes, size: int, *, mail: bytes = b"MAIL FROM:<a@x.test>", data: bool = False
+    wire: bytes,
+    size: int,
+    *,
+    mail: bytes = b"MAIL FROM:<a@x.test>",
+    data: bool = False,
+    max_body_line: int = 0,
 ) -> list[bytes]:
     """The bodies a session stores when ``wire`` follows the envelope in pieces of ``size``
     (after DATA's 354 with ``data``: a client waits for it, RFC 2920 3.1)."""
-    driver = make_driver(max_message_size=10**6)
+    driver = make_driver(max_message_size=10**6, max_body_line=max_body_line)
     command = b"DATA\r\n" if data else b""
     driver.feed(b"EHLO c\r\n" + mail + b"\r\nRCPT TO:<b@y.test>\r\n" + command)
     for i in range(0, len(wire), size):
@@ -199,3 +204,20 @@ def test_binarymime_body_is_stored_octet_for_octet(
     """Any octets at all, bare CR, LF, NUL and CRLF.CRLF included, come out as they went in."""
     wire = _in_chunks(body, sizes)
     assert _feed_in_pieces(wire, piece, mail=b"MAIL FROM:<a@x.test> BODY=BINARYMIME") == [body]
+
+
+@given(
+    lengths=st.lists(st.integers(990, 1002), max_size=6),
+    sizes=st.lists(st.integers(0, 1500), max_size=6),
+    piece=st.integers(1, 700),
+)
+def test_bdat_and_data_agree_on_long_lines(lengths: list[int], sizes: list[int], piece: int) -> None:
+    """max_body_line refuses the same messages whether they come after DATA or in chunks."""
+    from mailwright.protocol.data import DotStuffer
+
+    body = b"".join(b"x" * n + b"\r\n" for n in lengths)
+    stuffer = DotStuffer()
+    wire = stuffer.stuff(body) + stuffer.finish()
+    by_data = _feed_in_pieces(wire, piece, data=True, max_body_line=1000)
+    by_bdat = _feed_in_pieces(_in_chunks(body, sizes), piece, max_body_line=1000)
+    assert by_bdat == by_data == ([body] if all(n <= 998 for n in lengths) else [])

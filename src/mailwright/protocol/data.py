@@ -153,6 +153,33 @@ class ChunkReader:
         return self.remaining == 0
 
 
+class LineMeter:
+    """``max_body_line`` for a body in BDAT chunks, whose pieces may end anywhere (even
+    between CR and LF): a line ends at LF and is counted with its line ending.
+
+    One per message, since a line may run from one chunk into the next.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._current = 0  # octets of the line not ended yet
+
+    def too_long(self, piece: bytes) -> bool:
+        first = piece.find(b"\n")
+        if first == -1:
+            self._current += len(piece)
+            return self._current >= self.max_line  # its line ending is still to come
+        if self._current + first + 1 > self.max_line:
+            return True
+        last = piece.rfind(b"\n")
+        if last > first and any(
+            len(line) >= self.max_line for line in piece[first + 1 : last].split(b"\n")
+        ):
+            return True
+        self._current = len(piece) - last - 1
+        return self._current >= self.max_line
+
+
 class LineEndings:
     """The sending side's lines: every line ending (CRLF, bare LF, bare CR) made CRLF.
 

@@ -24,11 +24,13 @@ BDAT's octets are read and dropped before its refusal is reported.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailwright.errors import LocalProtocolError
 from mailwright.protocol import replies
 from mailwright.protocol import state as st
 from mailwright.protocol.buffer import LineBuffer
-from mailwright.protocol.data import ChunkReader, DataReader
+from mailwright.protocol.data import BodyProblem, ChunkReader, DataReader, LineMeter
 from mailwright.protocol.events import (
     NEED_DATA,
     Auth,
@@ -379,14 +381,25 @@ class ServerConnection:
         self._chunk = ChunkReader(start.size, keep=start.refusal is None)
         if start.refusal is not None:
             return self._next_chunk_event(self._chunk)
-        assert self._transaction is not None
-        self._transaction.chunked += start.size
+        transaction = self._transaction
+        assert transaction is not None
+        if transaction.chunked == 0 and self.config.max_body_line and not transaction.binarymime:
+            transaction.lines = LineMeter(self.config.max_body_line)
+        transaction.chunked += start.size
         self.state = st.next_state(self.state, Bdat, True)
         return Bdat(size=start.size, last=start.last)
 
     def _next_chunk_event(self, chunk: ChunkReader) -> Event | _NeedData:
         """The chunk's octets as they come, then what answers it (RFC 3030 2)."""
         piece = chunk.take(self._lines)
+        lines = self._transaction.lines if self._transaction is not None else None
+        if piece and lines is not None and lines.too_long(piece):
+            # As after DATA: the message is refused, the rest of the chunk read and dropped.
+            chunk.keep = False
+            too_long = body_rejection(BodyProblem.LINE_TOO_LONG, self.config)
+            assert self._chunk_start is not None
+            self._chunk_start = replace(self._chunk_start, refusal=BodyRejected(reply=too_long))
+            piece = b""
         if piece:
             return BodyChunk(data=piece)
         if not chunk.done:

@@ -39,7 +39,7 @@ from mailwright.protocol.commands import (
     split_command,
     split_mail_argument,
 )
-from mailwright.protocol.data import BodyProblem
+from mailwright.protocol.data import BodyProblem, LineMeter
 from mailwright.protocol.events import (
     Auth,
     AuthAborted,
@@ -116,6 +116,7 @@ class Transaction:
     accepted: int = 0
     binarymime: bool = False  # BODY=BINARYMIME: BDAT only (RFC 3030 3)
     chunked: int = 0  # octets of the BDAT chunks taken so far
+    lines: LineMeter | None = None  # max_body_line over the chunks of a text body
 
 
 class CommandParser:
