@@ -211,7 +211,9 @@ def test_binarymime_body_is_stored_octet_for_octet(
     sizes=st.lists(st.integers(0, 1500), max_size=6),
     piece=st.integers(1, 700),
 )
-def test_bdat_and_data_agree_on_long_lines(lengths: list[int], sizes: list[int], piece: int) -> None:
+def test_bdat_and_data_agree_on_long_lines(
+    lengths: list[int], sizes: list[int], piece: int
+) -> None:
     """max_body_line refuses the same messages whether they come after DATA or in chunks."""
     from mailwright.protocol.data import DotStuffer
 

@@ -108,7 +108,6 @@ class DataReader:
             return b""
         return data
 
-
     def _line_too_long(self, piece: bytes) -> bool:
         """Whether a line (counted on the wire, CRLF included) passes max_line.
 
