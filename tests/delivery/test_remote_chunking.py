@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.delivery.test_remote_delivery import routed
 from tests.helpers import RawClient, RunningServer, maildir_messages, wait_for
 from tests.sink import SinkServer
 
@@ -18,16 +19,6 @@ def chunking_sink() -> Iterator[SinkServer]:
     server = SinkServer(chunking=True)
     yield server
     server.stop()
-
-
-def routed(sink: SinkServer) -> str:
-    return f"""
-[routes]
-"elsewhere.test" = "127.0.0.1:{sink.port}"
-[queue]
-retry = [1]
-max_age = 60
-"""
 
 
 def forward_in_chunks(server: RunningServer, body: bytes, mail_params: bytes = b"") -> None:

@@ -17,6 +17,7 @@ from mailwright.protocol.events import (
     ProtocolViolation,
 )
 from mailwright.protocol.reply import Reply
+from mailwright.protocol.server import ServerConnection
 from mailwright.protocol.state import State
 from tests.protocol.conftest import Driver, codes, make_driver
 
@@ -193,27 +194,28 @@ def test_end_of_file_inside_a_chunk_closes_and_stores_nothing() -> None:
     assert driver.bodies == []
 
 
-def test_an_error_answering_a_chunk_ends_the_transaction() -> None:
+def at_end_of_chunk(chunk: bytes) -> ServerConnection:
+    """A connection whose next event was the end of a one-chunk BDAT, not yet answered."""
     driver = make_driver()
     driver.feed(ENVELOPE)
     conn = driver.conn
-    conn.receive_data(b"BDAT 1\r\nx")
+    conn.receive_data(b"BDAT %d\r\n%s" % (len(chunk), chunk))
     assert isinstance(conn.next_event(), Bdat)
-    assert isinstance(conn.next_event(), BodyChunk)
-    event = conn.next_event()
-    assert isinstance(event, EndOfChunk)
+    if chunk:
+        assert conn.next_event() == BodyChunk(data=chunk)
+    assert conn.next_event() == EndOfChunk(size=len(chunk), total=len(chunk))
+    return conn
+
+
+def test_an_error_answering_a_chunk_ends_the_transaction() -> None:
+    conn = at_end_of_chunk(b"x")
     conn.send(replies.STORAGE_FULL)
     assert conn.state is State.READY and not conn.in_transaction
     assert conn.next_event() is NEED_DATA
 
 
 def test_end_of_chunk_must_be_answered_250_or_an_error() -> None:
-    driver = make_driver()
-    driver.feed(ENVELOPE)
-    conn = driver.conn
-    conn.receive_data(b"BDAT 0\r\n")
-    assert isinstance(conn.next_event(), Bdat)
-    assert isinstance(conn.next_event(), EndOfChunk)
+    conn = at_end_of_chunk(b"")
     with pytest.raises(LocalProtocolError):
         conn.send(Reply(354, None, "go on"))
 

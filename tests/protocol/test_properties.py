@@ -174,11 +174,15 @@ def _feed_in_pieces(
     return driver.bodies
 
 
-@given(
-    body=st.binary(max_size=3000),
-    sizes=st.lists(st.integers(0, 700), max_size=12),
-    piece=st.integers(1, 97),
-)
+#: A body, the sizes of its BDAT chunks (the rest goes in the LAST), and how it arrives.
+CHUNKED = {
+    "body": st.binary(max_size=3000),
+    "sizes": st.lists(st.integers(0, 700), max_size=12),
+    "piece": st.integers(1, 97),
+}
+
+
+@given(**CHUNKED)
 def test_bdat_in_any_chunks_and_pieces_stores_what_data_stores(
     body: bytes, sizes: list[int], piece: int
 ) -> None:
@@ -193,11 +197,7 @@ def test_bdat_in_any_chunks_and_pieces_stores_what_data_stores(
     assert by_bdat == by_data == [body]
 
 
-@given(
-    body=st.binary(max_size=3000),
-    sizes=st.lists(st.integers(0, 700), max_size=12),
-    piece=st.integers(1, 97),
-)
+@given(**CHUNKED)
 def test_binarymime_body_is_stored_octet_for_octet(
     body: bytes, sizes: list[int], piece: int
 ) -> None:
