@@ -1026,4 +1026,6 @@ def test_verify_modes_off_by_default_record_accepted_others_refused() -> None:
     assert "verify.dkim" in str(refusal('[verify]\ndkim = "on"\n'))
     assert parse('[verify]\ndmarc = "record"\n').verify.dmarc == "record"
     assert "verify.dmarc" in str(refusal('[verify]\ndmarc = "enforce"\n'))
-    assert "verify.arc" in str(refusal('[verify]\narc = "record"\n'))
+    assert parse('[verify]\narc = "record"\n').verify.arc == "record"
+    assert parse('[verify]\narc = "record"\n').verify.any
+    assert "verify.arc" in str(refusal('[verify]\narc = "enforce"\n'))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mailwright.errors import StorageError
 from mailwright.mailauth import results
+from mailwright.mailauth.arc import ArcPlan, check_arc, seal
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
 from mailwright.mailauth.dmarc import check_dmarc
 from mailwright.mailauth.dns import Resolver
@@ -129,11 +130,13 @@ class MailTransaction:
     verify_dkim: bool = False
     #: ``[verify] dmarc``: the From domain's policy, with the SPF and DKIM verdicts.
     verify_dmarc: bool = False
+    #: ``[verify] arc`` or ``[arc] seal``: the ARC chain is checked, and sealed if planned.
+    arc: ArcPlan | None = None
 
     @property
     def verifying(self) -> bool:
         """True when the message gets our Authentication-Results header (``finish_held``)."""
-        return self.spf_check is not None or self.verify_dkim
+        return self.spf_check is not None or self.verify_dkim or self.arc is not None
 
     @property
     def sender(self) -> Address | None:
@@ -186,13 +189,15 @@ class MailTransaction:
         claim ``authserv_id`` are removed first (RFC 8601 5) and ours goes right
         under our Received: (added at the top by the receiving ADMD).  Signing
         happens once, here, so every delivery attempt sends the same signed
-        bytes.  Returns the keys that signed and our verdict header (None when
-        not verifying).  StorageError when the held body cannot be read back;
+        bytes; so does the ARC seal (mailauth/arc.py), on top of our verdict.
+        Returns the keys that signed and our verdict header (None when not
+        verifying).  StorageError when the held body cannot be read back;
         on any failure, nothing of the message stays behind.
         """
         assert self.spool is not None and self.held is not None
         held, self.held = self.held, None
         verdict: bytes | None = None
+        sealed = b""
         signed: list[tuple[SigningKey, bytes]] = []
         try:
             try:
@@ -215,12 +220,19 @@ class MailTransaction:
                     if self.verify_dmarc
                     else None
                 )
-                verdict = results.header(authserv_id, spf, dkim, dmarc)
+                arc = (
+                    await check_arc(resolver, message, self.arc.client_ip)
+                    if self.arc is not None
+                    else None
+                )
+                verdict = results.header(authserv_id, spf, dkim, dmarc, arc)
+                sealed = await seal(self.arc, arc, verdict, message, authserv_id)
             if self.signing is not None:
                 signed = await asyncio.to_thread(signer.sign, message, self.signing)
         except BaseException:  # cancelled too: nothing of the message may stay behind
             self.discard()
             raise
+        self.spool.write(sealed)  # ARC set first: RFC 8617 5.1 prepends it
         if verdict is not None:
             self.spool.write(verdict)
         for _, header in signed:
