@@ -294,8 +294,8 @@ def _seal(message: bytes, key: SigningKey, authserv_id: str) -> bytes:
             authserv_id.encode("ascii"),
             linesep=b"\r\n",
         )
-    except dkim.DKIMException as exc:  # a message dkimpy cannot seal leaves unsealed
-        log.warning(kv(event="arc-seal-failed", domain=key.domain, error=exc))
+    except Exception as exc:  # a message dkimpy cannot seal leaves unsealed, never lost
+        log.warning(kv(event="arc-seal-failed", domain=key.domain, error=repr(exc)))
         return b""
     return b"".join(fields)
 
