@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import Iterator
 
 import dkim
@@ -21,7 +20,7 @@ from mailwright.mailauth.dkim import (
     record_text,
 )
 from mailwright.mailauth.dns import Resolver
-from tests.dns_server import LoopbackDns
+from tests.dns_server import LoopbackDns, silent_dns
 
 UP = generate_private_key("rsa")  # the first intermediary, d=up.test
 HOP = generate_private_key("rsa")  # a second one, d=hop.test
@@ -81,11 +80,8 @@ def resolver(dns: LoopbackDns) -> Resolver:
 
 @pytest.fixture
 def silent_resolver() -> Iterator[Resolver]:
-    """A DNS server that never answers: a UDP socket on loopback nobody reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    yield Resolver([f"127.0.0.1:{sock.getsockname()[1]}"], timeout=0.5)
-    sock.close()
+    with silent_dns() as address:
+        yield Resolver([address], timeout=0.5)
 
 
 def arc(resolver: Resolver, message: bytes) -> ArcVerdict:

@@ -7,21 +7,19 @@ sink peer, where dkimpy's ``arc_verify`` checks the seal we added.
 
 from __future__ import annotations
 
-import email
 import smtplib
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dkim
 import pytest
 
-from tests.dns_server import LoopbackDns
+from tests.dns_server import LoopbackDns, silent_dns
 from tests.helpers import RunningServer, maildir_messages, wait_for
 from tests.mailauth.dkimdns import dkim_dnsfunc
 from tests.mailauth.test_arc import BODY, HOP, ONE_SET, TWO_SETS, ZONE, sealed_by
 from tests.mailauth.test_dkim import MESSAGE, World, send
-from tests.mailauth.test_dkim_forward import SRS_DOMAIN, srs
+from tests.mailauth.test_dkim_forward import SRS_DOMAIN, all_signature_tags, srs
 from tests.sink import SinkServer
 
 STRANGER = "sam@sender.test"
@@ -97,14 +95,10 @@ def test_a_message_without_arc_is_recorded_arc_none(
 def test_dns_that_never_answers_is_never_a_pass_and_the_mail_is_kept(
     server_factory: Callable[..., RunningServer],
 ) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        silent = f'[dns]\nservers = ["127.0.0.1:{sock.getsockname()[1]}"]\ntimeout = 0.5\n'
+    with silent_dns() as address:
+        silent = f'[dns]\nservers = ["{address}"]\ntimeout = 0.5\n'
         server = server_factory(silent + '[verify]\narc = "record"\n')
         stored = deliver(server, TWO_SETS)
-    finally:
-        sock.close()
     assert ours(stored) == (
         OURS + b" arc=fail (key lookup failed for now) smtp.remote-ip=127.0.0.1"
     )
@@ -122,14 +116,21 @@ def sealing(
     return server_factory(config + "[arc]\nseal = true\n" + extra)
 
 
+def forwarded(
+    server_factory: Callable[..., RunningServer], world: World, message: bytes, extra: str = ""
+) -> bytes:
+    """``message`` from a stranger to bob@example.test (forwarded) through a sealing
+    server; the copy the sink received."""
+    server = sealing(server_factory, world, extra)
+    send(server, ["bob@example.test"], message.decode(), sender=STRANGER)
+    [received] = world.sink.wait_for_messages(1)
+    assert str(received.sender).startswith("SRS0=")
+    return received.body
+
+
 def arc_sets(message: bytes) -> list[dict[str, str]]:
     """The tags of each ARC-Seal, newest (topmost) first."""
-    parsed = email.message_from_bytes(message)
-    result = []
-    for header in parsed.get_all("ARC-Seal") or []:
-        tags = (part.strip().partition("=") for part in "".join(header.split()).split(";"))
-        result.append({name: value for name, _, value in tags if name})
-    return result
+    return all_signature_tags(message, "ARC-Seal")
 
 
 def arc_verify(world: World, message: bytes) -> tuple[bytes | None, str]:
@@ -141,19 +142,16 @@ def arc_verify(world: World, message: bytes) -> tuple[bytes | None, str]:
 def test_a_forwarded_chain_is_sealed_once_with_the_next_instance_and_verifies(
     server_factory: Callable[..., RunningServer], world: World
 ) -> None:
-    server = sealing(server_factory, world)
-    send(server, ["bob@example.test"], TWO_SETS.decode(), sender=STRANGER)
-    [received] = world.sink.wait_for_messages(1)
-    assert str(received.sender).startswith("SRS0=")
-    seals = arc_sets(received.body)
+    received = forwarded(server_factory, world, TWO_SETS)
+    seals = arc_sets(received)
     assert [(s["i"], s["cv"], s["d"]) for s in seals] == [
         ("3", "pass", SRS_DOMAIN),
         ("2", "pass", "hop.test"),
         ("1", "none", "up.test"),
     ]
     assert seals[0]["s"] == "fwd" and seals[0]["a"] == "rsa-sha256"
-    assert arc_verify(world, received.body) == (dkim.CV_Pass, "success")
-    head = fields(received.body)
+    assert arc_verify(world, received) == (dkim.CV_Pass, "success")
+    head = fields(received)
     [aar] = [f for f in head if f.startswith(b"ARC-Authentication-Results: i=3;")]
     assert b"mx.example.test" in aar and b"arc=pass smtp.remote-ip=127.0.0.1" in aar
     # Under our Received: the seal, then our verdict, then the forwarder's DKIM signature.
@@ -166,32 +164,30 @@ def test_a_forwarded_chain_is_sealed_once_with_the_next_instance_and_verifies(
         b"Authentication-Results",
         b"DKIM-Signature",
     ]
-    assert received.body.endswith(TWO_SETS)
-    altered = received.body.replace(b"Hello list.", b"Hello all.")
+    assert received.endswith(TWO_SETS)
+    altered = received.replace(b"Hello list.", b"Hello all.")
     assert arc_verify(world, altered)[0] == dkim.CV_Fail
 
 
 def test_a_forwarded_message_without_a_chain_starts_one(
     server_factory: Callable[..., RunningServer], world: World
 ) -> None:
-    server = sealing(server_factory, world)
-    send(server, ["bob@example.test"], BODY.decode(), sender=STRANGER)
-    [received] = world.sink.wait_for_messages(1)
-    [seal] = arc_sets(received.body)
+    received = forwarded(server_factory, world, BODY)
+    [seal] = arc_sets(received)
     assert (seal["i"], seal["cv"], seal["d"]) == ("1", "none", SRS_DOMAIN)
-    assert arc_verify(world, received.body) == (dkim.CV_Pass, "success")
+    assert arc_verify(world, received) == (dkim.CV_Pass, "success")
 
 
 def test_with_verify_on_too_the_seal_carries_every_verdict(
     server_factory: Callable[..., RunningServer], world: World
 ) -> None:
-    server = sealing(server_factory, world, '[verify]\ndkim = "record"\narc = "record"\n')
-    send(server, ["bob@example.test"], ONE_SET.decode(), sender=STRANGER)
-    [received] = world.sink.wait_for_messages(1)
-    [aar] = [f for f in fields(received.body) if f.startswith(b"ARC-Authentication-Results: i=2")]
+    received = forwarded(
+        server_factory, world, ONE_SET, '[verify]\ndkim = "record"\narc = "record"\n'
+    )
+    [aar] = [f for f in fields(received) if f.startswith(b"ARC-Authentication-Results: i=2")]
     assert b"dkim=none" in aar and b"arc=pass" in aar
-    assert arc_verify(world, received.body) == (dkim.CV_Pass, "success")
-    assert [s["i"] for s in arc_sets(received.body)] == ["2", "1"]
+    assert arc_verify(world, received) == (dkim.CV_Pass, "success")
+    assert [s["i"] for s in arc_sets(received)] == ["2", "1"]
 
 
 def test_a_chain_that_arrived_with_cv_fail_is_not_extended(
@@ -199,24 +195,20 @@ def test_a_chain_that_arrived_with_cv_fail_is_not_extended(
 ) -> None:
     """RFC 8617 5.1 step 1: the newest seal says cv=fail, nobody adds a set after it."""
     failed = sealed_by(ONE_SET, "hop.test", "s2", HOP, arc="fail")
-    server = sealing(server_factory, world)
-    send(server, ["bob@example.test"], failed.decode(), sender=STRANGER)
-    [received] = world.sink.wait_for_messages(1)
-    assert [s["i"] for s in arc_sets(received.body)] == ["2", "1"]  # upstream's only
-    assert ours(received.body) == OURS + b" arc=fail smtp.remote-ip=127.0.0.1"
+    received = forwarded(server_factory, world, failed)
+    assert [s["i"] for s in arc_sets(received)] == ["2", "1"]  # upstream's only
+    assert ours(received) == OURS + b" arc=fail smtp.remote-ip=127.0.0.1"
 
 
 def test_a_broken_chain_is_sealed_with_cv_fail(
     server_factory: Callable[..., RunningServer], world: World
 ) -> None:
     """RFC 8617 5.1: our seal records what we found; a later validator sees the chain end."""
-    server = sealing(server_factory, world)
     altered = ONE_SET.replace(b"Hello list.", b"Hello all.")
-    send(server, ["bob@example.test"], altered.decode(), sender=STRANGER)
-    [received] = world.sink.wait_for_messages(1)
-    seals = arc_sets(received.body)
+    received = forwarded(server_factory, world, altered)
+    seals = arc_sets(received)
     assert [(s["i"], s["cv"]) for s in seals] == [("2", "fail"), ("1", "none")]
-    assert arc_verify(world, received.body)[0] is None  # dkimpy: the chain is terminated
+    assert arc_verify(world, received)[0] is None  # dkimpy: the chain is terminated
 
 
 def test_mail_that_is_not_forwarded_is_not_sealed(
