@@ -14,13 +14,14 @@ from pathlib import Path
 import dkim
 import pytest
 
+from mailwright.protocol.reply import Reply
 from tests.dns_server import LoopbackDns, silent_dns
 from tests.helpers import RunningServer, maildir_messages, wait_for
 from tests.mailauth.dkimdns import dkim_dnsfunc
 from tests.mailauth.test_arc import BODY, HOP, ONE_SET, TWO_SETS, ZONE, sealed_by
 from tests.mailauth.test_dkim import MESSAGE, World, send
 from tests.mailauth.test_dkim_forward import SRS_DOMAIN, all_signature_tags, srs
-from tests.sink import SinkServer
+from tests.sink import Behaviour, SinkServer
 
 STRANGER = "sam@sender.test"
 OURS = b"Authentication-Results: mx.example.test;"
@@ -167,6 +168,19 @@ def test_a_forwarded_chain_is_sealed_once_with_the_next_instance_and_verifies(
     assert received.endswith(TWO_SETS)
     altered = received.replace(b"Hello list.", b"Hello all.")
     assert arc_verify(world, altered)[0] == dkim.CV_Fail
+
+
+def test_every_attempt_sends_the_same_sealed_bytes(
+    server_factory: Callable[..., RunningServer], world: World
+) -> None:
+    """Sealed once, when queued: a retry sends the seal made for the first attempt."""
+    world.sink.script(Behaviour(end_of_data=Reply(451, "4.3.0", "Try again later")))
+    server = sealing(server_factory, world)
+    send(server, ["bob@example.test"], ONE_SET.decode(), sender=STRANGER)
+    first, second = world.sink.wait_for_messages(2, timeout=30)
+    assert first.reply is not None and first.reply.code == 451
+    assert first.body == second.body
+    assert arc_verify(world, second.body) == (dkim.CV_Pass, "success")
 
 
 def test_a_forwarded_message_without_a_chain_starts_one(
