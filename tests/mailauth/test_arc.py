@@ -67,15 +67,11 @@ TWO_SETS = sealed_by(ONE_SET, "hop.test", "s2", HOP, arc="pass")
 
 
 @pytest.fixture(scope="module")
-def dns() -> Iterator[LoopbackDns]:
-    server = LoopbackDns(ZONE, servfail={"s1._domainkey.broken.test."})
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def resolver(dns: LoopbackDns) -> Resolver:
-    return Resolver([dns.address], timeout=5.0)
+def resolver() -> Iterator[Resolver]:
+    """Our Resolver, asking a loopback server that publishes ZONE (and fails broken.test)."""
+    dns = LoopbackDns(ZONE, servfail={"s1._domainkey.broken.test."})
+    yield Resolver([dns.address], timeout=5.0)
+    dns.stop()
 
 
 @pytest.fixture
