@@ -34,6 +34,7 @@ from mailwright.client.channel import Channel
 from mailwright.client.errors import CommandRefused, ExtensionNotOffered
 from mailwright.client.tls import TlsInfo, verifying_context
 from mailwright.client.transaction import (
+    DsnRequest,
     Envelope,
     MailParameters,
     MessageBody,
@@ -192,6 +193,16 @@ class SmtpClient(Channel):
         """RCPT TO (RFC 5321 4.1.1.3); the reply, whatever it says."""
         return await self._command(self._conn.rcpt(as_address(recipient)))
 
+    async def mail_with(self, sender: Address | None, mail: MailParameters) -> Reply:
+        """MAIL FROM with every parameter of ``mail`` (a transaction's step)."""
+        reply = await self._command(self._mail_command(sender, mail))
+        self._needs_rset = reply.is_positive
+        return reply
+
+    async def rcpt_with(self, recipient: Address, index: int, mail: MailParameters) -> Reply:
+        """RCPT TO for the ``index``th recipient of a transaction, with its DSN parameters."""
+        return await self._command(self._rcpt_command(recipient, index, mail))
+
     async def data(self) -> Reply:
         """DATA; after its 354, ``send_body`` must come next."""
         return await self._command(self._conn.data())
@@ -286,7 +297,7 @@ class SmtpClient(Channel):
         rset_first = self._needs_rset
         out = [conn.rset()] if rset_first else []
         out.append(self._mail_command(sender, mail))
-        out.extend(conn.rcpt(address) for address in recipients)
+        out.extend(self._rcpt_command(a, i, mail) for i, a in enumerate(recipients))
         if data:
             out.append(conn.data())
         await self._send_commands(b"".join(out))
@@ -310,8 +321,11 @@ class SmtpClient(Channel):
         body_8bit: bool = False,
         smtputf8: bool = False,
         binarymime: bool = False,
+        dsn: DsnRequest | None = None,
     ) -> TransactionResult:
         """One mail transaction: MAIL, RCPT for each recipient, DATA or BDAT, the body.
+
+        ``dsn``: RFC 3461 parameters, sent only when the server offers DSN.
 
         Pipelined when the server allows it; see ``run_transaction``
         (client/transaction.py) for how SIZE, BODY=8BITMIME, BODY=BINARYMIME
@@ -327,7 +341,7 @@ class SmtpClient(Channel):
             _sender(sender),
             rcpt_addresses,
             body,
-            MailParameters(size, body_8bit, smtputf8, binarymime),
+            MailParameters(size, body_8bit, smtputf8, binarymime, dsn),
         )
 
     @property
@@ -357,13 +371,22 @@ class SmtpClient(Channel):
 
     def _mail_command(self, sender: Address | None, mail: MailParameters) -> bytes:
         mail.check(self._conn.capabilities)
+        dsn = mail.dsn
         return self._conn.mail(
             sender,
             size=mail.size,
             body_8bit=mail.body_8bit,
             smtputf8=mail.smtputf8,
             binarymime=mail.binarymime,
+            ret=dsn.ret if dsn is not None else None,
+            envid=dsn.envid if dsn is not None else None,
         )
+
+    def _rcpt_command(self, recipient: Address, index: int, mail: MailParameters) -> bytes:
+        if mail.dsn is None:
+            return self._conn.rcpt(recipient)
+        notify, orcpt = mail.dsn.of(index)
+        return self._conn.rcpt(recipient, notify=notify, orcpt=orcpt)
 
 
 def _sender(sender: Address | str | None) -> Address | None:
