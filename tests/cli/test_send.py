@@ -157,9 +157,8 @@ def test_data_503_after_a_refused_mail_is_explained_too(sink: SinkServer, tool: 
     lines = run.lines
     rcpt = next(i for i, line in enumerate(lines) if line.startswith("RCPT TO:<alice@"))
     data = next(i for i, line in enumerate(lines) if line.startswith("DATA -> 503 5.5.1"))
-    assert lines[data + 2] == lines[rcpt + 2] == (
-        "    this follows from the refused MAIL: there is no transaction to add to"
-    )
+    consequence = "    this follows from the refused MAIL: there is no transaction to add to"
+    assert lines[data + 2] == lines[rcpt + 2] == consequence
 
 
 def test_no_message_is_sent_when_every_recipient_was_refused(
