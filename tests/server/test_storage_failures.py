@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import (
     BASE_CONFIG,
+    RawClient,
     RunningServer,
     maildir_messages,
     make_config,
@@ -36,14 +37,15 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
+def server_on(disk: Path, tmp_path: Path) -> RunningServer:
+    """A server whose data (queue and mailboxes) lives on ``disk``, with no free-space
+    reserve: the disk is filled on purpose past any reserve."""
+    base = BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{disk}"')
+    return RunningServer(make_config(tmp_path, "[queue]\nmin_free_space = 0", base=base))
+
+
 def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: Path) -> None:
-    # The disk is filled on purpose past any reserve: no free-space reserve here.
-    config = make_config(
-        tmp_path,
-        "[queue]\nmin_free_space = 0",
-        base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'),
-    )
-    server = RunningServer(config)
+    server = server_on(small_disk, tmp_path)
     try:
         with smtplib.SMTP(server.host, server.port, timeout=10) as s:
             assert (
@@ -119,14 +121,7 @@ def test_disk_full_in_bdat_chunks_gets_452_and_the_session_goes_on(
     small_disk: Path, tmp_path: Path
 ) -> None:
     """The same as after DATA: the message's final reply (after BDAT LAST) is the refusal."""
-    from tests.helpers import RawClient
-
-    config = make_config(
-        tmp_path,
-        "[queue]\nmin_free_space = 0",
-        base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'),
-    )
-    server = RunningServer(config)
+    server = server_on(small_disk, tmp_path)
     try:
         filler = fill(small_disk, leave=64 * 1024)
         chunk = ("z" * 998 + "\r\n").encode() * 100  # 100 KB a chunk, 600 KB in all
