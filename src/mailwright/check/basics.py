@@ -80,7 +80,7 @@ async def banner_version(ctx: CheckContext) -> Finding:
     for reply, text in texts:
         ctx.note("S", described(reply))
         # The first word is the server's name, which may well contain digits and dots.
-        rest = text.split(None, 1)[1] if len(text.split(None, 1)) > 1 else ""
+        _, _, rest = text.strip().partition(" ")
         found = _SOFTWARE_VERSION.search(rest)
         if found is not None:
             return warned(f"the banner names the software and its version: {found.group(0)}", reply)

@@ -87,7 +87,8 @@ async def smuggling(ctx: CheckContext) -> Finding:
     failure = next((f for f in findings if f.verdict is not Verdict.PASS), None)
     if failure is not None:
         return failure
-    return passed("no fake ending ended a message (" + "; ".join(f.summary for f in findings) + ")")
+    outcomes = "; ".join(f.summary for f in findings)
+    return passed(f"no fake ending ended a message ({outcomes})", evidence=findings[0].evidence)
 
 
 async def _smuggle(ctx: CheckContext, ending: bytes) -> Finding:
@@ -107,7 +108,7 @@ async def _smuggle(ctx: CheckContext, ending: bytes) -> Finding:
         if early is not None:
             client.abandoned = True
             if early.is_permanent:
-                return passed(f"{shown}: refused at once with {early.code}")
+                return passed(f"{shown}: refused at once with {early.code}", evidence=start)
             return failed(
                 f"{shown} ended the message: {described(early)} before the real end",
                 early,
@@ -124,9 +125,9 @@ async def _smuggle(ctx: CheckContext, ending: bytes) -> Finding:
             evidence=start,
         )
     if end.code == 250:
-        return passed(f"{shown}: kept in the message")
+        return passed(f"{shown}: kept in the message", evidence=start)
     if end.is_permanent:
-        return passed(f"{shown}: the message was refused ({end.code})")
+        return passed(f"{shown}: the message was refused ({end.code})", evidence=start)
     return failed(f"{shown}: the message got {described(end)}", end, evidence=start)
 
 
