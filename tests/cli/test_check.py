@@ -248,12 +248,14 @@ def simple_smtp(
     data_end: bytes = rb"\r\n\.\r\n",
     special: dict[str, Special] | None = None,
     tls: ssl.SSLContext | None = None,
+    lazy: bool = False,
 ) -> Handler:
     """A small SMTP server, right enough for the checks aimed at it, with knobs for defects.
 
     ``relay``: every recipient accepted; ``data_end``: the regular expression that
-    ends DATA; ``special``: a handler taking over for a verb; ``tls``: STARTTLS offered,
-    done the naive asyncio way (what was read before it stays in the reader's buffer).
+    ends DATA; ``lazy``: the reply to the end of data waits for the client's next bytes;
+    ``special``: a handler taking over for a verb; ``tls``: STARTTLS offered, done the
+    naive asyncio way (what was read before it stays in the reader's buffer).
     """
     extensions = ["PIPELINING", "SIZE 1000"] + (["STARTTLS"] if tls else [])
 
@@ -280,7 +282,11 @@ def simple_smtp(
                 await reply(writer, "354 go on")
                 await read_body(reader, data_end)
                 mail, recipients = False, 0
-                await reply(writer, "250 queued")
+                if lazy:  # answer only once more bytes come, and run them as commands
+                    after = await reader.read(4096)
+                    await reply(writer, "250 queued", *["500 unknown"] * after.count(b"\n"))
+                else:
+                    await reply(writer, "250 queued")
             elif verb == "STARTTLS" and tls is not None:
                 await reply(writer, "220 go ahead")
                 await writer.start_tls(tls)
@@ -386,6 +392,22 @@ def test_a_server_ending_data_at_a_bare_lf_fails_smuggling(
     smuggling = found[0]
     assert smuggling["summary"] == "\\n.\\n ended the message: 250 queued before the real end"
     assert ["C", "<message text ending \\n.\\n>"] in smuggling["transcript"]
+
+
+def test_a_late_reply_to_a_bare_lf_end_still_fails_smuggling(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    """The server ends at the fake ending but answers only when the real one comes: the
+    NOOP after it then gets the answer to the real ending, read as a command."""
+    fake = fake_smtp(simple_smtp(data_end=rb"\r?\n\.\r?\n", lazy=True))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--deliver", "--only", "smuggling", "--json")  # fmt: skip
+    assert run.status == 1
+    (smuggling,) = report(run)["checks"]
+    assert smuggling["verdict"] == "fail"
+    assert smuggling["summary"] == (
+        "\\n.\\n ended the message: the real end was read as commands (NOOP got 500 unknown)"
+    )
 
 
 def test_a_correct_small_server_passes_smuggling_and_pipelining(
