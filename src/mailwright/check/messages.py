@@ -31,7 +31,7 @@ PREMATURE_REPLY_WAIT: Final = 1.0
 _NOT_DELIVERED = "skipped without --deliver: it sends a message"
 
 
-def test_message(ctx: CheckContext, purpose: str, text: bytes) -> bytes:
+def conformance_message(ctx: CheckContext, purpose: str, text: bytes) -> bytes:
     """A small message whose Subject and text say what it is and who sent it."""
     subject = f"Subject: mailwright check: conformance test ({purpose})\r\n"
     intro = (
@@ -59,7 +59,7 @@ async def end_of_data(ctx: CheckContext) -> Finding:
     """
     if not ctx.plan.deliver:
         return skipped(_NOT_DELIVERED)
-    message = test_message(ctx, "end of data", b"Nothing else is in it.\r\n")
+    message = conformance_message(ctx, "end of data", b"Nothing else is in it.\r\n")
     async with ctx.session() as client:
         result = await client.send_transaction(ctx.sender, [ctx.recipient], message)
     end = result.end_of_data
@@ -96,7 +96,7 @@ async def smuggling(ctx: CheckContext) -> Finding:
 async def _smuggle(ctx: CheckContext, ending: bytes) -> Finding:
     """One message whose text has ``ending`` in it, on a connection of its own."""
     shown = _escaped(ending)
-    message = test_message(ctx, f"smuggling {shown}", b"Before the fake ending.")
+    message = conformance_message(ctx, f"smuggling {shown}", b"Before the fake ending.")
     async with ctx.session() as client:
         await start_transaction(client, ctx)
         await add_recipient(client, ctx)
