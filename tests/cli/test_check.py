@@ -479,6 +479,30 @@ def test_helo_only_a_version_in_the_banner_and_auth_before_tls(
     assert found[0]["transcript"] == [["S", "250 AUTH PLAIN"]]
 
 
+async def hang_up_at_a_bare_line_ending(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """DATA whose body is read until a bare CR or LF, where the server closes without a word."""
+    await reply(writer, "354 go on")
+    body = b""
+    while not re.search(rb"(?<!\r)\n|\r(?!\n)", body):
+        body += await reader.read(4096)
+    raise ConnectionResetError("bare line ending")
+
+
+def test_hanging_up_at_a_bare_line_ending_passes_smuggling(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    fake = fake_smtp(simple_smtp(special={"DATA": hang_up_at_a_bare_line_ending}))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--deliver", "--only", "smuggling", "--json")  # fmt: skip
+    assert run.status == 0, run.out
+    (found,) = report(run)["checks"]
+    assert found["summary"].startswith(
+        "no fake ending ended a message (\\n.\\n: the server hung up without a reply; "
+    )
+
+
 def test_a_correct_small_server_passes_smuggling_and_pipelining(
     fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
 ) -> None:

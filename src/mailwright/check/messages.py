@@ -21,7 +21,7 @@ from mailwright.check.model import CheckError, Finding, Verdict, failed, passed,
 from mailwright.check.session import CheckClient
 from mailwright.check.steps import add_recipient, described, start_transaction
 from mailwright.cli.message import complete_message
-from mailwright.client import SmtpTimeout
+from mailwright.client import ConnectionLost, SmtpTimeout
 from mailwright.protocol.reply import Reply
 
 #: The fake endings ``smuggling`` tries, one message each: bare LF, bare CR, and the two halves.
@@ -79,7 +79,7 @@ async def smuggling(ctx: CheckContext) -> Finding:
     reply that must not come, then sends the real ending and a NOOP: a 250
     before the real end, or a NOOP answered by something else (the real
     end read as commands), means the message ended early.  Refusing the
-    bare line ending with a 5xx is a pass.
+    bare line ending with a 5xx, or hanging up without a reply, is a pass.
     """
     if not ctx.plan.deliver:
         return skipped(_NOT_DELIVERED)
@@ -106,7 +106,12 @@ async def _smuggle(ctx: CheckContext, ending: bytes) -> Finding:
             raise CheckError(f"could not test: DATA got {data}", data)
         await client.write_raw(message + ending, f"<message text ending {shown}>")
         real_end = client.expect_reply(".")
-        early = await _premature_reply(client, ctx)
+        try:
+            early = await _premature_reply(client, ctx)
+        except ConnectionLost:
+            # Closing without a reply accepts nothing: a blunt but safe way to refuse.
+            client.abandoned = True
+            return passed(f"{shown}: the server hung up without a reply", evidence=start)
         if early is not None:
             client.abandoned = True
             if early.is_permanent:
