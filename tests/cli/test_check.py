@@ -22,6 +22,7 @@ import pytest
 import trustme
 
 from mailwright.check import CHECK_IDS
+from mailwright.check.basics import software_version
 from tests.cli.conftest import ToolRun, address
 from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, wait_for
 from tests.peers import Tarpit
@@ -523,6 +524,23 @@ def test_a_server_running_commands_injected_before_tls_fails(
                 "--json")  # fmt: skip
     assert run.status == 1
     assert verdicts(report(run)) == {"starttls": "pass", "starttls-injection": "fail"}
+
+
+@pytest.mark.parametrize(
+    ("banner", "found"),
+    [
+        ("ESMTP Exim 4.96 Fri, 04 Dec 2026 16:58:30 +0000", "Exim 4.96"),
+        ("ESMTP Sendmail 8.15.2/8.15.2; Fri, 4 Dec 2026", "Sendmail 8.15.2"),
+        ("Python SMTP proxy version 0.3", "proxy version 0.3"),
+        ("Hello 192.0.2.1 ESMTP Postfix/3.7.2", "Postfix/3.7.2"),
+        ("ESMTP Postfix (Debian/GNU)", None),
+        ("Hello client.test [192.0.2.1]", None),
+        ("Hello 192.0.2.1", None),
+        ("ESMTP mailwright", None),
+    ],
+)
+def test_a_software_version_is_found_in_a_banner(banner: str, found: str | None) -> None:
+    assert software_version(banner) == found
 
 
 # ------------------------------------------------------------------ hostile servers

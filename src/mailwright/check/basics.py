@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Final
 
@@ -12,8 +13,27 @@ from mailwright.protocol.client import Capabilities
 from mailwright.syntax import is_valid_address_literal, is_valid_domain
 
 #: A product name followed by a version number: ``Exim 4.96``, ``Sendmail 8.15.2/8.15.2``,
-#: ``Postfix/3.7.2``, ``v2.1``.  A date or a time has no dotted number, so it does not match.
-_SOFTWARE_VERSION: Final = re.compile(r"\b([A-Za-z][A-Za-z0-9_-]*)[ /]v?(\d+\.\d+(?:\.\d+)*)\b")
+#: ``Postfix/3.7.2``, ``proxy version 0.3``, ``v2.1``.  A date or a time has no dotted
+#: number, so it does not match.
+_SOFTWARE_VERSION: Final = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9_-]*(?: version)?[ /]v?(\d+\.\d+(?:\.\d+)*)\b", re.IGNORECASE
+)
+
+
+def software_version(text: str) -> str | None:
+    """The first ``name version`` in ``text``; an IPv4 address (``Hello 192.0.2.1``) is none."""
+    for found in _SOFTWARE_VERSION.finditer(text):
+        if not _is_ipv4(found.group(1)):
+            return found.group(0)
+    return None
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _first_word(text: str) -> str:
@@ -81,7 +101,7 @@ async def banner_version(ctx: CheckContext) -> Finding:
         ctx.note("S", described(reply))
         # The first word is the server's name, which may well contain digits and dots.
         _, _, rest = text.strip().partition(" ")
-        found = _SOFTWARE_VERSION.search(rest)
+        found = software_version(rest)
         if found is not None:
-            return warned(f"the banner names the software and its version: {found.group(0)}", reply)
+            return warned(f"the banner names the software and its version: {found}", reply)
     return passed("the banner names no software version")
