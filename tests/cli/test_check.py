@@ -566,6 +566,12 @@ def test_nobody_listening_exits_3(closed_port: int, tool: Tool) -> None:
     assert data["checks"][0]["summary"].startswith("cannot connect")
 
 
+def test_the_exit_status_reaches_the_shell(closed_port: int, tool_process: Tool) -> None:
+    run = tool_process("check", f"127.0.0.1:{closed_port}")
+    assert run.status == 3
+    assert run.lines[1].startswith("error greeting           cannot connect")
+
+
 async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A reply that never ends: one byte at a time, slower than any timeout allows."""
     writer.write(b"500 ")
