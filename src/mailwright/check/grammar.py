@@ -12,8 +12,6 @@ from mailwright.client import ConnectionLost, SmtpTimeout
 #: The length of the command line ``line-too-long`` sends, CRLF included: four times
 #: RFC 5321 4.5.3.1.4's 512, as real clients sometimes send.
 LONG_LINE_OCTETS: Final = 2000
-#: Answers to the whole long line: too long (500), bad parameter (501), or done (250).
-_WHOLE_LINE_ANSWERS: Final = (250, 500, 501)
 #: Sent when a test is over, to see the session still answers.
 _ALIVE = "NOOP"
 
@@ -85,8 +83,9 @@ async def line_too_long(ctx: CheckContext) -> Finding:
             )
         except ConnectionLost:
             return failed(f"the server dropped the session after a {LONG_LINE_OCTETS}-octet line")
-    if long_reply.code not in _WHOLE_LINE_ANSWERS:
-        return failed(f"the long line got {described(long_reply)}, not 500 or 250", long_reply)
+    # A refusal (500 "line too long", or any 5xx) or NOOP's own 250 answers the whole line.
+    if long_reply.code != 250 and not long_reply.is_permanent:
+        return failed(f"the long line got {described(long_reply)}, not 250 or a 5xx", long_reply)
     if alive.code != 250:
         # The long line got two answers: the server cut it and ran what was left.
         return failed(
