@@ -124,11 +124,7 @@ def run_check(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
         port=port,
         sender=args.sender,
         recipient=args.recipient,
-        tls=TlsStart.STARTTLS
-        if args.starttls
-        else TlsStart.IMPLICIT
-        if args.tls
-        else TlsStart.PLAIN,
+        tls=tls_start(args),
         deliver=args.deliver,
         timeout=args.timeout,
         helo=args.helo,
@@ -144,6 +140,13 @@ def run_check(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
         for line in render_text(report, lang):
             print(line, file=printer)
     return exit_status(report)
+
+
+def tls_start(args: argparse.Namespace) -> TlsStart:
+    """``--starttls``, ``--tls`` or neither (argparse refuses both)."""
+    if args.starttls:
+        return TlsStart.STARTTLS
+    return TlsStart.IMPLICIT if args.tls else TlsStart.PLAIN
 
 
 def exit_status(report: CheckReport) -> int:
