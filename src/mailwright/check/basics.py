@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Final
 
@@ -10,7 +9,7 @@ from mailwright.check.context import CheckContext
 from mailwright.check.model import Finding, failed, passed, warned
 from mailwright.check.steps import described
 from mailwright.protocol.client import Capabilities
-from mailwright.syntax import is_valid_address_literal, is_valid_domain
+from mailwright.syntax import is_ip_address, is_valid_address_literal, is_valid_domain
 
 #: A product name followed by a version number: ``Exim 4.96``, ``Sendmail 8.15.2/8.15.2``,
 #: ``Postfix/3.7.2``, ``proxy version 0.3``, ``v2.1``.  A date or a time has no dotted
@@ -23,17 +22,9 @@ _SOFTWARE_VERSION: Final = re.compile(
 def software_version(text: str) -> str | None:
     """The first ``name version`` in ``text``; an IPv4 address (``Hello 192.0.2.1``) is none."""
     for found in _SOFTWARE_VERSION.finditer(text):
-        if not _is_ipv4(found.group(1)):
+        if not is_ip_address(found.group(1)):
             return found.group(0)
     return None
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _first_word(text: str) -> str:
