@@ -175,6 +175,8 @@ class Mailwright(Server):
     name = "mailwright"
     label = "mailwright"
     stores = "SQLite queue (fsync, group commit), then Maildir (fsync)"
+    #: Where any user@ gets a Maildir.
+    domains: tuple[str, ...] = (LOCAL_DOMAIN,)
 
     def __init__(self, workdir: Path, *, forward_to: int | None = None) -> None:
         super().__init__(workdir)
@@ -194,8 +196,8 @@ class Mailwright(Server):
             f"max_message_size = {MAX_MESSAGE_SIZE}",
             f"processes = {json.dumps(self.processes)}",
             "[domains]",
-            f'local = ["{LOCAL_DOMAIN}"]',
-            f'auto_mailbox = ["{LOCAL_DOMAIN}"]',
+            f"local = {json.dumps(list(self.domains))}",
+            f"auto_mailbox = {json.dumps(list(self.domains))}",
         ]
         if self.forward_to is not None:
             lines += [
@@ -237,6 +239,8 @@ class Postfix(Server):
     name = "postfix"
     label = "Postfix"
     stores = "queue file (fsync), then Maildir via virtual(8)"
+    #: Where any user@ goes to the one Maildir.
+    domains: tuple[str, ...] = (LOCAL_DOMAIN,)
 
     MASTER_CF = """\
 {listen} inet  n - n - - smtpd
@@ -301,7 +305,7 @@ postlog   unix-dgram n - n - 1 postlogd
             "virtual_mailbox_limit": 0,
             "default_process_limit": MAX_CONNECTIONS,
             "smtpd_client_connection_count_limit": 0,
-            "virtual_mailbox_domains": LOCAL_DOMAIN,
+            "virtual_mailbox_domains": ", ".join(self.domains),
             "virtual_mailbox_base": root / "mail",
             "virtual_mailbox_maps": "static:box/",
             "virtual_uid_maps": f"static:{owner.pw_uid}",
