@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import deps
-from mtas import Exim, OpenSmtpd, UnpackedMta
+from mtas import LAB_USER, Exim, OpenSmtpd, UnpackedMta, lab_mailboxes
 from run import REPO, Lab, mailwright_version, postfix_version, wait_stored
 from servers import (
     LOCAL_DOMAIN,
@@ -66,12 +66,28 @@ VERDICTS = ("pass", "fail", "warn", "skip", "error")
 
 
 class LabPostfix(Postfix):
-    domains = (LOCAL_DOMAIN, f"postfix.{LOCAL_DOMAIN}")
+    """The benchmark's Postfix, with the lab's mailboxes and no trusted network."""
+
+    def settings(self) -> dict[str, object]:
+        hostname = f"postfix.{LOCAL_DOMAIN}"
+        maps = ", ".join(f"{address}=box/" for address in lab_mailboxes(hostname))
+        # The benchmark accepts any local user (local_recipient_maps empty);
+        # here Postfix's default applies: unknown users are refused at RCPT.
+        settings = super().settings()
+        del settings["local_recipient_maps"]
+        return settings | {
+            # Postfix trusts its own host (mynetworks_style = host) and relays for
+            # it; the check must be an outside client, as on an MX.
+            "mynetworks": "",
+            "virtual_mailbox_domains": f"{LOCAL_DOMAIN}, {hostname}",
+            "virtual_mailbox_maps": f"inline:{{ {maps} }}",
+        }
 
 
 class LabMailwright(Mailwright):
     processes = 1
     domains = (LOCAL_DOMAIN, f"mailwright.{LOCAL_DOMAIN}")
+    mailboxes = (LAB_USER,)  # postmaster@ every local domain is built in
 
 
 def make_server(key: str, directory: Path) -> Server:

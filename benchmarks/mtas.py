@@ -10,9 +10,10 @@ private /var in the server's temporary directory, and an overlay that adds the
 unpacked /usr/libexec are mounted over the real ones.  Nothing outside the
 namespace sees them; they vanish with the process.
 
-Each accepts mail for bench.test and its own host name into one Maildir in its
-temporary directory, listens on 127.0.0.1 only, and relays nothing.  Neither
-offers STARTTLS (no certificate in the lab; none of the servers compared does).
+Each accepts mail for user@bench.test and the postmaster of bench.test and of
+its own host name into one Maildir in its temporary directory, listens on
+127.0.0.1 only, and relays nothing.  Neither offers STARTTLS (no certificate
+in the lab; none of the servers compared does).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ from servers import (
     free_port,
     wait_for_greeting,
 )
+
+#: The lab's mailboxes: what an MX for bench.test would have (never a catch-all,
+#: which takes ``relaytest%elsewhere@bench.test`` as a local user and so hides
+#: whether the server would relay it).
+LAB_USER = f"user@{LOCAL_DOMAIN}"
+
+
+def lab_mailboxes(hostname: str) -> tuple[str, ...]:
+    """user@bench.test and postmaster of both domains (RFC 5321 4.5.1)."""
+    return (LAB_USER, f"postmaster@{LOCAL_DOMAIN}", f"postmaster@{hostname}")
+
 
 #: The first user and group id tried for the private users (above the usual system range).
 PRIVATE_ID_BASE = 64900
@@ -185,13 +197,16 @@ acl_smtp_rcpt = acl_check_rcpt
 
 begin acl
 acl_check_rcpt:
-  accept domains = +local_domains
   deny message = relay not permitted
+       domains = !+local_domains
+  require verify = recipient
+  accept
 
 begin routers
 mailbox:
   driver = accept
   domains = +local_domains
+  local_parts = user : postmaster
   transport = maildir
 
 begin transports
@@ -239,7 +254,8 @@ class OpenSmtpd(UnpackedMta):
         ]
 
     def configure(self) -> None:
-        (self.workdir / "vusers").write_text("@ nobody\n")
+        mailboxes = "".join(f"{a} nobody\n" for a in lab_mailboxes(self.hostname))
+        (self.workdir / "vusers").write_text(mailboxes)
         domains = ", ".join(f'"{d}"' for d in self.domains)
         config = f"""\
 table vusers file:{self.workdir / "vusers"}

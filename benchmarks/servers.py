@@ -175,8 +175,9 @@ class Mailwright(Server):
     name = "mailwright"
     label = "mailwright"
     stores = "SQLite queue (fsync, group commit), then Maildir (fsync)"
-    #: Where any user@ gets a Maildir.
+    #: The local domains: any user@ gets a Maildir, unless ``mailboxes`` names them.
     domains: tuple[str, ...] = (LOCAL_DOMAIN,)
+    mailboxes: tuple[str, ...] = ()
 
     def __init__(self, workdir: Path, *, forward_to: int | None = None) -> None:
         super().__init__(workdir)
@@ -197,7 +198,9 @@ class Mailwright(Server):
             f"processes = {json.dumps(self.processes)}",
             "[domains]",
             f"local = {json.dumps(list(self.domains))}",
-            f"auto_mailbox = {json.dumps(list(self.domains))}",
+            f"auto_mailbox = {json.dumps([] if self.mailboxes else list(self.domains))}",
+            "[mailboxes]",
+            *(f"{json.dumps(address)} = {{}}" for address in self.mailboxes),
         ]
         if self.forward_to is not None:
             lines += [
@@ -239,8 +242,6 @@ class Postfix(Server):
     name = "postfix"
     label = "Postfix"
     stores = "queue file (fsync), then Maildir via virtual(8)"
-    #: Where any user@ goes to the one Maildir.
-    domains: tuple[str, ...] = (LOCAL_DOMAIN,)
 
     MASTER_CF = """\
 {listen} inet  n - n - - smtpd
@@ -276,11 +277,15 @@ postlog   unix-dgram n - n - 1 postlogd
             self.stores = "queue file (fsync), then SMTP to smtp-sink"
 
     def main_cf(self) -> str:
+        return "".join(f"{key} = {value}\n" for key, value in self.settings().items())
+
+    def settings(self) -> dict[str, object]:
+        """main.cf: any user@bench.test to one Maildir, or everything to ``relay_to``."""
         import pwd
 
         owner = pwd.getpwnam("postfix")
         root = self.root
-        settings = {
+        settings: dict[str, object] = {
             "compatibility_level": "3.6",
             "queue_directory": root / "queue",
             "data_directory": root / "data",
@@ -305,7 +310,7 @@ postlog   unix-dgram n - n - 1 postlogd
             "virtual_mailbox_limit": 0,
             "default_process_limit": MAX_CONNECTIONS,
             "smtpd_client_connection_count_limit": 0,
-            "virtual_mailbox_domains": ", ".join(self.domains),
+            "virtual_mailbox_domains": LOCAL_DOMAIN,
             "virtual_mailbox_base": root / "mail",
             "virtual_mailbox_maps": "static:box/",
             "virtual_uid_maps": f"static:{owner.pw_uid}",
@@ -313,7 +318,7 @@ postlog   unix-dgram n - n - 1 postlogd
         }
         if self.relay_to is not None:
             settings["relayhost"] = f"[{LOOPBACK}]:{self.relay_to}"
-        return "".join(f"{key} = {value}\n" for key, value in settings.items())
+        return settings
 
     def start(self) -> None:
         if not deps.is_root():
