@@ -13,8 +13,9 @@ aiosmtpd comes from the benchmark's private venv; run again, it fetches nothing.
 Each server starts in its own temporary directory on a free 127.0.0.1 port,
 accepting mail for bench.test and its own host name into a Maildir.  The lab
 first proves it with one plain exchange (EHLO, MAIL, RCPT, DATA) and waits for
-the message to be stored, then runs ``mailwright check 127.0.0.1:PORT --to
-user@bench.test --deliver --json`` (this tree's mailwright).  Every server is
+the message to be stored, then runs ``mailwright check 127.0.0.1:PORT --from
+bench@client.test --to user@bench.test --deliver --json`` (this tree's
+mailwright).  Every server is
 stopped at the end, on error and on Ctrl-C too.  The raw reports go to a JSON
 file; docs/conformance.md gets the table, with the reviewed notes from
 benchmarks/conformance_notes.toml under it.
@@ -209,7 +210,16 @@ def check_env() -> dict[str, str]:
 
 def run_check(port: int, recipient: str, timeout: float) -> dict[str, Any]:
     argv = [sys.executable, "-m", "mailwright", "check", f"{LOOPBACK}:{port}"]
-    argv += ["--to", recipient, "--deliver", "--json", "--timeout", f"{timeout:g}"]
+    argv += [
+        "--from",
+        SENDER,
+        "--to",
+        recipient,
+        "--deliver",
+        "--json",
+        "--timeout",
+        f"{timeout:g}",
+    ]
     out = subprocess.run(
         argv,
         capture_output=True,
@@ -346,17 +356,26 @@ itself. This page is written by that script; the notes under the table are
 read from `benchmarks/conformance_notes.toml`, written after reading the
 transcripts.
 
-Run on {date}, on loopback, with `--deliver` (the checks that send a message
-ran too):
+Run on {date}, on loopback, as `mailwright check 127.0.0.1:PORT --from
+bench@client.test --to user@bench.test --deliver --json` (with `--deliver` the
+checks that send a message ran too; `--from` because on a machine whose name is
+not a full domain name the default sender is `check@[127.0.0.1]`, and Exim
+refuses a domain literal in MAIL by default: `501 <check@[127.0.0.1]>: domain
+literals not allowed`). The servers:
 
 {versions}
 {problems}
-Every server was configured the same way: listen on 127.0.0.1 only; accept
-mail for `bench.test` and for its own host name (`<server>.bench.test`, the
-name in its greeting) into a Maildir in a temporary directory (aiosmtpd: one
-file per message); relay nothing (aiosmtpd excepted: a plain handler accepts
-any recipient, see below); no TLS certificate, so no STARTTLS anywhere. All
-other settings are the package defaults.
+Every server was configured the same way, as a small MX would be: listen on
+127.0.0.1 only; accept mail for `user@bench.test` and for `postmaster` at
+`bench.test` and at its own host name (`<server>.bench.test`, the name in its
+greeting) into a Maildir in a temporary directory, and refuse every other
+recipient; relay nothing. Postfix gets an empty `mynetworks`: by default it
+trusts its own host and would relay for a client on 127.0.0.1. aiosmtpd is the
+exception: a plain handler that writes each message to a file and accepts any
+recipient (see `open-relay` below). No TLS certificate, so no STARTTLS
+anywhere. All other settings are the defaults of each package; the exact
+configurations are written by `benchmarks/conformance.py` and
+`benchmarks/mtas.py` (`--keep` keeps them).
 
 ## The table
 
