@@ -348,7 +348,7 @@ def render_findings(
 TEMPLATE = """\
 # Conformance: mailwright check against Postfix, Exim, OpenSMTPD and aiosmtpd
 
-`mailwright check` (docs/client-tools.md) audits any SMTP server against RFC 5321.
+`mailwright check` (docs/check.md) audits any SMTP server against RFC 5321.
 To know that its verdicts are right and not merely strict, the lab script
 `benchmarks/conformance.py` runs it against four other servers, each as an
 operator would set it up to receive mail for a domain, and against mailwright

@@ -199,9 +199,9 @@ class Mailwright(Server):
             "[domains]",
             f"local = {json.dumps(list(self.domains))}",
             f"auto_mailbox = {json.dumps([] if self.mailboxes else list(self.domains))}",
-            "[mailboxes]",
-            *(f"{json.dumps(address)} = {{}}" for address in self.mailboxes),
         ]
+        if self.mailboxes:
+            lines += ["[mailboxes]", *(f"{json.dumps(a)} = {{}}" for a in self.mailboxes)]
         if self.forward_to is not None:
             lines += [
                 "[relay]",
