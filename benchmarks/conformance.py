@@ -52,7 +52,7 @@ from servers import (
     ServerError,
 )
 
-SERVER_KEYS = ("postfix", "exim", "opensmtpd", "aiosmtpd", "mailwright")
+SERVER_KEYS = ("postfix", "postfix-strict", "exim", "opensmtpd", "aiosmtpd", "mailwright")
 UNPACKED: dict[str, type[UnpackedMta]] = {"exim": Exim, "opensmtpd": OpenSmtpd}
 DOC = REPO / "docs" / "conformance.md"
 NOTES = Path(__file__).with_name("conformance_notes.toml")
@@ -85,6 +85,25 @@ class LabPostfix(Postfix):
         }
 
 
+#: What the "Postfix, strict" column adds to the lab's Postfix.
+STRICT_POSTFIX = {
+    "smtpd_helo_required": "yes",
+    "strict_rfc821_envelopes": "yes",
+    "smtpd_forbid_bare_newline": "normalize",
+}
+
+
+class StrictPostfix(LabPostfix):
+    """Postfix with the three settings that its non-passes in the table name.
+
+    A column of its own, so the page shows which verdicts are Postfix's
+    defaults (deliberate choices) rather than things it cannot do.
+    """
+
+    def settings(self) -> dict[str, object]:
+        return super().settings() | STRICT_POSTFIX
+
+
 class LabMailwright(Mailwright):
     processes = 1
     domains = (LOCAL_DOMAIN, f"mailwright.{LOCAL_DOMAIN}")
@@ -94,6 +113,8 @@ class LabMailwright(Mailwright):
 def make_server(key: str, directory: Path) -> Server:
     if key == "postfix":
         return LabPostfix(directory)
+    if key == "postfix-strict":
+        return StrictPostfix(directory)
     if key == "mailwright":
         return LabMailwright(directory)
     if key == "aiosmtpd":
@@ -103,6 +124,7 @@ def make_server(key: str, directory: Path) -> Server:
 
 LABELS = {
     "postfix": "Postfix",
+    "postfix-strict": "Postfix, strict",
     "exim": "Exim",
     "opensmtpd": "OpenSMTPD",
     "aiosmtpd": "aiosmtpd",
@@ -128,6 +150,9 @@ class Outcome:
 def version_of(key: str) -> str:
     if key == "postfix":
         return f"Postfix {postfix_version()} (Debian package postfix)"
+    if key == "postfix-strict":
+        settings = ", ".join(f"`{k} = {v}`" for k, v in STRICT_POSTFIX.items())
+        return f"the same Postfix with {settings}"
     if key == "mailwright":
         return f"mailwright {mailwright_version()}"
     if key == "aiosmtpd":
@@ -375,7 +400,9 @@ exception: a plain handler that writes each message to a file and accepts any
 recipient (see `open-relay` below). No TLS certificate, so no STARTTLS
 anywhere. All other settings are the defaults of each package; the exact
 configurations are written by `benchmarks/conformance.py` and
-`benchmarks/mtas.py` (`--keep` keeps them).
+`benchmarks/mtas.py` (`--keep` keeps them). The column "Postfix, strict" is the
+same Postfix with the three settings that its own non-passes point to: it shows
+which of Postfix's verdicts are defaults chosen on purpose.
 
 ## The table
 
@@ -461,7 +488,8 @@ def check_dependencies(args: argparse.Namespace) -> None:
     """What is missing is fetched with --install, or named with the way to get it."""
     if not deps.is_root():
         raise deps.MissingTool("run as root: Postfix's master and the mount namespaces need it")
-    if "postfix" in args.servers and (missing := deps.missing_postfix_tools()):
+    postfix = any(k.startswith("postfix") for k in args.servers)
+    if postfix and (missing := deps.missing_postfix_tools()):
         if not args.install:
             raise deps.MissingTool(f"{', '.join(missing)} not found; run with --install")
         deps.install_postfix()
