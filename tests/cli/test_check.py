@@ -248,23 +248,37 @@ def simple_smtp(
     data_end: bytes = rb"\r\n\.\r\n",
     special: dict[str, Special] | None = None,
     tls: ssl.SSLContext | None = None,
+    lazy: bool = False,
+    banner: str = "fake.test ESMTP",
+    extra: tuple[str, ...] = (),
+    esmtp: bool = True,
+    max_line: int | None = None,
 ) -> Handler:
     """A small SMTP server, right enough for the checks aimed at it, with knobs for defects.
 
     ``relay``: every recipient accepted; ``data_end``: the regular expression that
-    ends DATA; ``special``: a handler taking over for a verb; ``tls``: STARTTLS offered,
-    done the naive asyncio way (what was read before it stays in the reader's buffer).
+    ends DATA; ``lazy``: the reply to the end of data waits for the client's next bytes;
+    ``special``: a handler taking over for a verb; ``tls``: STARTTLS offered, done the
+    naive asyncio way (what was read before it stays in the reader's buffer);
+    ``banner``: the greeting's text; ``extra``: more extensions; ``esmtp`` False: EHLO
+    refused; ``max_line``: longer lines are cut and each piece run as a command.
     """
-    extensions = ["PIPELINING", "SIZE 1000"] + (["STARTTLS"] if tls else [])
+    extensions = ["PIPELINING", "SIZE 1000", *extra] + (["STARTTLS"] if tls else [])
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reply(writer, "220 fake.test ESMTP")
+        await reply(writer, f"220 {banner}")
         mail, recipients = False, 0
-        while line := await reader.readline():
+        cut: list[bytes] = []  # the pieces of a line over max_line, run one by one
+        while line := cut.pop(0) if cut else await reader.readline():
+            if max_line is not None and len(line) > max_line:
+                cut = [line[i : i + max_line] for i in range(0, len(line), max_line)]
+                continue
             command = line.rstrip(b"\r\n").decode("utf-8", "replace")
             verb = command[:8].split(" ")[0].upper()
             if special and verb in special:
                 await special[verb](reader, writer)
+            elif verb == "EHLO" and not esmtp:
+                await reply(writer, "502 HELO only")
             elif verb == "EHLO":
                 await reply(writer, "250-fake.test", *[f"250-{e}" for e in extensions[:-1]],
                             f"250 {extensions[-1]}")  # fmt: skip
@@ -280,7 +294,11 @@ def simple_smtp(
                 await reply(writer, "354 go on")
                 await read_body(reader, data_end)
                 mail, recipients = False, 0
-                await reply(writer, "250 queued")
+                if lazy:  # answer only once more bytes come, and run them as commands
+                    after = await reader.read(4096)
+                    await reply(writer, "250 queued", *["500 unknown"] * after.count(b"\n"))
+                else:
+                    await reply(writer, "250 queued")
             elif verb == "STARTTLS" and tls is not None:
                 await reply(writer, "220 go ahead")
                 await writer.start_tls(tls)
@@ -386,6 +404,56 @@ def test_a_server_ending_data_at_a_bare_lf_fails_smuggling(
     smuggling = found[0]
     assert smuggling["summary"] == "\\n.\\n ended the message: 250 queued before the real end"
     assert ["C", "<message text ending \\n.\\n>"] in smuggling["transcript"]
+
+
+def test_a_late_reply_to_a_bare_lf_end_still_fails_smuggling(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    """The server ends at the fake ending but answers only when the real one comes: the
+    NOOP after it then gets the answer to the real ending, read as a command."""
+    fake = fake_smtp(simple_smtp(data_end=rb"\r?\n\.\r?\n", lazy=True))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--deliver", "--only", "smuggling", "--json")  # fmt: skip
+    assert run.status == 1
+    (smuggling,) = report(run)["checks"]
+    assert smuggling["verdict"] == "fail"
+    assert smuggling["summary"] == (
+        "\\n.\\n ended the message: the real end was read as commands (NOOP got 500 unknown)"
+    )
+
+
+def test_a_server_that_cuts_long_lines_fails_line_too_long(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    fake = fake_smtp(simple_smtp(max_line=512))
+    run = check(tool, address(fake.host, fake.port), "--only", "line-too-long", "--json")
+    assert run.status == 1
+    (found,) = report(run)["checks"]
+    assert found["verdict"] == "fail"
+    assert found["summary"] == (
+        "the NOOP after the long line got 500 unknown: the server cut the line "
+        "and answered its rest as another command"
+    )
+
+
+def test_helo_only_a_version_in_the_banner_and_auth_before_tls(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    helo_only = fake_smtp(simple_smtp(esmtp=False))
+    run = check(tool, address(helo_only.host, helo_only.port), "--only", "ehlo,helo", "--json")
+    assert run.status == 1
+    assert verdicts(report(run)) == {"ehlo": "fail", "helo": "pass"}
+    chatty = fake_smtp(simple_smtp(banner="fake.test ESMTP Exim 4.96", extra=("AUTH PLAIN",)))
+    run = check(tool, address(chatty.host, chatty.port), "--only",
+                "auth-plaintext,banner-version", "--json")  # fmt: skip
+    assert run.status == 0  # warnings only
+    found = report(run)["checks"]
+    assert [(e["id"], e["verdict"]) for e in found] == [
+        ("auth-plaintext", "warn"),
+        ("banner-version", "warn"),
+    ]
+    assert found[1]["summary"] == "the banner names the software and its version: Exim 4.96"
+    assert found[0]["transcript"] == [["S", "250 AUTH PLAIN"]]
 
 
 def test_a_correct_small_server_passes_smuggling_and_pipelining(

@@ -48,8 +48,8 @@ async def ehlo(ctx: CheckContext) -> Finding:
     reply = ctx.facts.ehlo
     if reply is None:
         return failed("neither EHLO nor HELO was accepted")
-    if not ctx.facts.hello or not ctx.facts.hello[0][1].startswith("EHLO"):
-        return failed("EHLO is not known: the server answered only HELO", reply)
+    if any(side == "C" and line.startswith("HELO") for side, line in ctx.facts.hello):
+        return failed("EHLO was refused; only HELO was accepted", reply)
     offered = ", ".join(Capabilities.parse(reply).keywords) or "none"
     return passed(f"250 to EHLO; extensions: {offered}")
 

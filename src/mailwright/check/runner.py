@@ -47,7 +47,7 @@ from mailwright.client import (
     TlsError,
     opportunistic_tls_context,
 )
-from mailwright.errors import RemoteProtocolError
+from mailwright.errors import MailwrightError, RemoteProtocolError
 from mailwright.model import Address
 from mailwright.protocol.reply import Reply
 from mailwright.syntax import is_valid_domain
@@ -87,7 +87,7 @@ async def run_one(check: Check, ctx: CheckContext) -> CheckResult:
             finding = await check.run(ctx)
         except CheckError as exc:
             finding = errored(exc.summary, exc.reply)
-        except (SmtpClientError, RemoteProtocolError) as exc:
+        except MailwrightError as exc:  # the client's errors, and the core's
             finding = errored(failure_summary(exc, ctx.transcript))
     return CheckResult(check, finding, tuple(ctx.transcript))
 

@@ -32,14 +32,15 @@ from mailwright.cli.common import EXIT_OK, Subcommands, add_command
 from mailwright.cli.options import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
-    helo_name,
+    add_helo_option,
+    add_lang_option,
+    add_server_argument,
     positive_seconds,
     recipient,
     sender,
-    server_address,
 )
 from mailwright.cli.report import console
-from mailwright.codes import LANGUAGES, default_lang
+from mailwright.codes import default_lang
 
 #: Seconds for each wait (connect, each reply): issue 15's default.
 DEFAULT_CHECK_TIMEOUT: Final = 10.0
@@ -76,9 +77,7 @@ def check_ids(text: str) -> frozenset[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "server", type=server_address, metavar="HOST[:PORT]", help="port 25 when not given"
-    )
+    add_server_argument(parser)
     parser.add_argument(
         "--from",
         dest="sender",
@@ -113,18 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"limit for each wait (default: {DEFAULT_CHECK_TIMEOUT:g})",
     )
-    parser.add_argument(
-        "--lang",
-        choices=LANGUAGES,
-        default=None,
-        help="language of the explanations (default: from LC_ALL, LC_MESSAGES or LANG)",
-    )
-    parser.add_argument(
-        "--helo",
-        type=helo_name,
-        metavar="NAME",
-        help="name to give in EHLO (default: this host's name, or an address literal)",
-    )
+    add_lang_option(parser)
+    add_helo_option(parser)
 
 
 def run_check(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
