@@ -508,10 +508,16 @@ def check_dependencies(args: argparse.Namespace) -> None:
 def write_doc(outcomes: list[Outcome], date: str, target: str) -> None:
     text = render(outcomes, date, load_notes())
     if target == "-":
-        print(text)
+        sys.stdout.write(text)
     else:
         Path(target).write_text(text)
         print(f"wrote {target}", file=sys.stderr)
+
+
+def rewrite_doc(results: Path, target: str) -> None:
+    """The page again from saved reports: after editing the notes, no server needed."""
+    saved = json.loads(results.read_text())
+    write_doc([Outcome(**o) for o in saved["outcomes"]], saved["date"], target)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -521,9 +527,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.doc_from:
-        saved = json.loads(args.doc_from.read_text())
-        outcomes = [Outcome(**o) for o in saved["outcomes"]]
-        write_doc(outcomes, saved["date"], args.doc)
+        rewrite_doc(args.doc_from, args.doc)
         return 0
     try:
         check_dependencies(args)
