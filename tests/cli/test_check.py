@@ -253,15 +253,17 @@ def simple_smtp(
     extra: tuple[str, ...] = (),
     esmtp: bool = True,
     max_line: int | None = None,
+    hang_up_on: bytes | None = None,
 ) -> Handler:
     """A small SMTP server, right enough for the checks aimed at it, with knobs for defects.
 
-    ``relay``: every recipient accepted; ``data_end``: the regular expression that
+    ``relay``: every recipient accepted (else only postmaster); ``data_end``: the regular expression that
     ends DATA; ``lazy``: the reply to the end of data waits for the client's next bytes;
     ``special``: a handler taking over for a verb; ``tls``: STARTTLS offered, done the
     naive asyncio way (what was read before it stays in the reader's buffer);
     ``banner``: the greeting's text; ``extra``: more extensions; ``esmtp`` False: EHLO
-    refused; ``max_line``: longer lines are cut and each piece run as a command.
+    refused; ``max_line``: longer lines are cut and each piece run as a command;
+    ``hang_up_on``: a line containing it closes the connection.
     """
     extensions = ["PIPELINING", "SIZE 1000", *extra] + (["STARTTLS"] if tls else [])
 
@@ -270,6 +272,8 @@ def simple_smtp(
         mail, recipients = False, 0
         cut: list[bytes] = []  # the pieces of a line over max_line, run one by one
         while line := cut.pop(0) if cut else await reader.readline():
+            if hang_up_on is not None and hang_up_on in line:
+                return
             if max_line is not None and len(line) > max_line:
                 cut = [line[i : i + max_line] for i in range(0, len(line), max_line)]
                 continue
@@ -286,7 +290,7 @@ def simple_smtp(
                 mail = not mail
                 await reply(writer, "250 ok" if mail else "503 nested MAIL")
             elif verb == "RCPT":
-                local = "@fake.test>" in command.lower() or "<postmaster>" in command.lower()
+                local = command.lower().endswith(("<postmaster@fake.test>", "<postmaster>"))
                 ok = mail and (relay or local)
                 recipients += ok
                 await reply(writer, "250 ok" if ok else "503 no MAIL" if not mail else "550 no")
@@ -389,6 +393,25 @@ def test_an_open_relay_is_reported_with_the_trick(
     assert "(all: outside domain, percent hack," in found[1]["summary"]
 
 
+def test_relay_tricks_go_on_after_the_server_hangs_up_on_one(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    fake = fake_smtp(simple_smtp(relay=True, hang_up_on=b"@example.com@"))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--only", "open-relay", "--json")  # fmt: skip
+    assert run.status == 1
+    (found,) = report(run)["checks"]
+    assert found["verdict"] == "fail"
+    # The tricks after "double @" were tried too, on a new connection.
+    assert "IP literal" in found["summary"] and "double @" not in found["summary"]
+    fake = fake_smtp(simple_smtp(hang_up_on=b"@example.com@"))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--only", "open-relay", "--json")  # fmt: skip
+    assert run.status == 0, run.out
+    (found,) = report(run)["checks"]
+    assert found["summary"] == "all 12 relay tricks were refused (the server hung up on: double @)"
+
+
 def test_a_server_ending_data_at_a_bare_lf_fails_smuggling(
     fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
 ) -> None:
@@ -454,6 +477,30 @@ def test_helo_only_a_version_in_the_banner_and_auth_before_tls(
     ]
     assert found[1]["summary"] == "the banner names the software and its version: Exim 4.96"
     assert found[0]["transcript"] == [["S", "250 AUTH PLAIN"]]
+
+
+async def hang_up_at_a_bare_line_ending(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """DATA whose body is read until a bare CR or LF, where the server closes without a word."""
+    await reply(writer, "354 go on")
+    body = b""
+    while not re.search(rb"(?<!\r)\n|\r(?!\n)", body):
+        body += await reader.read(4096)
+    raise ConnectionResetError("bare line ending")
+
+
+def test_hanging_up_at_a_bare_line_ending_passes_smuggling(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    fake = fake_smtp(simple_smtp(special={"DATA": hang_up_at_a_bare_line_ending}))
+    run = check(tool, address(fake.host, fake.port), "--to", "postmaster@fake.test",
+                "--deliver", "--only", "smuggling", "--json")  # fmt: skip
+    assert run.status == 0, run.out
+    (found,) = report(run)["checks"]
+    assert found["summary"].startswith(
+        "no fake ending ended a message (\\n.\\n: the server hung up without a reply; "
+    )
 
 
 def test_a_correct_small_server_passes_smuggling_and_pipelining(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailwright.check.context import CheckContext, TlsStart
-from mailwright.check.model import Finding, failed, passed, skipped, warned
+from mailwright.check.model import CheckError, Finding, failed, passed, skipped, warned
 from mailwright.check.steps import described, mail_line, rcpt_line
 from mailwright.client import (
     CommandRefused,
@@ -13,9 +13,8 @@ from mailwright.client import (
 )
 from mailwright.protocol.reply import Reply
 
-#: What each of the pipelined commands may be answered with; anything else means the
-#: replies came out of order (RFC 2920 3.1 makes the server answer in order).
-_MAIL_ANSWERS = frozenset({250})
+#: What DATA may be answered with in the pipelined group: 354, or 503/554 when no RCPT was
+#: accepted.  Another reply there means the replies came out of order (RFC 2920 3.1).
 _DATA_ANSWERS = frozenset({354, 503, 554})
 
 
@@ -49,8 +48,10 @@ async def pipelining(ctx: CheckContext) -> Finding:
         except SmtpTimeout:
             return failed(f"only {len(replies)} replies to {len(lines)} pipelined commands")
     mail, first, second, data = replies
-    if mail.code not in _MAIL_ANSWERS:
-        return failed(f"MAIL got {described(mail)} in the pipelined group", mail)
+    if mail.code >= 400:
+        raise CheckError(f"could not test: MAIL FROM:<{ctx.sender}> got {mail} (try --from)", mail)
+    if mail.code != 250:
+        return failed(f"MAIL got {described(mail)}: the replies are out of order", mail)
     wrong = next((r for r in (first, second) if not _rcpt_answer(r)), None)
     if wrong is not None:
         return failed(f"a RCPT got {described(wrong)}: the replies are out of order", wrong)

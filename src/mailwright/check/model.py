@@ -98,9 +98,9 @@ class Check:
 
     @property
     def rule(self) -> str:
-        """The first line of the function's docstring: the rule, in one sentence."""
+        """The first line of the function's docstring: the rule, in one sentence, as plain text."""
         doc = (self.run.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return doc.splitlines()[0].replace("``", "") if doc else ""
 
 
 @dataclass(frozen=True, slots=True)
