@@ -365,9 +365,30 @@ def test_failures_are_explained_in_the_human_report(
         "    S: 250 ok",
         "    RFC 5321 4.1.4: A second MAIL inside a transaction is refused with 503.",
         "    250 [2xx Positive Completion] OK: the command was accepted and done. "
-        "What to do: No fix needed.",
+        "The server accepted where the rule above asks for a refusal.",
         "0 pass, 1 fail, 0 warn, 0 skip, 0 error",
     ]
+
+
+async def refuses_our_sender(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Every MAIL refused with 501, as Exim refuses an address literal sender."""
+    await reply(writer, "501 <check@[127.0.0.1]>: domain literals not allowed")
+
+
+def test_a_refused_sender_is_could_not_test_never_a_finding_on_the_parameter(
+    fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool
+) -> None:
+    """size and unknown-parameter send our sender with a parameter; when the server refuses
+    the sender itself, the parameter was never judged: error, not fail or warn."""
+    fake = fake_smtp(simple_smtp(special={"MAIL": refuses_our_sender}))
+    run = check(
+        tool, address(fake.host, fake.port), "--only", "size,unknown-parameter", "--json"
+    )
+    data = report(run)
+    assert verdicts(data) == {"size": "error", "unknown-parameter": "error"}
+    for entry in data["checks"]:
+        assert entry["summary"].startswith("could not test: MAIL FROM:<")
+        assert entry["summary"].endswith("(try --from)")
 
 
 def test_explanations_in_chinese(fake_smtp: Callable[[Handler], LoopbackSmtp], tool: Tool) -> None:
@@ -376,7 +397,7 @@ def test_explanations_in_chinese(fake_smtp: Callable[[Handler], LoopbackSmtp], t
     assert run.status == 1
     explanation = run.lines[-2]
     assert explanation.startswith("    250 [2xx ")
-    assert "处理：" in explanation
+    assert explanation.endswith("按上述规则应当拒绝，服务器却接受了。")
 
 
 def test_an_open_relay_is_reported_with_the_trick(

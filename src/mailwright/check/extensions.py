@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailwright.check.context import CheckContext, TlsStart
 from mailwright.check.model import CheckError, Finding, failed, passed, skipped, warned
-from mailwright.check.steps import described, mail_line, rcpt_line
+from mailwright.check.steps import described, mail_line, plain_mail_accepted, rcpt_line
 from mailwright.client import (
     CommandRefused,
     ConnectionLost,
@@ -76,6 +76,8 @@ async def size(ctx: CheckContext) -> Finding:
         reply = await client.send_line(mail_line(ctx.sender, f"SIZE={limit + 1}"))
         if reply.is_positive:
             await client.send_line("RSET")
+        elif reply.code not in (552, 452):
+            await plain_mail_accepted(client, ctx)
     if reply.code in (552, 452):
         return passed(f"MAIL with SIZE={limit + 1} (limit {limit}) got {reply.code}")
     return failed(

@@ -33,7 +33,20 @@ def explanation(result: CheckResult, lang: str) -> str | None:
     finding = result.finding
     if finding.verdict not in (Verdict.FAIL, Verdict.WARN) or finding.reply is None:
         return None
-    return one_line(finding.reply, lang)
+    line = one_line(finding.reply, lang)
+    if finding.reply.is_positive:
+        # The reference's advice for a 2xx is "nothing to fix", which reads wrong under a
+        # fail: the fault is that the server accepted, so say that instead.
+        cut, tail = _POSITIVE_TAIL[lang]
+        return line.split(cut, 1)[0].rstrip() + tail
+    return line
+
+
+#: Where the reference's advice starts in ``one_line``, and what replaces it for a 2xx.
+_POSITIVE_TAIL = {
+    "en": (" What to do:", " The server accepted where the rule above asks for a refusal."),
+    "zh": ("处理：", "按上述规则应当拒绝，服务器却接受了。"),
+}
 
 
 def exchange(result: CheckResult) -> list[TranscriptLine]:

@@ -45,3 +45,12 @@ def described(reply: Reply) -> str:
     """A reply in a finding: its codes and first line, e.g. ``503 5.5.1 Bad sequence``."""
     codes = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
     return f"{codes} {reply.lines[0] if reply.lines else ''}".rstrip()
+
+
+async def plain_mail_accepted(client: CheckClient, ctx: CheckContext) -> None:
+    """After a MAIL with a parameter under test was refused otherwise than the rule asks:
+    the same MAIL without it must be accepted, or it was our sender the server refused,
+    not the parameter, and the rule could not be tried (``CheckError``)."""
+    await client.send_line("RSET")
+    await start_transaction(client, ctx)
+    await client.send_line("RSET")
