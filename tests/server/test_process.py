@@ -78,7 +78,7 @@ def test_sigterm_closes_idle_sessions_and_lets_data_finish(tmp_path: Path) -> No
         busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
         time.sleep(0.2)
         server.proc.send_signal(signal.SIGTERM)
-        assert idle.read_until_closed() == b"421 4.3.2 Server shutting down; try again later\r\n"
+        assert idle.read_until_closed() == b"421 4.3.2 Service shutting down; try again later\r\n"
         busy.send(b"second half\r\n.\r\n")
         assert busy.read_reply().startswith("250 2.0.0 Ok: queued as ")
         assert server.wait(timeout=15) == 0

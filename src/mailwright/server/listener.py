@@ -136,7 +136,12 @@ class SmtpListener:
             on_close=self._closed,
             refuse_with=self._admit,
             kind=kind,
+            current=self._current_services,
         )
+
+    def _current_services(self) -> SessionServices:
+        """What a session's next transaction reads: ``services``, swapped by a reload."""
+        return self.services
 
     # ------------------------------------------------------- implicit TLS
 
@@ -168,6 +173,7 @@ class SmtpListener:
             refuse_with=self._admit,
             kind=ListenerKind.IMPLICIT_TLS,
             admitted=True,
+            current=self._current_services,
         )
         session.peer_host, session.peer_port = host, port
         # Counted with the handshakes under way, itself included, like a session in ``sessions``.
