@@ -215,8 +215,10 @@ class SmtpSession(asyncio.Protocol):
         self._input_arrived()
 
     def abort(self) -> None:
-        """End the session now (shutdown grace is over); nothing half-received is kept."""
+        """End the session now (shutdown grace is over): 421, nothing half-received kept,
+        no 250 for a message still being committed (the client keeps it and retries)."""
         if self.phase is not Phase.CLOSED:
+            self._write_close(replies.SHUTTING_DOWN)  # RFC 5321 3.8: 421 at any time
             self._result = "shutdown"
             self._finish()
 
