@@ -62,16 +62,17 @@ def reread(running: Config) -> Reread:
 
 def merge(running: Config, new: Config) -> Reread:
     """``new`` with the running values of ``RESTART_KEYS``, checked as a whole."""
-    changed = tuple(key for key in RESTART_KEYS if _get(new, key) != _get(running, key))
+    changed = tuple(key for key in RESTART_KEYS if value_at(new, key) != value_at(running, key))
     merged = new
     for key in changed:
-        merged = _set(merged, key, _get(running, key))
+        merged = _set(merged, key, value_at(running, key))
     if changed:
         checks.check(merged)
     return Reread(merged, changed)
 
 
-def _get(config: Config, key: str) -> Any:
+def value_at(config: Config, key: str) -> Any:
+    """The value of a dotted ``key`` (``smtp.listen``) in ``config``."""
     value: Any = config
     for part in key.split("."):
         value = getattr(value, part)
