@@ -185,6 +185,8 @@ class App:
         load or check leaves everything as it was, with one error line naming
         the key.  Only the server role speaks of the file (an error, the keys that
         need a restart): the acceptors read the same file and would repeat it.
+        Reading and checking take the event loop for a few milliseconds, once per
+        reload; the swap itself is a few assignments with no await between them.
         """
         speaks = logging.ERROR if self.role == "server" else logging.DEBUG
         try:

@@ -54,7 +54,11 @@ def configured_endpoints(config: Config) -> tuple[tuple[ListenerKind, str, int],
 
 
 class SmtpListener:
-    """All listening sockets of the SMTP service and the sessions they accepted."""
+    """All listening sockets of the SMTP service and the sessions they accepted.
+
+    ``services`` is what new sessions and transactions read; a reload (app.py)
+    replaces it with one assignment (see SessionServices).
+    """
 
     def __init__(
         self,
