@@ -125,6 +125,9 @@ class SmtpConfig:
     auth_lockout: float = setting(300.0, v.seconds)
     #: Server processes sharing the listening ports (SO_REUSEPORT); see server/processes.py.
     processes: int = setting(1, v.processes)
+    #: Seconds a message body being received at SIGTERM may take to finish (and delivery
+    #: attempts under way, at the same time); 0 ends everything at once (app.py).
+    shutdown_timeout: float = setting(30.0, v.delay)
 
     @property
     def listen_endpoints(self) -> tuple[tuple[str, int], ...]:

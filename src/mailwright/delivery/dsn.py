@@ -221,6 +221,10 @@ class DsnBouncer:
         #: ``[routes]`` keys: an address literal among them may receive bounces.
         self.routed_domains = frozenset(routed_domains)
 
+    def reload(self, router: Router, routed_domains: Collection[str]) -> None:
+        """SIGHUP (app.py): bounces are routed as new mail is, by the new configuration."""
+        self.router, self.routed_domains = router, frozenset(routed_domains)
+
     async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
         """Queue the DSN; returns its queue id, or None when the message was itself a bounce."""
         if message.sender is None or not failed:

@@ -202,6 +202,12 @@ class SmtpDeliverer:
     async def close(self) -> None:
         await self.pool.close()
 
+    def reload(self, config: Config, resolver: RouteResolver) -> None:
+        """SIGHUP (app.py): ``[routes]``, their TLS modes and SRS as ``config`` says, from
+        the next connection on; slots, limits and kept connections stay.  The keys read
+        only here at start (``[delivery]``) keep their values (config/reload.py)."""
+        self.config, self.srs, self.resolver = config, srs.from_config(config), resolver
+
     async def deliver(
         self,
         message: QueuedMessage,

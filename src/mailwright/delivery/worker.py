@@ -178,7 +178,9 @@ class DeliveryWorker:
         for message in claimed:
             if self._stopping:
                 break  # unstarted claims lapse; after a restart they are due again
-            task = asyncio.create_task(self._deliver_message(message, deadline))
+            task = asyncio.create_task(
+                self._deliver_message(message, deadline), name=message.queue_id
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._done)
         return len(claimed) >= limit
@@ -225,8 +227,11 @@ class DeliveryWorker:
     async def stop(self, grace: float) -> None:
         """Claim nothing more; let attempts in flight finish within ``grace``.
 
-        An attempt still running after that is abandoned: its lease lapses and it
-        is tried again after restart (at-least-once).
+        An attempt still running after that is cancelled, its result not recorded:
+        its claim stays until the next start releases it (the queue's recovery),
+        and it is tried again (at-least-once).  One cut after the end of its data
+        was sent may reach the next hop twice.  A Maildir write once begun ends in
+        its thread (delivery/local.py).
         """
         self._stopping = True
         self._results.stopping = True
@@ -236,6 +241,12 @@ class DeliveryWorker:
             self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
+        cut = set(self._in_flight)
+        for task in cut:
+            log.warning(kv(event="delivery-interrupted", id=task.get_name()))
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut)
         self._local.shutdown()
 
     # ------------------------------------------------------------ one message

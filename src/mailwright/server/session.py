@@ -96,9 +96,12 @@ class SmtpSession(asyncio.Protocol):
         kind: ListenerKind = ListenerKind.SMTP,
         on_open: Callable[[SmtpSession], None] = lambda session: None,
         admitted: bool = False,
+        current: Callable[[], SessionServices] | None = None,
     ) -> None:
         """``admitted``: the listener already counted this connection against the limits
-        (implicit TLS, counted at accept before its handshake)."""
+        (implicit TLS, counted at accept before its handshake).  ``services`` hold for
+        the whole session (limits, greeting); ``current`` gives the handler the newest
+        after a reload, for its next transaction (SessionServices)."""
         self.services = services
         self.kind = kind
         self._admitted = admitted
@@ -111,7 +114,9 @@ class SmtpSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_host = "?"
         self.peer_port = 0
-        self.handler = SessionHandler(services, self.conn, Peer(self.peer_host, self.peer_port))
+        self.handler = SessionHandler(
+            services, self.conn, Peer(self.peer_host, self.peer_port), current=current
+        )
         self._loop = asyncio.get_running_loop()
         #: Resolved when the session has ended (the listener waits on it at shutdown).
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -210,8 +215,10 @@ class SmtpSession(asyncio.Protocol):
         self._input_arrived()
 
     def abort(self) -> None:
-        """End the session now (shutdown grace is over); nothing half-received is kept."""
+        """End the session now (shutdown grace is over): 421, nothing half-received kept,
+        no 250 for a message still being committed (the client keeps it and retries)."""
         if self.phase is not Phase.CLOSED:
+            self._write_close(replies.SHUTTING_DOWN)  # RFC 5321 3.8: 421 at any time
             self._result = "shutdown"
             self._finish()
 
@@ -420,7 +427,9 @@ class SmtpSession(asyncio.Protocol):
 
     async def _starttls(self) -> bool:
         """Answer STARTTLS and run the handshake; False when the session must end."""
-        tls = self.services.tls
+        # The certificate in force now (a reload may have renewed it); STARTTLS was offered
+        # by the services of the session's start, so those have one if no newer does.
+        tls = self.handler.services.tls or self.services.tls
         assert tls is not None and self.transport is not None  # STARTTLS is offered only then
         # Pause before the 220 leaves: whatever the client sent after STARTTLS in plain
         # text is either buffered (the core drops it now) or arrives inside TLS.
