@@ -17,8 +17,8 @@ from typing import Literal
 
 from mailwright.config import Config
 from mailwright.config.checks import deprecations
-from mailwright.delivery.dsn import DsnBouncer
 from mailwright.delivery.remote import SmtpDeliverer
+from mailwright.delivery.reports import DsnReporter
 from mailwright.delivery.routes import RouteResolver
 from mailwright.delivery.worker import DeliveryWorker
 from mailwright.durable import make_directories
@@ -67,7 +67,7 @@ class App:
             config.data_dir, role="server" if role == "server" else "acceptor"
         )
         router = Router(config)
-        bouncer = DsnBouncer(
+        reporter = DsnReporter(
             hostname=config.hostname,
             store=self.store,
             router=router,
@@ -76,7 +76,7 @@ class App:
         # The one resolver of every DNS lookup ([dns]), built here and passed down.
         self.dns = Resolver.from_config(config)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
-        self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
+        self.worker = DeliveryWorker(config, self.store, remote=self.remote, reporter=reporter)
         # Built once; SIGHUP re-reads the certificate and key (reload_tls).
         self.tls = ServerTls(config.tls) if config.tls is not None else None
         self.services = SessionServices(

@@ -8,8 +8,10 @@ import pytest
 
 from mailwright.delivery.dsn import (
     MAX_ORIGINAL_HEADERS,
-    FailedRecipient,
-    build_dsn,
+    Action,
+    ReportedRecipient,
+    ReturnedContent,
+    build_report,
     headers_to_return,
 )
 from mailwright.errors import ConfigError
@@ -60,20 +62,21 @@ def test_one_field_longer_than_the_limit_returns_nothing() -> None:
 
 def test_a_report_carries_no_control_characters_of_a_stored_reply() -> None:
     """Replies stored before they were cleaned are cleaned again on the way out."""
-    dsn = build_dsn(
+    dsn = build_report(
         reporting_mta="mx.example.test",
         sender=Address("alice", "example.test"),
         queue_id="q1",
         arrival=0.0,
-        failed=[
-            FailedRecipient(
+        recipients=[
+            ReportedRecipient(
+                action=Action.FAILED,
                 address=Address("bob", "elsewhere.test"),
                 original=Address("bob", "elsewhere.test"),
                 reply=Reply.parse("550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00"),
                 remote_mta="mx.elsewhere.test[127.0.0.1]:25\x85",
             )
         ],
-        original_headers=b"Subject: s\r\n",
+        returned=ReturnedContent(b"Subject: s\r\n"),
     )
     text = dsn.decode("utf-8")
     assert "Diagnostic-Code: smtp; 550 5.1.1 gone[2J Forged-Field: yes\r\n" in text

@@ -1,13 +1,15 @@
-"""What an attempt's outcomes become in the queue: results recorded, bounces made.
+"""What an attempt's outcomes become in the queue: results recorded, reports made.
 
 Order matters: the results of recipients delivered or deferred are recorded
-before the bounce is made, so that a bounce that fails never causes a
-delivered copy to be made again.  The failed recipients are recorded last (the
-message and its body stay until then, for the bounce to quote): BOUNCED once
-the bounce is queued, else BOUNCING, and the bounce alone is tried again later
-(after the first retry interval).  A result that cannot be recorded is written
-again and again, with a growing pause, until storage is back: one failing disk
-never ends the worker.
+before the report (RFC 3464) is made, so that a report that fails never causes
+a delivered copy to be made again.  The failed recipients are recorded last
+(the message and its body stay until then, for the report to quote): BOUNCED
+once the report is queued, else BOUNCING, and the failure report alone is
+tried again later (after the first retry interval).  Reports of success and
+delay are made at most once: one lost in a crash or a failing queue is not
+made again (a second copy of a delivered message would be worse).  A result
+that cannot be recorded is written again and again, with a growing pause,
+until storage is back: one failing disk never ends the worker.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from mailwright.config import Config
-from mailwright.delivery.dsn import FailedRecipient
+from mailwright.delivery.dsn import Action, ReportedRecipient
+from mailwright.delivery.notify import (
+    delay_warning_due,
+    expansions,
+    is_expanded,
+    success_action,
+    wants_success,
+)
 from mailwright.delivery.outcome import INTERNAL_ERROR, DeliveryStatus, Outcome
-from mailwright.delivery.schedule import next_attempt, retry_delay
+from mailwright.delivery.schedule import expires_at, next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
 from mailwright.queue.base import (
@@ -38,9 +47,12 @@ RECORD_RETRY_FIRST = 0.5
 RECORD_RETRY_MAX = 30.0
 
 
-class Bouncer(Protocol):
-    async def bounce(self, message: QueuedMessage, failed: Sequence[FailedRecipient]) -> str | None:
-        """Tell the sender (once per message) about recipients that failed for good."""
+class Reporter(Protocol):
+    async def report(
+        self, message: QueuedMessage, recipients: Sequence[ReportedRecipient]
+    ) -> str | None:
+        """Queue one report (RFC 3464) about ``recipients``; its queue id, or None when
+        none was made.  Raises when it could not be queued."""
 
 
 class ResultRecorder:
@@ -49,15 +61,15 @@ class ResultRecorder:
         config: Config,
         store: QueueStore,
         *,
-        bouncer: Bouncer | None,
+        reporter: Reporter | None,
         clock: Callable[[], float],
         wake: Callable[[], None],
         wake_at: Callable[[float], None],
     ) -> None:
-        """``wake``: there is new work (a bounce); ``wake_at``: a recipient falls due then."""
+        """``wake``: there is new work (a report); ``wake_at``: a recipient falls due then."""
         self.config = config
         self.store = store
-        self.bouncer = bouncer
+        self.reporter = reporter
         self.clock = clock
         self._wake = wake
         self._wake_at = wake_at
@@ -72,8 +84,13 @@ class ResultRecorder:
         outcomes: Mapping[int, Outcome],
         bouncing: Sequence[QueuedRecipient],
     ) -> None:
-        """Record every attempted recipient's outcome, then bounce what failed for good."""
+        """Record every attempted recipient's outcome, then queue the one report of
+        everything that fell due (delivery/notify.py says what): those recipients of
+        the message share it (RFC 3464 2.3: a section each)."""
+        everyone = await self._all_recipients(message, attempted, outcomes)
         failed: list[tuple[QueuedRecipient, Outcome, DeliveryStatus]] = []
+        succeeded: list[tuple[QueuedRecipient, Outcome]] = []
+        deferred: list[tuple[QueuedRecipient, Outcome]] = []
         for rcpt in attempted:
             outcome = outcomes[rcpt.index]
             result, status = self._decide(message, rcpt, outcome)
@@ -84,8 +101,13 @@ class ResultRecorder:
             self._log(message, rcpt, outcome, status)
             if result.state is RecipientState.DEFERRED:
                 self._wake_at(result.next_attempt)
-        if failed or bouncing:
-            await self._bounce(message, failed, bouncing)
+                deferred.append((rcpt, outcome))
+            else:
+                succeeded.append((rcpt, outcome))
+        others = _success_reports(everyone, succeeded)
+        others += await self._delay_reports(message, deferred)
+        if failed or bouncing or others:
+            await self._report(message, failed, bouncing, others)
 
     def _decide(
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Outcome
@@ -102,52 +124,128 @@ class ResultRecorder:
             return RecipientResult(RecipientState.BOUNCED, reply), DeliveryStatus.EXPIRED
         return RecipientResult(RecipientState.DEFERRED, reply, when), DeliveryStatus.DEFERRED
 
-    # ------------------------------------------------------------ bounces
+    # ------------------------------------------------------------ reports
 
-    async def _bounce(
+    async def _all_recipients(
+        self,
+        message: QueuedMessage,
+        attempted: Sequence[QueuedRecipient],
+        outcomes: Mapping[int, Outcome],
+    ) -> Sequence[QueuedRecipient]:
+        """Every recipient of the message as it was before this attempt was recorded, when
+        an alias's ``expanded`` report may fall due (the claim holds only pending ones);
+        else the claimed ones.  Read before the results, so a target delivered earlier is
+        told from one delivered now."""
+        if message.sender is None or self.reporter is None:
+            return message.recipients
+        if not any(
+            outcomes[r.index].success and wants_success(r.target) and is_expanded(r.target)
+            for r in attempted
+        ):
+            return message.recipients
+        try:
+            whole = await self.store.get(message.queue_id)
+        except StorageError as exc:
+            log.warning(kv(event="report-error", id=message.queue_id, error=exc))
+            return message.recipients
+        return message.recipients if whole is None else whole.recipients
+
+    async def _delay_reports(
+        self, message: QueuedMessage, deferred: Sequence[tuple[QueuedRecipient, Outcome]]
+    ) -> list[ReportedRecipient]:
+        """The ``delayed`` sections due now, each recipient's first and last.
+
+        At most once, not at least once: the recipients are marked
+        (``mark_delay_reported``, durable) before the report is queued.  A crash
+        or a storage failure in between loses that warning, and the sender
+        still gets the failure or success report it asked for; the other order
+        would send a second warning after every crash between the two, and a
+        warning is a courtesy, while two of them look like two problems.  A
+        mark that cannot be written makes no report now: the next deferral
+        tries again.
+        """
+        if self.reporter is None:
+            return []
+        now = self.clock()
+        queue = self.config.queue
+        due = [
+            (rcpt, outcome)
+            for rcpt, outcome in deferred
+            if delay_warning_due(message, rcpt, now, queue.delay_warning)
+        ]
+        if not due:
+            return []
+        try:
+            await self.store.mark_delay_reported(message.queue_id, [r.index for r, _ in due])
+        except StorageError as exc:
+            log.warning(kv(event="report-error", id=message.queue_id, error=exc))
+            return []
+        until = expires_at(message.received_at, queue.max_age)
+        return [
+            ReportedRecipient.of(
+                rcpt.target,
+                Action.DELAYED,
+                outcome.reply,
+                remote_mta=outcome.relay,
+                will_retry_until=until,
+            )
+            for rcpt, outcome in due
+        ]
+
+    async def _report(
         self,
         message: QueuedMessage,
         failed: Sequence[tuple[QueuedRecipient, Outcome, DeliveryStatus]],
         bouncing: Sequence[QueuedRecipient],
+        others: Sequence[ReportedRecipient],
     ) -> None:
-        """Report the recipients that failed for good now, and those whose bounce failed
-        before, in one DSN; then record them all: BOUNCED, or BOUNCING when the DSN could
-        not be queued (it is tried again after the first retry interval)."""
-        report = [
-            FailedRecipient(
-                address=rcpt.target.address,
-                original=rcpt.target.original,
-                reply=attempt.reply,
+        """Report the recipients that failed for good now, those whose report of failure
+        failed before, and ``others`` (success, delay) in one DSN; then record the failed
+        ones: BOUNCED, or BOUNCING when their report could not be queued (it is tried
+        again after the first retry interval).  A recipient whose NOTIFY leaves out
+        FAILURE is BOUNCED without a report.  Success and delay sections are not tried
+        again: they were due once (see ``_delay_reports``)."""
+        failures = [
+            ReportedRecipient.of(
+                rcpt.target,
+                Action.FAILED,
+                attempt.reply,
                 remote_mta=attempt.relay,
                 expired=status is DeliveryStatus.EXPIRED,
             )
             for rcpt, attempt, status in failed
-        ] + [_failed_before(rcpt) for rcpt in bouncing]
-        state = RecipientState.BOUNCED
+            if _wants_failure(rcpt)
+        ] + [_failed_before(rcpt) for rcpt in bouncing if _wants_failure(rcpt)]
         retry_at = 0.0
-        if self.bouncer is not None:
+        if self.reporter is not None and (failures or others):
             try:
-                if await self.bouncer.bounce(message, report) is not None:
-                    self._wake()  # the bounce is new work
+                if await self.reporter.report(message, [*failures, *others]) is not None:
+                    self._wake()  # the report is new work
             except Exception as exc:
-                state = RecipientState.BOUNCING
-                retry_at = self.clock() + retry_delay(1, self.config.queue.retry)
+                if failures:
+                    retry_at = self.clock() + retry_delay(1, self.config.queue.retry)
                 log.error(
                     kv(
-                        event="bounce-error",
+                        event="bounce-error" if failures else "report-error",
                         id=message.queue_id,
                         error=repr(exc),
-                        retry=f"{retry_at - self.clock():.0f}s",
+                        retry=f"{retry_at - self.clock():.0f}s" if failures else None,
                     )
                 )
+
+        def state_of(rcpt: QueuedRecipient) -> RecipientState:
+            if retry_at and _wants_failure(rcpt):
+                return RecipientState.BOUNCING
+            return RecipientState.BOUNCED
+
         for rcpt, attempt, status in failed:
-            result = RecipientResult(state, attempt.reply, retry_at)
+            result = RecipientResult(state_of(rcpt), attempt.reply, retry_at)
             await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
         for rcpt in bouncing:
             reply = rcpt.last_reply or INTERNAL_ERROR
-            await self._record(message, rcpt, RecipientResult(state, reply, retry_at))
-        if state is RecipientState.BOUNCING:
+            await self._record(message, rcpt, RecipientResult(state_of(rcpt), reply, retry_at))
+        if retry_at:
             self._wake_at(retry_at)
 
     # ------------------------------------------------------------ recording
@@ -205,17 +303,55 @@ class ResultRecorder:
         )
 
 
-def _failed_before(rcpt: QueuedRecipient) -> FailedRecipient:
-    """A BOUNCING recipient's line of the report, from what the queue kept of it.
+def _wants_failure(rcpt: QueuedRecipient) -> bool:
+    return rcpt.target.notify.wants("FAILURE")
+
+
+def _success_reports(
+    everyone: Sequence[QueuedRecipient], succeeded: Sequence[tuple[QueuedRecipient, Outcome]]
+) -> list[ReportedRecipient]:
+    """The ``delivered``, ``relayed`` and ``expanded`` sections of recipients delivered now.
+
+    ``everyone``: the message's recipients before this attempt was recorded.  An
+    alias with several targets gets its one ``expanded`` section when the first
+    of them is delivered (none of them DELIVERED before), and its targets none
+    of their own (see delivery/notify.py).
+    """
+    groups = expansions(everyone)
+    group_of = {rcpt.index: key for key, members in groups.items() for rcpt in members}
+    sections: list[ReportedRecipient] = []
+    expanded: set[str] = set()
+    for rcpt, outcome in succeeded:
+        target = rcpt.target
+        key = group_of.get(rcpt.index)
+        if key is None:
+            action = success_action(target, outcome)
+            if action is not None:
+                sections.append(
+                    ReportedRecipient.of(target, action, outcome.reply, remote_mta=outcome.relay)
+                )
+            continue
+        if key in expanded or not wants_success(target):
+            continue
+        if any(member.state is RecipientState.DELIVERED for member in groups[key]):
+            continue  # reported when the first of them was delivered
+        expanded.add(key)
+        sections.append(
+            ReportedRecipient(
+                action=Action.EXPANDED,
+                address=target.original,
+                original=target.original,
+                orcpt=target.orcpt,
+            )
+        )
+    return sections
+
+
+def _failed_before(rcpt: QueuedRecipient) -> ReportedRecipient:
+    """A BOUNCING recipient's section of the report, from what the queue kept of it.
 
     Its last reply is the one it failed with: a 5xx refused it for good, any
     other reply means it expired.  The host that gave the reply is not kept.
     """
     reply = rcpt.last_reply or INTERNAL_ERROR
-    return FailedRecipient(
-        address=rcpt.target.address,
-        original=rcpt.target.original,
-        reply=reply,
-        expired=not reply.is_permanent,
-    )
-
+    return ReportedRecipient.of(rcpt.target, Action.FAILED, reply, expired=not reply.is_permanent)

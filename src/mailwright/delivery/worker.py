@@ -35,7 +35,7 @@ from mailwright.delivery.outcome import (
     REMOTE_NOT_AVAILABLE,
     Outcome,
 )
-from mailwright.delivery.results import Bouncer, ResultRecorder
+from mailwright.delivery.results import Reporter, ResultRecorder
 from mailwright.logfmt import kv
 from mailwright.queue.base import (
     QueuedMessage,
@@ -87,14 +87,14 @@ class DeliveryWorker:
         store: QueueStore,
         *,
         remote: RemoteDeliverer | None = None,
-        bouncer: Bouncer | None = None,
+        reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         max_claimed: int = DEFAULT_MAX_CLAIMED,
     ) -> None:
         self.config = config
         self.store = store
         self.remote = remote
-        self.bouncer = bouncer
+        self.reporter = reporter
         self.clock = clock
         self.max_claimed = max(1, max_claimed)
         #: Messages being delivered at once, at most: every SMTP slot busy and every
@@ -113,7 +113,7 @@ class DeliveryWorker:
         self._results = ResultRecorder(
             config,
             store,
-            bouncer=bouncer,
+            reporter=reporter,
             clock=clock,
             wake=self._wakeup.set,
             wake_at=self._wake_at,
