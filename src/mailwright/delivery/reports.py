@@ -1,7 +1,8 @@
 """Queueing delivery status notifications: routed like any mail, from the null sender.
 
-``DsnReporter`` makes the report of delivery/dsn.py for one message and
-enqueues it.  It is routed with the same Router as incoming mail (so a local
+``DsnReporter`` makes the report of delivery/dsn.py for one message
+(``prepare``, while the message is surely still in the queue to be quoted) and
+enqueues it (``queue``).  It is routed with the same Router as incoming mail (so a local
 sender gets it in its Maildir), from ``<>``, never for a message that came
 from ``<>`` (RFC 5321 4.5.5: a report never causes another), and never to an
 address literal (``x@[192.0.2.1]`` would make us connect to any IP the client
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from mailwright.delivery.dsn import (
     MAX_ORIGINAL_HEADERS,
@@ -24,12 +26,24 @@ from mailwright.delivery.dsn import (
     headers_to_return,
 )
 from mailwright.logfmt import kv
-from mailwright.model import MailOptions
+from mailwright.model import NO_OPTIONS, Address, MailOptions
 from mailwright.policy.routing import Router
 from mailwright.queue.base import QueuedMessage, QueueStore, Target
 from mailwright.syntax import address_literal_key, is_address_literal
 
 log = logging.getLogger("mailwright.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedReport:
+    """A report made and routed, not yet queued."""
+
+    about: str  # the queue id of the message it reports on
+    sender: Address  # who gets it
+    targets: tuple[Target, ...]
+    data: bytes
+    failed: bool  # it reports a failure (logged as a bounce)
+    actions: str  # its actions, for the log: "delivered,failed"
 
 
 class DsnReporter:
@@ -49,13 +63,15 @@ class DsnReporter:
         #: ``[routes]`` keys: an address literal among them may receive reports.
         self.routed_domains = frozenset(routed_domains)
 
-    async def report(
+    async def prepare(
         self, message: QueuedMessage, recipients: Sequence[ReportedRecipient]
-    ) -> str | None:
-        """Queue one report about ``recipients``; returns its queue id, or None when none
-        is made (a message from ``<>``, nothing to report, a sender it may not go to).
+    ) -> PreparedReport | None:
+        """The report about ``recipients``, made but not queued; None when none is made (a
+        message from ``<>``, nothing to report, a sender it may not go to).
 
-        Raises StorageError (or another error) when it could not be queued.
+        Made before the attempt's results are recorded: the last one recorded
+        removes the message, and the report quotes it.  Raises StorageError
+        when the original cannot be read.
         """
         if message.sender is None or not recipients:
             return None  # never report on a report (RFC 5321 4.5.5)
@@ -91,18 +107,25 @@ class DsnReporter:
             returned=await self._returned(message, failed=failed),
             envid=message.options.envid,
         )
+        actions = ",".join(sorted({str(item.action) for item in recipients}))
+        return PreparedReport(message.queue_id, message.sender, targets, data, failed, actions)
+
+    async def queue(self, report: PreparedReport) -> str:
+        """Enqueue a prepared report (durably, like any mail); returns its queue id.
+
+        Raises StorageError when it could not be queued.
+        """
         spool = self.store.new_spool()
-        spool.write(data)
-        eight_bit = MailOptions(body="8BITMIME") if not data.isascii() else MailOptions()
-        report_id = await self.store.enqueue(None, targets, spool, eight_bit)
+        spool.write(report.data)
+        eight_bit = MailOptions(body="8BITMIME") if not report.data.isascii() else NO_OPTIONS
+        report_id = await self.store.enqueue(None, report.targets, spool, eight_bit)
         log.info(
             kv(
-                event="bounce" if failed else "report",
-                id=message.queue_id,
+                event="bounce" if report.failed else "report",
+                id=report.about,
                 bounce_id=report_id,
-                to=f"<{message.sender}>",
-                actions=",".join(sorted({str(item.action) for item in recipients})),
-                recipients=len(recipients),
+                to=f"<{report.sender}>",
+                actions=report.actions,
             )
         )
         return report_id

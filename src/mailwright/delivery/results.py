@@ -1,13 +1,14 @@
 """What an attempt's outcomes become in the queue: results recorded, reports made.
 
-Order matters: the results of recipients delivered or deferred are recorded
-before the report (RFC 3464) is made, so that a report that fails never causes
-a delivered copy to be made again.  The failed recipients are recorded last
-(the message and its body stay until then, for the report to quote): BOUNCED
-once the report is queued, else BOUNCING, and the failure report alone is
-tried again later (after the first retry interval).  Reports of success and
-delay are made at most once: one lost in a crash or a failing queue is not
-made again (a second copy of a delivered message would be worse).  A result
+Order matters.  The attempt's one report (RFC 3464) is made first, while the
+message is surely there to be quoted (the last result recorded removes it).
+The results of recipients delivered or deferred are recorded next, before the
+report is queued, so that a report that fails never causes a delivered copy
+to be made again.  The failed recipients are recorded last: BOUNCED once the
+report is queued, else BOUNCING, and the failure report alone is tried again
+later (after the first retry interval).  Reports of success and delay are made
+at most once: one lost in a crash or a failing queue is not made again (a
+second copy of a delivered message would be worse).  A result
 that cannot be recorded is written again and again, with a growing pause,
 until storage is back: one failing disk never ends the worker.
 """
@@ -29,6 +30,7 @@ from mailwright.delivery.notify import (
     wants_success,
 )
 from mailwright.delivery.outcome import INTERNAL_ERROR, DeliveryStatus, Outcome
+from mailwright.delivery.reports import PreparedReport
 from mailwright.delivery.schedule import expires_at, next_attempt, retry_delay
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
@@ -48,11 +50,16 @@ RECORD_RETRY_MAX = 30.0
 
 
 class Reporter(Protocol):
-    async def report(
+    """Makes and queues reports (RFC 3464): delivery/reports.py's DsnReporter."""
+
+    async def prepare(
         self, message: QueuedMessage, recipients: Sequence[ReportedRecipient]
-    ) -> str | None:
-        """Queue one report (RFC 3464) about ``recipients``; its queue id, or None when
-        none was made.  Raises when it could not be queued."""
+    ) -> PreparedReport | None:
+        """The report about ``recipients``, made while the message is still in the queue;
+        None when none is made.  Raises when the message cannot be read."""
+
+    async def queue(self, report: PreparedReport) -> str:
+        """Enqueue a prepared report; its queue id.  Raises when it could not be queued."""
 
 
 class ResultRecorder:
@@ -84,30 +91,53 @@ class ResultRecorder:
         outcomes: Mapping[int, Outcome],
         bouncing: Sequence[QueuedRecipient],
     ) -> None:
-        """Record every attempted recipient's outcome, then queue the one report of
+        """Record every attempted recipient's outcome and queue the one report of
         everything that fell due (delivery/notify.py says what): those recipients of
-        the message share it (RFC 3464 2.3: a section each)."""
+        the message share it (RFC 3464 2.3: a section each).
+
+        The report is made first (it quotes the message, which the last result
+        recorded removes), queued after the results of the delivered and deferred
+        recipients are recorded, and before those of the failed ones.
+        """
         everyone = await self._all_recipients(message, attempted, outcomes)
-        failed: list[tuple[QueuedRecipient, Outcome, DeliveryStatus]] = []
-        succeeded: list[tuple[QueuedRecipient, Outcome]] = []
-        deferred: list[tuple[QueuedRecipient, Outcome]] = []
+        results: list[tuple[QueuedRecipient, Outcome, RecipientResult, DeliveryStatus]] = []
         for rcpt in attempted:
             outcome = outcomes[rcpt.index]
-            result, status = self._decide(message, rcpt, outcome)
+            results.append((rcpt, outcome, *self._decide(message, rcpt, outcome)))
+        failed = [
+            (rcpt, outcome, status)
+            for rcpt, outcome, result, status in results
+            if result.state is RecipientState.BOUNCED
+        ]
+        succeeded = [
+            (rcpt, outcome)
+            for rcpt, outcome, result, _ in results
+            if result.state is RecipientState.DELIVERED
+        ]
+        deferred = [
+            (rcpt, outcome)
+            for rcpt, outcome, result, _ in results
+            if result.state is RecipientState.DEFERRED
+        ]
+        failures = _failure_reports(failed, bouncing)
+        sections = [
+            *failures,
+            *_success_reports(everyone, succeeded),
+            *await self._delay_reports(message, deferred),
+        ]
+        report, problem = await self._prepare(message, sections)
+        for rcpt, outcome, result, status in results:
             if result.state is RecipientState.BOUNCED:
-                failed.append((rcpt, outcome, status))
                 continue
             await self._record(message, rcpt, result)
             self._log(message, rcpt, outcome, status)
             if result.state is RecipientState.DEFERRED:
                 self._wake_at(result.next_attempt)
-                deferred.append((rcpt, outcome))
-            else:
-                succeeded.append((rcpt, outcome))
-        others = _success_reports(everyone, succeeded)
-        others += await self._delay_reports(message, deferred)
-        if failed or bouncing or others:
-            await self._report(message, failed, bouncing, others)
+        if report is not None:
+            problem = await self._queue(report)
+        if problem is not None:
+            self._log_report_error(message, problem, failures=bool(failures))
+        await self._record_failed(message, failed, bouncing, report_failed=problem is not None)
 
     def _decide(
         self, message: QueuedMessage, rcpt: QueuedRecipient, attempt: Outcome
@@ -192,49 +222,57 @@ class ResultRecorder:
             for rcpt, outcome in due
         ]
 
-    async def _report(
+    async def _prepare(
+        self, message: QueuedMessage, sections: Sequence[ReportedRecipient]
+    ) -> tuple[PreparedReport | None, Exception | None]:
+        """The report of ``sections``, or why it could not be made."""
+        if self.reporter is None or not sections:
+            return None, None
+        try:
+            return await self.reporter.prepare(message, sections), None
+        except Exception as exc:
+            return None, exc
+
+    async def _queue(self, report: PreparedReport) -> Exception | None:
+        assert self.reporter is not None
+        try:
+            await self.reporter.queue(report)
+        except Exception as exc:
+            return exc
+        self._wake()  # the report is new work
+        return None
+
+    def _log_report_error(
+        self, message: QueuedMessage, problem: Exception, *, failures: bool
+    ) -> None:
+        """A report that could not be made or queued: one of failure is tried again after
+        the first retry interval; one of success or delay alone is not (at most once)."""
+        retry = retry_delay(1, self.config.queue.retry)
+        log.error(
+            kv(
+                event="bounce-error" if failures else "report-error",
+                id=message.queue_id,
+                error=repr(problem),
+                retry=f"{retry}s" if failures else None,
+            )
+        )
+
+    async def _record_failed(
         self,
         message: QueuedMessage,
         failed: Sequence[tuple[QueuedRecipient, Outcome, DeliveryStatus]],
         bouncing: Sequence[QueuedRecipient],
-        others: Sequence[ReportedRecipient],
+        *,
+        report_failed: bool,
     ) -> None:
-        """Report the recipients that failed for good now, those whose report of failure
-        failed before, and ``others`` (success, delay) in one DSN; then record the failed
-        ones: BOUNCED, or BOUNCING when their report could not be queued (it is tried
-        again after the first retry interval).  A recipient whose NOTIFY leaves out
-        FAILURE is BOUNCED without a report.  Success and delay sections are not tried
-        again: they were due once (see ``_delay_reports``)."""
-        failures = [
-            ReportedRecipient.of(
-                rcpt.target,
-                Action.FAILED,
-                attempt.reply,
-                remote_mta=attempt.relay,
-                expired=status is DeliveryStatus.EXPIRED,
-            )
-            for rcpt, attempt, status in failed
-            if _wants_failure(rcpt)
-        ] + [_failed_before(rcpt) for rcpt in bouncing if _wants_failure(rcpt)]
-        retry_at = 0.0
-        if self.reporter is not None and (failures or others):
-            try:
-                if await self.reporter.report(message, [*failures, *others]) is not None:
-                    self._wake()  # the report is new work
-            except Exception as exc:
-                if failures:
-                    retry_at = self.clock() + retry_delay(1, self.config.queue.retry)
-                log.error(
-                    kv(
-                        event="bounce-error" if failures else "report-error",
-                        id=message.queue_id,
-                        error=repr(exc),
-                        retry=f"{retry_at - self.clock():.0f}s" if failures else None,
-                    )
-                )
+        """Record the recipients that failed for good now, and those whose report of
+        failure failed before: BOUNCED, or BOUNCING when their report could not be
+        made or queued (it is tried again after the first retry interval).  One whose
+        NOTIFY leaves out FAILURE is BOUNCED: it never had a report to wait for."""
+        retry_at = self.clock() + retry_delay(1, self.config.queue.retry) if report_failed else 0.0
 
         def state_of(rcpt: QueuedRecipient) -> RecipientState:
-            if retry_at and _wants_failure(rcpt):
+            if report_failed and _wants_failure(rcpt):
                 return RecipientState.BOUNCING
             return RecipientState.BOUNCED
 
@@ -245,7 +283,7 @@ class ResultRecorder:
         for rcpt in bouncing:
             reply = rcpt.last_reply or INTERNAL_ERROR
             await self._record(message, rcpt, RecipientResult(state_of(rcpt), reply, retry_at))
-        if retry_at:
+        if retry_at and any(_wants_failure(r) for r in [*(f[0] for f in failed), *bouncing]):
             self._wake_at(retry_at)
 
     # ------------------------------------------------------------ recording
@@ -305,6 +343,25 @@ class ResultRecorder:
 
 def _wants_failure(rcpt: QueuedRecipient) -> bool:
     return rcpt.target.notify.wants("FAILURE")
+
+
+def _failure_reports(
+    failed: Sequence[tuple[QueuedRecipient, Outcome, DeliveryStatus]],
+    bouncing: Sequence[QueuedRecipient],
+) -> list[ReportedRecipient]:
+    """The ``failed`` sections of the recipients whose NOTIFY asks for FAILURE."""
+    now = [
+        ReportedRecipient.of(
+            rcpt.target,
+            Action.FAILED,
+            attempt.reply,
+            remote_mta=attempt.relay,
+            expired=status is DeliveryStatus.EXPIRED,
+        )
+        for rcpt, attempt, status in failed
+        if _wants_failure(rcpt)
+    ]
+    return now + [_failed_before(rcpt) for rcpt in bouncing if _wants_failure(rcpt)]
 
 
 def _success_reports(
