@@ -62,23 +62,11 @@ def test_one_field_longer_than_the_limit_returns_nothing() -> None:
 
 def test_a_report_carries_no_control_characters_of_a_stored_reply() -> None:
     """Replies stored before they were cleaned are cleaned again on the way out."""
-    dsn = build_report(
-        reporting_mta="mx.example.test",
-        sender=Address("alice", "example.test"),
-        queue_id="q1",
-        arrival=0.0,
-        recipients=[
-            ReportedRecipient(
-                action=Action.FAILED,
-                address=Address("bob", "elsewhere.test"),
-                original=Address("bob", "elsewhere.test"),
-                reply=Reply.parse("550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00"),
-                remote_mta="mx.elsewhere.test[127.0.0.1]:25\x85",
-            )
-        ],
-        returned=ReturnedContent(b"Subject: s\r\n"),
+    text = section_report(
+        original=Address("bob", "elsewhere.test"),
+        reply=Reply.parse("550 5.1.1 gone\x1b[2J\u2028Forged-Field: yes\x00"),
+        remote_mta="mx.elsewhere.test[127.0.0.1]:25\x85",
     )
-    text = dsn.decode("utf-8")
     assert "Diagnostic-Code: smtp; 550 5.1.1 gone[2J Forged-Field: yes\r\n" in text
     assert "Remote-MTA: dns; mx.elsewhere.test[127.0.0.1]:25 \r\n" in text
     assert not any(c in text for c in "\x1b\u2028\x00\x85")
@@ -97,25 +85,34 @@ def test_a_route_for_a_malformed_address_literal_is_refused(key: str, tmp_path: 
         make_config(tmp_path, f'[routes]\n"{key}" = "127.0.0.1:2525"\n')
 
 
-def section_report(**fields: object) -> str:
-    """A report of one section built from ``fields`` (a failure by default), as text."""
-    recipient = dict(
-        action=Action.FAILED,
-        address=Address("bob", "elsewhere.test"),
-        original=Address("bob", "example.test"),
-        reply=Reply.parse("550 5.1.1 gone"),
-    )
-    recipient.update(fields)
-    envid = recipient.pop("envid", None)
+def report_of(
+    *,
+    returned: bytes = b"Subject: s\r\n",
+    whole: bool = False,
+    envid: str | None = None,
+    **fields: object,
+) -> bytes:
+    """A report of one section built from ``fields`` (a failure by default)."""
+    recipient: dict[str, object] = {
+        "action": Action.FAILED,
+        "address": Address("bob", "elsewhere.test"),
+        "original": Address("bob", "example.test"),
+        "reply": Reply.parse("550 5.1.1 gone"),
+        **fields,
+    }
     return build_report(
         reporting_mta="mx.example.test",
         sender=Address("alice", "example.test"),
         queue_id="q1",
         arrival=0.0,
         recipients=[ReportedRecipient(**recipient)],  # type: ignore[arg-type]
-        returned=ReturnedContent(b"Subject: s\r\n"),
-        envid=envid,  # type: ignore[arg-type]
-    ).decode("utf-8")
+        returned=ReturnedContent(returned, whole=whole),
+        envid=envid,
+    )
+
+
+def section_report(**fields: object) -> str:
+    return report_of(**fields).decode("utf-8")  # type: ignore[arg-type]
 
 
 def test_an_orcpt_or_envid_with_a_line_break_cannot_forge_a_field() -> None:
@@ -173,21 +170,7 @@ def test_a_delayed_section_says_until_when_it_is_tried() -> None:
 
 def test_a_whole_original_with_8bit_text_is_marked_8bit() -> None:
     """RFC 2046 5.2.1: message/rfc822 is 7bit, 8bit or binary; 8-bit text must say so."""
-    report = build_report(
-        reporting_mta="mx.example.test",
-        sender=Address("alice", "example.test"),
-        queue_id="q1",
-        arrival=0.0,
-        recipients=[
-            ReportedRecipient(
-                action=Action.FAILED,
-                address=Address("bob", "elsewhere.test"),
-                original=Address("bob", "elsewhere.test"),
-                reply=Reply.parse("550 5.1.1 gone"),
-            )
-        ],
-        returned=ReturnedContent("Subject: s\r\n\r\nGrüße\r\n".encode(), whole=True),
-    )
+    report = report_of(returned="Subject: s\r\n\r\nGrüße\r\n".encode(), whole=True)
     assert (
         b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         b"Subject: s\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n\r\n--" in report

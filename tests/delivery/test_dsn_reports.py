@@ -78,22 +78,35 @@ def part_types(report: email.message.Message) -> list[str]:
     return [part.get_content_type() for part in report.get_payload()]
 
 
+def refused_report(
+    server_factory: Callable[..., RunningServer],
+    sink: SinkServer,
+    body: str,
+    mail_options: Sequence[str],
+    rcpt_options: Sequence[str] = (),
+) -> email.message.Message:
+    """The report of a message to bob@ (forwarded to the sink, which refuses him)."""
+    sink.default = Behaviour(rcpt=REFUSED, hide=NO_DSN)
+    server = server_factory(config_text(sink), base=BASE)
+    send(server, ["bob@example.test"], body, mail_options=mail_options, rcpt_options=rcpt_options)
+    [report] = reports(server)
+    wait_for(queue_is_empty(server))
+    return report
+
+
 # ------------------------------------------------------------------ failed
 
 
 def test_a_failure_with_ret_full_returns_the_whole_original_with_envid_and_orcpt(
     server_factory: Callable[..., RunningServer], sink: SinkServer
 ) -> None:
-    sink.default = Behaviour(rcpt=REFUSED, hide=NO_DSN)
-    server = server_factory(config_text(sink), base=BASE)
-    send(
-        server,
-        ["bob@example.test"],
+    report = refused_report(
+        server_factory,
+        sink,
         "Subject: doomed\r\n\r\nBODY-MARKER line one\r\n",
-        mail_options=["RET=FULL", "ENVID=env+2B42"],
-        rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Bob+2BTag@Original.test"],
+        ["RET=FULL", "ENVID=env+2B42"],
+        ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Bob+2BTag@Original.test"],
     )
-    [report] = reports(server)
     assert report["Subject"] == "Undelivered Mail Returned to Sender"
     per_message, [bob] = sections(report)
     assert per_message["Original-Envelope-Id"] == "env+2B42"  # xtext, as the sender gave it
@@ -108,22 +121,15 @@ def test_a_failure_with_ret_full_returns_the_whole_original_with_envid_and_orcpt
     [original] = report.get_payload()[2].get_payload()
     assert original["Subject"] == "doomed"
     assert "BODY-MARKER line one" in original.get_payload()
-    wait_for(queue_is_empty(server))
 
 
 def test_ret_full_over_50_kib_returns_the_headers_and_says_the_rest_was_left_out(
     server_factory: Callable[..., RunningServer], sink: SinkServer
 ) -> None:
-    sink.default = Behaviour(rcpt=REFUSED, hide=NO_DSN)
-    server = server_factory(config_text(sink), base=BASE)
     padding = ("BODY-MARKER " + "x" * 86 + "\r\n") * 600  # about 60 KB
-    send(
-        server,
-        ["bob@example.test"],
-        "Subject: too big\r\n\r\n" + padding,
-        mail_options=["RET=FULL"],
+    report = refused_report(
+        server_factory, sink, "Subject: too big\r\n\r\n" + padding, ["RET=FULL"]
     )
-    [report] = reports(server)
     assert part_types(report) == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
     text = report.get_payload()[0].get_payload()
     assert "larger than 50 KiB" in text and "the rest was left out" in text
@@ -135,15 +141,9 @@ def test_ret_full_over_50_kib_returns_the_headers_and_says_the_rest_was_left_out
 def test_ret_hdrs_returns_the_headers_only(
     server_factory: Callable[..., RunningServer], sink: SinkServer
 ) -> None:
-    sink.default = Behaviour(rcpt=REFUSED, hide=NO_DSN)
-    server = server_factory(config_text(sink), base=BASE)
-    send(
-        server,
-        ["bob@example.test"],
-        "Subject: hdrs\r\n\r\nBODY-MARKER\r\n",
-        mail_options=["RET=HDRS", "ENVID=hdrs-1"],
+    report = refused_report(
+        server_factory, sink, "Subject: hdrs\r\n\r\nBODY-MARKER\r\n", ["RET=HDRS", "ENVID=hdrs-1"]
     )
-    [report] = reports(server)
     per_message, [bob] = sections(report)
     assert per_message["Original-Envelope-Id"] == "hdrs-1"
     assert bob["Action"] == "failed"
