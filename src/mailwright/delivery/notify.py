@@ -14,8 +14,8 @@ The rules:
   from here on, RFC 3461 5.2.2), nothing else;
 - an alias with several targets (``expansions``) is reported once, as
   ``expanded``, for the alias, when the first of its targets is delivered;
-  its targets then give no success report of their own, as Postfix does and
-  RFC 3461 6.2.7.3 suggests; their failures and delays are reported as usual.
+  its targets then give no success report of their own (Postfix does the
+  same); their failures and delays are reported as usual.
 """
 
 from __future__ import annotations
