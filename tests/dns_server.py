@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
@@ -56,4 +60,16 @@ class LoopbackDns:
         self.server.stop()
 
 
-__all__ = ["QTYPE", "LoopbackDns"]
+@contextmanager
+def silent_dns() -> Iterator[str]:
+    """A DNS server that never answers (a UDP socket on loopback nobody reads): its
+    "127.0.0.1:PORT", for lookups that must time out."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+__all__ = ["QTYPE", "LoopbackDns", "silent_dns"]

@@ -90,6 +90,8 @@ class ReceivedMessage:
     mail_params: dict[str, str | None]
     helo: str | None
     tls: bool
+    #: Each accepted RCPT's parameters (NOTIFY, ORCPT ...), in the order of ``recipients``.
+    rcpt_params: tuple[dict[str, str | None], ...] = ()
 
 
 class SinkServer:
@@ -209,6 +211,7 @@ class _Transaction:
     sender: Address | None
     mail_params: dict[str, str | None]
     recipients: list[Address] = field(default_factory=list)
+    rcpt_params: list[dict[str, str | None]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
 
 
@@ -325,10 +328,11 @@ class _SinkSession:
                 if isinstance(answer, Reply) and answer.is_positive:
                     self.transaction = _Transaction(sender, dict(params))
                 return answer
-            case Rcpt(recipient=recipient):
+            case Rcpt(recipient=recipient, params=params):
                 answer = self._rcpt_answer(recipient)
                 if isinstance(answer, Reply) and answer.is_positive and self.transaction:
                     self.transaction.recipients.append(recipient)
+                    self.transaction.rcpt_params.append(dict(params))
                 return answer
             case Data():
                 return b.data or replies.START_DATA
@@ -371,5 +375,6 @@ class _SinkSession:
                 mail_params=txn.mail_params,
                 helo=self.conn.helo_name,
                 tls=self.tls,
+                rcpt_params=tuple(txn.rcpt_params),
             )
         )

@@ -749,7 +749,10 @@ def test_auth_failure_delay_may_be_zero_but_not_negative():
         ("auth_max_failures = 0", "smtp.auth_max_failures: expected a positive integer, got 0"),
         ("auth_max_failures = 2.5", "smtp.auth_max_failures: expected a positive integer, got 2.5"),
         ("auth_lockout = 0", "smtp.auth_lockout: expected a positive number of seconds, got 0"),
-        ('auth_lockout = "5m"', 'smtp.auth_lockout: expected a positive number of seconds, got "5m"'),
+        (
+            'auth_lockout = "5m"',
+            'smtp.auth_lockout: expected a positive number of seconds, got "5m"',
+        ),
     ],
 )
 def test_auth_lockout_keys_refuse_bad_values(text, message):
@@ -758,7 +761,7 @@ def test_auth_lockout_keys_refuse_bad_values(text, message):
 
 def test_describe_names_the_auth_lockout(pem_files):
     config = parse(
-        '[smtp]\nauth_max_failures = 3\nauth_lockout = 90\n'
+        "[smtp]\nauth_max_failures = 3\nauth_lockout = 90\n"
         '[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n',
         base_dir=pem_files,
     )
@@ -915,7 +918,12 @@ def test_long_values_are_shortened_in_messages():
 def test_max_body_line_length_is_zero_or_at_least_1000(tmp_path: Path) -> None:
     from mailwright.config import parse_config as parse
 
-    assert parse("[smtp]\nmax_body_line_length = 1000\n", source="t", base_dir=tmp_path).smtp.max_body_line_length == 1000
+    assert (
+        parse(
+            "[smtp]\nmax_body_line_length = 1000\n", source="t", base_dir=tmp_path
+        ).smtp.max_body_line_length
+        == 1000
+    )
     assert parse("", source="t", base_dir=tmp_path).smtp.max_body_line_length == 0
     with pytest.raises(ConfigError, match=r"smtp\.max_body_line_length"):
         parse("[smtp]\nmax_body_line_length = 80\n", source="t", base_dir=tmp_path)
@@ -1039,4 +1047,34 @@ def test_verify_modes_off_by_default_record_accepted_others_refused() -> None:
     assert parse('[verify]\ndmarc = "record"\n').verify.dmarc == "record"
     assert parse('[verify]\ndmarc = "enforce"\n').verify.dmarc_enforced
     assert "verify.dmarc" in str(refusal('[verify]\ndmarc = "reject"\n'))
-    assert "verify.arc" in str(refusal('[verify]\narc = "record"\n'))
+    assert parse('[verify]\narc = "record"\n').verify.arc == "record"
+    assert parse('[verify]\narc = "record"\n').verify.any
+    assert "verify.arc" in str(refusal('[verify]\narc = "enforce"\n'))
+
+
+_SRS = '[srs]\nsecret = "a-secret-of-some-length"\ndomain = "fwd.example.test"\n'
+
+
+def test_arc_seal_off_by_default_and_only_true_or_false(tmp_path):
+    assert parse("").arc.seal is False
+    assert "arc.seal" in str(refusal('[arc]\nseal = "yes"\n'))
+    assert "expected true or false" in str(refusal("[arc]\nseal = 1\n"))
+    assert "ARC" not in describe(parse(""))
+
+
+def test_arc_seal_needs_srs_and_an_rsa_key_for_the_srs_domain(tmp_path):
+    """Each missing piece is named in one line, at start-up and by check-config."""
+    seal = "[arc]\nseal = true\n"
+    _dkim_key(tmp_path, "fwd.key")
+    fwd_key = _dkim_table("fwd.key", "fwd.example.test", "fwd")
+    error = _dkim_refusal(tmp_path, seal + fwd_key)
+    assert error.key == "arc.seal" and "needs SRS" in error.problem
+    _dkim_key(tmp_path)  # a key for a parent of the SRS domain does not count
+    error = _dkim_refusal(tmp_path, seal + _SRS + _dkim_table("example.test.s1.key"))
+    assert error.key == "arc.seal" and '"fwd.example.test"' in error.problem
+    _dkim_key(tmp_path, "ed.key", "ed25519")
+    error = _dkim_refusal(tmp_path, seal + _SRS + _dkim_table("ed.key", "fwd.example.test"))
+    assert error.key == "arc.seal" and "Ed25519" in error.problem and "RSA" in error.problem
+    config = parse(seal + _SRS + fwd_key, base_dir=tmp_path)
+    assert config.arc.seal
+    assert "ARC sealing     forwarded mail sealed by fwd.example.test" in describe(config)

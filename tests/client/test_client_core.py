@@ -466,3 +466,22 @@ def test_the_core_imports_no_io() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- DSN (RFC 3461)
+
+
+def test_dsn_parameters_go_as_xtext_only_to_a_server_offering_dsn() -> None:
+    dsn = greeted(EHLO_REPLY.replace(b"250-CHUNKING", b"250-DSN"))
+    assert dsn.mail(SENDER, ret="hdrs", envid="id+1 2") == (
+        b"MAIL FROM:<sender@remote.test> RET=HDRS ENVID=id+2B1+202\r\n"
+    )
+    reply_of(dsn, b"250 2.1.0 Ok\r\n")
+    assert dsn.rcpt(ALICE, notify="success,delay", orcpt="rfc822;a=b@old.test") == (
+        b"RCPT TO:<alice@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+3Db@old.test\r\n"
+    )
+    with pytest.raises(LocalProtocolError, match="NEVER cannot be combined"):
+        dsn.rcpt(BOB, notify="NEVER,DELAY")
+    plain = greeted()
+    with pytest.raises(LocalProtocolError, match="did not offer DSN"):
+        plain.mail(SENDER, ret="FULL")

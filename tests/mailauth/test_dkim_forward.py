@@ -46,11 +46,11 @@ def srs(domain: str | None = SRS_DOMAIN) -> str:
     return '[srs]\nsecret = "a-secret-of-some-length"\n' + line
 
 
-def all_signature_tags(message: bytes) -> list[dict[str, str]]:
-    """The tags of every DKIM-Signature header, topmost first."""
+def all_signature_tags(message: bytes, field: str = "DKIM-Signature") -> list[dict[str, str]]:
+    """The tags of every DKIM-Signature header (or ``field``), topmost first."""
     parsed = email.message_from_bytes(message)
     result = []
-    for header in parsed.get_all("DKIM-Signature") or []:
+    for header in parsed.get_all(field) or []:
         tags = (part.strip().partition("=") for part in "".join(header.split()).split(";"))
         result.append({name: value for name, _, value in tags if name})
     return result

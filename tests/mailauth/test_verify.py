@@ -4,7 +4,6 @@ every lookup answered by a DNS server on loopback (tests/dns_server.py)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import dkim
@@ -19,7 +18,7 @@ from mailwright.mailauth.dkim import (
 from mailwright.mailauth.dns import Resolver
 from mailwright.mailauth.results import authserv_id, header, remove_ours
 from mailwright.mailauth.verify import DkimVerdict, SpfVerdict, check_dkim, check_spf
-from tests.dns_server import LoopbackDns
+from tests.dns_server import LoopbackDns, silent_dns
 
 PEM = generate_private_key("rsa")
 KEY_LINE = record_line("signed.test", "s1", record_text(*public_key_value(PEM)))
@@ -70,11 +69,8 @@ def resolver(dns: LoopbackDns) -> Resolver:
 
 @pytest.fixture
 def silent_resolver() -> Iterator[Resolver]:
-    """A DNS server that never answers: a UDP socket on loopback nobody reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    yield Resolver([f"127.0.0.1:{sock.getsockname()[1]}"], timeout=0.5)
-    sock.close()
+    with silent_dns() as address:
+        yield Resolver([address], timeout=0.5)
 
 
 def spf(resolver: Resolver, sender: str | None, helo: str = "client.test") -> SpfVerdict:

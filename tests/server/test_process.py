@@ -168,3 +168,12 @@ def test_bad_dkim_key_stops_startup_and_check_config_with_one_line(tmp_path: Pat
         assert result.returncode == 2
         [line] = result.stderr.strip().splitlines()
         assert "dkim.keys[0].key" in line and str(key) in line
+
+
+def test_arc_seal_without_srs_stops_startup_and_check_config_with_one_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CONFIG + "\n[arc]\nseal = true\n")
+    for args in (("serve", "--config", str(path)), ("check-config", str(path))):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert "arc.seal" in line and "needs SRS" in line

@@ -31,6 +31,7 @@ from mailwright.client.tls import (
 )
 from mailwright.client.transaction import (
     BODY_CHUNK_SIZE,
+    DsnRequest,
     MessageBody,
     RecipientReply,
     TransactionResult,
@@ -45,6 +46,7 @@ __all__ = [
     "CommandRefused",
     "ConnectError",
     "ConnectionLost",
+    "DsnRequest",
     "ExtensionNotOffered",
     "MalformedReply",
     "MessageBody",

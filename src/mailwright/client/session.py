@@ -33,6 +33,7 @@ from mailwright.client.channel import Channel
 from mailwright.client.errors import CommandRefused, ExtensionNotOffered
 from mailwright.client.tls import TlsInfo, verifying_context
 from mailwright.client.transaction import (
+    DsnRequest,
     Envelope,
     MailParameters,
     MessageBody,
@@ -189,6 +190,16 @@ class SmtpClient(Channel):
         """RCPT TO (RFC 5321 4.1.1.3); the reply, whatever it says."""
         return await self._command(self._conn.rcpt(as_address(recipient)))
 
+    async def mail_with(self, sender: Address | None, mail: MailParameters) -> Reply:
+        """MAIL FROM with every parameter of ``mail`` (a transaction's step)."""
+        reply = await self._command(self._mail_command(sender, mail))
+        self._needs_rset = reply.is_positive
+        return reply
+
+    async def rcpt_with(self, recipient: Address, index: int, mail: MailParameters) -> Reply:
+        """RCPT TO for the ``index``th recipient of a transaction, with its DSN parameters."""
+        return await self._command(self._rcpt_command(recipient, index, mail))
+
     async def data(self) -> Reply:
         """DATA; after its 354, ``send_body`` must come next."""
         return await self._command(self._conn.data())
@@ -229,7 +240,7 @@ class SmtpClient(Channel):
         rset_first = self._needs_rset
         out = [conn.rset()] if rset_first else []
         out.append(self._mail_command(sender, mail))
-        out.extend(conn.rcpt(address) for address in recipients)
+        out.extend(self._rcpt_command(a, i, mail) for i, a in enumerate(recipients))
         out.append(conn.data())
         await self._send_commands(b"".join(out))
         if rset_first:
@@ -250,8 +261,11 @@ class SmtpClient(Channel):
         size: int | None = None,
         body_8bit: bool = False,
         smtputf8: bool = False,
+        dsn: DsnRequest | None = None,
     ) -> TransactionResult:
         """One mail transaction: MAIL, RCPT for each recipient, DATA, the body.
+
+        ``dsn``: RFC 3461 parameters, sent only when the server offers DSN.
 
         Pipelined when the server allows it; see ``run_transaction``
         (client/transaction.py) for how SIZE, BODY=8BITMIME and SMTPUTF8 are
@@ -262,7 +276,11 @@ class SmtpClient(Channel):
         if not rcpt_addresses:
             raise ValueError("a transaction needs at least one recipient")
         return await run_transaction(
-            self, _sender(sender), rcpt_addresses, body, MailParameters(size, body_8bit, smtputf8)
+            self,
+            _sender(sender),
+            rcpt_addresses,
+            body,
+            MailParameters(size, body_8bit, smtputf8, dsn),
         )
 
     @property
@@ -292,9 +310,21 @@ class SmtpClient(Channel):
 
     def _mail_command(self, sender: Address | None, mail: MailParameters) -> bytes:
         mail.check(self._conn.capabilities)
+        dsn = mail.dsn
         return self._conn.mail(
-            sender, size=mail.size, body_8bit=mail.body_8bit, smtputf8=mail.smtputf8
+            sender,
+            size=mail.size,
+            body_8bit=mail.body_8bit,
+            smtputf8=mail.smtputf8,
+            ret=dsn.ret if dsn is not None else None,
+            envid=dsn.envid if dsn is not None else None,
         )
+
+    def _rcpt_command(self, recipient: Address, index: int, mail: MailParameters) -> bytes:
+        if mail.dsn is None:
+            return self._conn.rcpt(recipient)
+        notify, orcpt = mail.dsn.of(index)
+        return self._conn.rcpt(recipient, notify=notify, orcpt=orcpt)
 
 
 def _sender(sender: Address | str | None) -> Address | None:

@@ -44,12 +44,28 @@ class RecipientReply:
 
 
 @dataclass(frozen=True, slots=True)
+class DsnRequest:
+    """RFC 3461 parameters passed on: RET and ENVID on MAIL; NOTIFY and ORCPT on each RCPT,
+    ``recipients`` in the order of the transaction's recipients (None: not given)."""
+
+    ret: str | None = None
+    envid: str | None = None
+    recipients: tuple[tuple[str | None, str | None], ...] = ()
+
+    def of(self, index: int) -> tuple[str | None, str | None]:
+        """(NOTIFY, ORCPT) of the ``index``th recipient."""
+        return self.recipients[index] if index < len(self.recipients) else (None, None)
+
+
+@dataclass(frozen=True, slots=True)
 class MailParameters:
-    """What MAIL declares: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
+    """What MAIL declares: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+    and the DSN parameters (RFC 3461) of MAIL and of each RCPT."""
 
     size: int | None = None
     body_8bit: bool = False
     smtputf8: bool = False
+    dsn: DsnRequest | None = None
 
     def check(self, capabilities: Capabilities) -> None:
         """SMTPUTF8 missing is ExtensionNotOffered: the message needs it (RFC 6531 3.2).
@@ -62,11 +78,14 @@ class MailParameters:
 
     def offered(self, capabilities: Capabilities) -> MailParameters:
         """SIZE and BODY=8BITMIME only where offered: an 8-bit body goes as it is
-        otherwise, as most MTAs do rather than refuse."""
+        otherwise, as most MTAs do rather than refuse.  The DSN parameters only to a
+        server that offers DSN (RFC 3461 5.2.2: one that does not is relayed to
+        without them, and the reports become ours to make)."""
         return replace(
             self,
             size=self.size if capabilities.has("SIZE") else None,
             body_8bit=self.body_8bit and capabilities.eight_bit_mime,
+            dsn=self.dsn if capabilities.has("DSN") else None,
         )
 
 
@@ -97,6 +116,8 @@ class TransactionResult:
     recipients: tuple[RecipientReply, ...]
     data: Reply | None
     end_of_data: Reply | None
+    #: The server offered DSN: the RFC 3461 parameters, if any, went with the commands.
+    dsn_passed_on: bool = False
 
     @property
     def accepted(self) -> tuple[Address, ...]:
@@ -136,16 +157,17 @@ async def run_transaction(
     mail = replace(mail, smtputf8=mail.smtputf8 or needs_smtputf8(sender, recipients))
     mail = mail.offered(client.capabilities)
     mail.check(client.capabilities)
+    dsn = client.capabilities.has("DSN")
     if client.capabilities.pipelining:
         envelope = await client.pipelined_envelope(sender, recipients, mail)
     else:
         envelope = await _one_by_one(client, sender, recipients, mail)
     data = envelope.data
     if data is None or data.code != 354:
-        return TransactionResult(envelope.mail, envelope.recipients, data, None)
+        return TransactionResult(envelope.mail, envelope.recipients, data, None, dsn)
     # RFC 2920 3.1: DATA accepted although no RCPT was: end it with a lone dot.
     end = await client.send_body(body if envelope.any_accepted else b"")
-    return TransactionResult(envelope.mail, envelope.recipients, data, end)
+    return TransactionResult(envelope.mail, envelope.recipients, data, end, dsn)
 
 
 async def _one_by_one(
@@ -155,12 +177,12 @@ async def _one_by_one(
     recipient was accepted."""
     if client.pending_rset:
         await client.rset()
-    mail_reply = await client.mail(
-        sender, size=mail.size, body_8bit=mail.body_8bit, smtputf8=mail.smtputf8
-    )
+    mail_reply = await client.mail_with(sender, mail)
     if not mail_reply.is_positive:
         return Envelope(mail_reply, tuple(RecipientReply(a, None) for a in recipients), None)
-    rcpts = tuple([RecipientReply(a, await client.rcpt(a)) for a in recipients])
+    rcpts = tuple(
+        [RecipientReply(a, await client.rcpt_with(a, i, mail)) for i, a in enumerate(recipients)]
+    )
     if not any(r.accepted for r in rcpts):
         return Envelope(mail_reply, rcpts, None)
     return Envelope(mail_reply, rcpts, await client.data())

@@ -30,6 +30,7 @@ def check(config: Config) -> None:
     one_role_per_address(config)
     targets_exist(config)
     dkim_keys(config)
+    arc_seal_has_a_key(config)
     one_name_for_dns_servers(config)
 
 
@@ -177,3 +178,30 @@ def dkim_keys(config: Config) -> None:
             load_signing_key(entry.domain, entry.selector, entry.key)
         except DkimKeyError as exc:
             raise ConfigError(f"{at}.key", f"DKIM key for {entry.domain}: {exc}") from None
+
+
+def arc_seal_has_a_key(config: Config) -> None:
+    """``[arc] seal = true`` seals with the SRS domain's DKIM key: SRS must be on, that
+    domain must have a key, and the key must be RSA (dkimpy's ``arc_sign`` makes
+    rsa-sha256 seals only)."""
+    if not config.arc.seal:
+        return
+    from mailwright.mailauth.dkim import load_signing_key
+
+    if not (config.srs.secret or config.srs.secret_from_file):
+        raise ConfigError(
+            "arc.seal", "needs SRS: set [srs] secret (forwarded mail is sealed by the SRS domain)"
+        )
+    domain = (config.srs.domain or config.hostname).rstrip(".").lower()
+    entry = next((e for e in config.dkim.keys if e.domain == domain), None)
+    if entry is None:
+        raise ConfigError(
+            "arc.seal", f"needs a [[dkim.keys]] entry for the SRS domain {show(domain)}"
+        )
+    # dkim_keys() loaded it already: it loads.
+    if load_signing_key(entry.domain, entry.selector, entry.key).algorithm != "rsa":
+        raise ConfigError(
+            "arc.seal",
+            f"the key of the SRS domain {show(domain)} is Ed25519; ARC seals are made with"
+            " RSA keys only (dkimpy): give that domain an RSA key",
+        )

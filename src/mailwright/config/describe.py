@@ -65,6 +65,8 @@ def describe(config: Config) -> str:
     if srs.secret or srs.secret_from_file:  # never the secret itself
         domain = srs.domain or config.hostname
         lines.append(f"  SRS             forwarded mail sent as SRS0=...@{domain}")
+        if config.arc.seal:
+            lines.append(f"  ARC sealing     forwarded mail sealed by {domain}")
     return "\n".join(lines)
 
 

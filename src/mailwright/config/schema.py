@@ -369,10 +369,12 @@ class VerifyConfig:
     #: DMARC (RFC 7489) needs both verdicts: "record" here checks SPF and DKIM too, and
     #: reports them, whatever ``spf`` and ``dkim`` say (mailauth/dmarc.py).
     dmarc: str = setting("off", av.dmarc_mode)
+    #: The ARC chain (RFC 8617 5.2), recorded as ``arc=`` (mailauth/arc.py).
+    arc: str = setting("off", av.verify_mode)
 
     @property
     def any(self) -> bool:
-        return self.spf != "off" or self.dkim != "off" or self.dmarc != "off"
+        return self.spf != "off" or self.dkim != "off" or self.dmarc != "off" or self.arc != "off"
 
     @property
     def spf_on(self) -> bool:
@@ -393,6 +395,21 @@ class VerifyConfig:
     @property
     def dmarc_enforced(self) -> bool:
         return self.dmarc == "enforce"
+
+
+# ---------------------------------------------------------------- [arc]
+
+
+@dataclass(frozen=True, slots=True)
+class ArcConfig:
+    """``[arc]``: sealing forwarded mail (RFC 8617 5.1, mailauth/arc.py).
+
+    Off by default: ARC is being moved to historic at the IETF, and a seal only
+    helps at receivers that still trust the sealer.  ``seal = true`` needs SRS
+    on and a ``[[dkim.keys]]`` entry for the SRS domain (checks.py).
+    """
+
+    seal: bool = setting(False, v.boolean)
 
 
 # ---------------------------------------------------------------- the whole file
@@ -443,6 +460,7 @@ class Config:
     dkim: DkimConfig = section(DkimConfig)
     srs: SrsConfig = section(SrsConfig)
     verify: VerifyConfig = section(VerifyConfig)
+    arc: ArcConfig = section(ArcConfig)
     source: str = EMBEDDED_SOURCE
 
 
@@ -463,6 +481,13 @@ DKIM_HELD_IN_MEMORY = 256 * 1024
 #: DKIM-Signatures checked in one inbound message; the others are not looked at (RFC 6376
 #: 6.1: a verifier MAY limit how many it checks: a message of 1000 signatures costs 5).
 MAX_VERIFIED_SIGNATURES = 5
+#: ARC sets in one inbound message: RFC 8617 4.2.1 limits the instance to 50; a chain
+#: with more is ``fail`` without a lookup (5.2 step 1).
+MAX_ARC_SETS = 50
+#: Distinct keys looked up for one ARC chain (the newest ARC-Message-Signature's and
+#: each ARC-Seal's); a chain that needs more is ``fail``.  As MAX_VERIFIED_SIGNATURES:
+#: an honest chain has a handful of hops, a hostile one must not cost 50 lookups.
+MAX_ARC_KEYS = 10
 #: RFC 7208 4.6.4: an SPF check may be given at least 20 s in all, every lookup included.
 SPF_TOTAL_SECONDS = 20.0
 #: A From: field longer than this (unfolded) is not parsed for DMARC: permerror.  RFC 5322

@@ -50,6 +50,13 @@ MAX_PROCESSES = 64
 # ---------------------------------------------------------------- numbers
 
 
+def boolean(value: object, at: Place) -> bool:
+    """TOML ``true`` or ``false``; never a string or a number read as one."""
+    if not isinstance(value, bool):
+        raise at.fail(f"expected true or false, got {show(value)}")
+    return value
+
+
 def positive_int(value: object, at: Place) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise at.fail(f"expected a positive integer, got {show(value)}")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from mailwright.client import (
     CommandRefused,
+    DsnRequest,
     ExtensionNotOffered,
     MalformedReply,
     SmtpClient,
@@ -357,6 +358,7 @@ class SmtpDeliverer:
                         [r.target.address for r in rcpts],
                         body,
                         size=message.size,
+                        dsn=dsn_request(message, rcpts),
                     )
                 break
             except SmtpClientError as exc:
@@ -441,5 +443,18 @@ def _attempts(
             outcome = end
         else:
             outcome = NO_END_OF_DATA_REPLY
-        out[rcpt.index] = Outcome(outcome.printable(), relay)
+        out[rcpt.index] = Outcome(outcome.printable(), relay, result.dsn_passed_on)
     return out
+
+
+def dsn_request(message: QueuedMessage, rcpts: Sequence[QueuedRecipient]) -> DsnRequest | None:
+    """What the sender asked of DSN, passed on to the next hop (RFC 3461 5.2.2): RET and
+    ENVID as given, and each recipient's NOTIFY (only when given: the next hop has
+    its own default) and ORCPT.  None when nothing was asked."""
+    options = message.options
+    recipients = tuple(
+        (str(r.target.notify) if r.target.notify.given else None, r.target.orcpt) for r in rcpts
+    )
+    if options.ret is None and options.envid is None and not any(n or o for n, o in recipients):
+        return None
+    return DsnRequest(options.ret, options.envid, recipients)

@@ -16,8 +16,10 @@ import re
 from collections.abc import Iterable
 
 import authres
+import authres.arc
 import authres.dmarc
 
+from mailwright.mailauth.arc import ArcVerdict
 from mailwright.mailauth.dmarc import DmarcVerdict
 from mailwright.mailauth.verify import DkimVerdict, SpfVerdict
 
@@ -32,10 +34,13 @@ def header(
     spf: SpfVerdict | None,
     dkim: Iterable[DkimVerdict] | None,
     dmarc: DmarcVerdict | None = None,
+    arc: ArcVerdict | None = None,
 ) -> bytes:
-    """``Authentication-Results: <authserv_id>; spf=...; dkim=...; dmarc=...`` with CRLF, or
-    b"" when no check ran.  A DKIM check that found no signature says ``dkim=none``.
-    DMARC's policy goes in a comment and as ``policy.dmarc`` (authres's DMARC result)."""
+    """``Authentication-Results: <authserv_id>; spf=...; dkim=...; dmarc=...; arc=...`` with
+    CRLF, or b"" when no check ran.  A DKIM check that found no signature says ``dkim=none``.
+    DMARC's policy goes in a comment and as ``policy.dmarc`` (authres's DMARC result).
+    ARC's result carries the client's address as ``smtp.remote-ip`` (RFC 8617 6), and a
+    ``fail`` that is only temporary says so in a comment."""
     results: list[authres.core.AuthenticationResult] = []
     if spf is not None:
         if spf.identity == "helo":
@@ -63,6 +68,14 @@ def header(
                 result_comment=f"p={dmarc.policy}" if dmarc.policy else None,
                 header_from=_name(dmarc.from_domain),
                 policy=dmarc.policy,
+            )
+        )
+    if arc is not None:
+        results.append(
+            authres.arc.ARCAuthenticationResult(
+                result=arc.result,
+                result_comment="key lookup failed for now" if arc.temporary else None,
+                smtp_remote_ip=arc.remote_ip,
             )
         )
     if not results:

@@ -28,16 +28,19 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailwright.errors import LocalProtocolError, RemoteProtocolError
 from mailwright.model import Address
+from mailwright.protocol import dsn
 from mailwright.protocol.client_parse import (
     DEFAULT_MAX_REPLY_LINE,
     DEFAULT_MAX_REPLY_LINES,
     Capabilities,
     ReplyReader,
 )
+from mailwright.protocol.commands import CommandSyntaxError
 from mailwright.protocol.data import DotStuffer
 from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
 from mailwright.protocol.reply import Reply, excerpt
@@ -250,22 +253,44 @@ class ClientConnection:
         size: int | None = None,
         body_8bit: bool = False,
         smtputf8: bool = False,
+        ret: str | None = None,
+        envid: str | None = None,
     ) -> bytes:
         """MAIL FROM; ``sender`` None is the null reverse-path ``<>`` (RFC 5321 4.5.5).
 
         Each parameter needs the server to have offered its extension:
-        SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
+        SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), RET
+        and ENVID (RFC 3461 4.3, 4.4: DSN; ``envid`` is sent as xtext).
         """
         self._check_open(K.MAIL)
         line = _mail_line(sender, self._capabilities, size, body_8bit, smtputf8)
+        if ret is not None or envid is not None:
+            _require_extension(self._capabilities, "DSN")
+            if ret is not None:
+                line += f" RET={_checked(dsn.parse_ret, ret)}"
+            if envid is not None:
+                line += f" ENVID={dsn.encode_xtext(envid)}"
         out = self._command(K.MAIL, line)
         self._mail_smtputf8 = smtputf8
         return out
 
-    def rcpt(self, recipient: Address) -> bytes:
-        """RCPT TO; a non-ASCII address needs SMTPUTF8 on the MAIL command (RFC 6531 3.4)."""
+    def rcpt(
+        self, recipient: Address, *, notify: str | None = None, orcpt: str | None = None
+    ) -> bytes:
+        """RCPT TO; a non-ASCII address needs SMTPUTF8 on the MAIL command (RFC 6531 3.4).
+
+        ``notify`` (NEVER or a comma list) and ``orcpt`` (``addr-type;address``,
+        sent as xtext) are RFC 3461's, and need DSN.
+        """
         path = _checked_address(recipient, self._mail_smtputf8)
-        return self._command(K.RCPT, f"RCPT TO:<{path}>")
+        line = f"RCPT TO:<{path}>"
+        if notify is not None or orcpt is not None:
+            _require_extension(self._capabilities, "DSN")
+            if notify is not None:
+                line += f" NOTIFY={_checked(dsn.parse_notify, notify)}"
+            if orcpt is not None:
+                line += f" ORCPT={dsn.orcpt_parameter(orcpt)}"
+        return self._command(K.RCPT, line)
 
     def data(self) -> bytes:
         """DATA; the body may be sent only once its 354 has been received."""
@@ -402,6 +427,14 @@ def _mail_line(
         params.append("SMTPUTF8")
     path = "" if sender is None else _checked_address(sender, smtputf8)
     return " ".join([f"MAIL FROM:<{path}>", *params])
+
+
+def _checked(parse: Callable[[str], object], value: str) -> str:
+    """A DSN parameter value as the server side would read it; LocalProtocolError if bad."""
+    try:
+        return str(parse(value))
+    except CommandSyntaxError as exc:
+        raise LocalProtocolError(exc.reply.text) from None
 
 
 def _auth_line(mechanism: str, initial_response: str | None) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mailwright.config.schema import DKIM_HELD_IN_MEMORY, MAX_VERIFIED_SIGNATURES
 from mailwright.errors import StorageError
 from mailwright.logfmt import kv
+from mailwright.mailauth.arc import ArcPlan
 from mailwright.mailauth.dkim import SigningKey, SigningPlan
 from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import check_spf
@@ -269,6 +270,8 @@ class SessionHandler:
         txn.verify_dkim = verify.dkim_on
         txn.verify_dmarc = verify.dmarc_on
         txn.enforce_dmarc = verify.dmarc_enforced
+        if verify.arc == "record":
+            txn.arc = ArcPlan(client_ip=self.peer.host)
 
     def _log_verdicts(self, header: bytes) -> None:
         """Our Authentication-Results header, as one log line."""
@@ -320,6 +323,7 @@ class SessionHandler:
         try:
             txn.open_spool(services.store, trace)
             plan = self._signing_plan(txn)
+            self._plan_seal(txn)
             # A verdict header or a signature goes on top: the body waits for its end.
             if txn.verifying or plan is not None:
                 txn.hold_for_signing(plan, DKIM_HELD_IN_MEMORY, services.config.data_dir)
@@ -328,6 +332,19 @@ class SessionHandler:
             txn.discard()
             return replies.STORAGE_FULL
         return replies.START_DATA
+
+    def _plan_seal(self, txn: MailTransaction) -> None:
+        """``[arc] seal``: mail forwarded to another host is sealed, whoever sent it (as
+        the forwarder's DKIM signature), after its chain is checked (RFC 8617 5.1)."""
+        key = self.services.arc_seal_key
+        if (
+            key is not None
+            and self.services.resolver is not None
+            and any(target.forwarded for target in txn.targets)
+        ):
+            txn.arc = ArcPlan(client_ip=self.peer.host, seal=key)
+            if txn.lookups is None:  # [verify] is off: the chain is checked for the seal
+                txn.lookups = SharedLookups(self.services.resolver)
 
     def _signing_plan(self, txn: MailTransaction) -> SigningPlan | None:
         """Which DKIM signatures the message may get; None when it gets none.

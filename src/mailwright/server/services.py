@@ -58,6 +58,8 @@ class SessionServices:
     #: The key that signs forwarded mail: the SRS domain's own; None when SRS is off or
     #: that domain has no key.
     forwarder_key: SigningKey | None = field(init=False)
+    #: ``[arc] seal``: the forwarder's key seals forwarded mail too; None when off.
+    arc_seal_key: SigningKey | None = field(init=False)
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp
@@ -85,3 +87,4 @@ class SessionServices:
         )
         rewriting = srs.from_config(self.config)
         self.forwarder_key = self.dkim.key_of(rewriting.domain) if rewriting else None
+        self.arc_seal_key = self.forwarder_key if self.config.arc.seal else None

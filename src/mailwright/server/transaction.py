@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mailwright.errors import StorageError
 from mailwright.mailauth import results
+from mailwright.mailauth.arc import ArcPlan, check_arc, seal
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
 from mailwright.mailauth.dmarc import DmarcVerdict, check_dmarc
 from mailwright.mailauth.dns import SharedLookups
@@ -144,11 +145,13 @@ class MailTransaction:
     enforce_dmarc: bool = False
     #: The message's checks ask the DNS through this, each question once.
     lookups: SharedLookups | None = None
+    #: ``[verify] arc`` or ``[arc] seal``: the ARC chain is checked, and sealed if planned.
+    arc: ArcPlan | None = None
 
     @property
     def verifying(self) -> bool:
         """True when the message gets our Authentication-Results header (``finish_held``)."""
-        return self.spf_check is not None or self.verify_dkim
+        return self.spf_check is not None or self.verify_dkim or self.arc is not None
 
     @property
     def sender(self) -> Address | None:
@@ -217,12 +220,14 @@ class MailTransaction:
         DMARC enforced, a fail under p=reject is refused here, before anything
         is spooled, and one under p=quarantine sends the local copies to .Junk
         (``quarantine``).  Signing happens once, here, so every delivery attempt
-        sends the same signed bytes.  StorageError when the held body cannot be
-        read back; on any failure or refusal, nothing of the message stays behind.
+        sends the same signed bytes; so does the ARC seal (mailauth/arc.py), on
+        top of our verdict.  StorageError when the held body cannot be read
+        back; on any failure or refusal, nothing of the message stays behind.
         """
         assert self.spool is not None and self.held is not None
         held, self.held = self.held, None
         verdict: bytes | None = None
+        sealed = b""
         signed: list[tuple[SigningKey, bytes]] = []
         dmarc: DmarcVerdict | None = None
         try:
@@ -245,18 +250,25 @@ class MailTransaction:
                     if self.verify_dmarc
                     else None
                 )
-                verdict = results.header(authserv_id, spf, dkim, dmarc)
+                arc = (
+                    await check_arc(lookups, message, self.arc.client_ip)
+                    if self.arc is not None
+                    else None
+                )
+                verdict = results.header(authserv_id, spf, dkim, dmarc, arc)
                 if self.enforce_dmarc and dmarc is not None:
                     if dmarc.disposition == "reject":
                         self.discard()
                         return Finished([], verdict, dmarc, refused=True)
                     if dmarc.disposition == "quarantine":
                         self.quarantine()
+                sealed = await seal(self.arc, arc, verdict, message, authserv_id)
             if self.signing is not None:
                 signed = await asyncio.to_thread(signer.sign, message, self.signing)
         except BaseException:  # cancelled too: nothing of the message may stay behind
             self.discard()
             raise
+        self.spool.write(sealed)  # ARC set first: RFC 8617 5.1 prepends it
         if verdict is not None:
             self.spool.write(verdict)
         for _, header in signed:
