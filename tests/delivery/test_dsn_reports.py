@@ -228,6 +228,26 @@ def test_a_next_hop_without_dsn_gives_a_relayed_report(
     assert bob["Remote-MTA"].startswith("dns; ")
 
 
+def test_a_next_hop_with_dsn_is_given_notify_and_no_relayed_report_is_made(
+    server_factory: Callable[..., RunningServer], sink: SinkServer
+) -> None:
+    """RFC 3461 5.2.2: the next hop took NOTIFY=SUCCESS and reports itself.  A local
+    delivery with SUCCESS asked comes after it, and its report arrives alone."""
+    server = server_factory(config_text(sink), base=BASE)
+    send(server, ["bob@example.test"], "Subject: on\r\n\r\nb\r\n", rcpt_options=["NOTIFY=SUCCESS"])
+    [received] = sink.wait_for_messages(1)
+    assert received.rcpt_params[0]["NOTIFY"] == "SUCCESS"
+    wait_for(queue_is_empty(server))
+    send(
+        server, ["dave@example.test"], "Subject: here\r\n\r\nb\r\n", rcpt_options=["NOTIFY=SUCCESS"]
+    )
+    [report] = reports(server)
+    wait_for(queue_is_empty(server))
+    assert len(maildir_messages(server.data_dir, OWNER)) == 1
+    _, [dave] = sections(report)
+    assert (dave["Action"], dave["Final-Recipient"]) == ("delivered", "rfc822; dave@example.test")
+
+
 def test_success_is_not_reported_unless_asked(
     server_factory: Callable[..., RunningServer], sink: SinkServer
 ) -> None:
