@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mailwright.config import load_config
 from mailwright.protocol.reply import Reply
-from tests.helpers import BASE_CONFIG, RunningServer, maildir_messages, wait_for
+from tests.helpers import BASE_CONFIG, RawClient, RunningServer, maildir_messages, wait_for
 from tests.sink import Behaviour, SinkServer
 
 #: owner@ sends and gets the reports; the rest as in BASE_CONFIG.
@@ -135,6 +135,33 @@ def test_ret_full_over_50_kib_returns_the_headers_and_says_the_rest_was_left_out
     assert "larger than 50 KiB" in text and "the rest was left out" in text
     returned = report.get_payload()[2].get_payload()
     assert "Subject: too big" in returned
+    assert b"BODY-MARKER" not in report.as_bytes()
+
+
+def test_ret_full_of_a_binarymime_message_returns_its_headers_only(
+    server_factory: Callable[..., RunningServer], sink: SinkServer
+) -> None:
+    """RFC 3030: a binary body cannot travel in a message/rfc822 part of a text report."""
+    sink.default = Behaviour(rcpt=REFUSED, hide=NO_DSN)
+    server = server_factory(config_text(sink), base=BASE)
+    body = b"Subject: binary\r\n\r\nBODY-MARKER \x00\xff\r\n"
+    client = RawClient(server.host, server.port)
+    try:
+        client.read_reply()
+        client.send(b"EHLO client.test\r\n")
+        assert "CHUNKING" in client.read_reply()
+        client.send(f"MAIL FROM:<{OWNER}> BODY=BINARYMIME RET=FULL\r\n".encode())
+        client.send(b"RCPT TO:<bob@example.test>\r\n")
+        client.send(f"BDAT {len(body)} LAST\r\n".encode() + body)
+        replies = client.replies(3)
+        assert [reply[:3] for reply in replies] == ["250", "251", "250"], replies
+    finally:
+        client.close()
+    [report] = reports(server)
+    _, [bob] = sections(report)
+    assert bob["Action"] == "failed"
+    assert part_types(report) == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    assert "Subject: binary" in report.get_payload()[2].get_payload()
     assert b"BODY-MARKER" not in report.as_bytes()
 
 
