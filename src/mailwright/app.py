@@ -19,8 +19,8 @@ from typing import Literal
 from mailwright.config import Config
 from mailwright.config import reload as config_reload
 from mailwright.config.checks import deprecations
-from mailwright.delivery.dsn import DsnBouncer
 from mailwright.delivery.remote import SmtpDeliverer
+from mailwright.delivery.reports import DsnReporter
 from mailwright.delivery.routes import RouteResolver
 from mailwright.delivery.worker import DeliveryWorker
 from mailwright.durable import make_directories
@@ -71,7 +71,7 @@ class App:
             config.data_dir, role="server" if role == "server" else "acceptor"
         )
         router = Router(config)
-        self.bouncer = DsnBouncer(
+        self.reporter = DsnReporter(
             hostname=config.hostname,
             store=self.store,
             router=router,
@@ -80,7 +80,7 @@ class App:
         # The one resolver of every DNS lookup ([dns]), built here and passed down.
         self.dns = Resolver.from_config(config)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
-        self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=self.bouncer)
+        self.worker = DeliveryWorker(config, self.store, remote=self.remote, reporter=self.reporter)
         services = SessionServices(
             config=config,
             router=router,
@@ -210,7 +210,7 @@ class App:
         self.config = config
         self.listener.services = services
         self.remote.reload(config, RouteResolver(config, self.dns))
-        self.bouncer.reload(services.router, config.routes.keys())
+        self.reporter.reload(services.router, config.routes.keys())
         log.info(kv(event="reloaded", role=self.role, pid=os.getpid(), source=config.source))
         return True
 

@@ -39,6 +39,7 @@ RESTART_KEYS: tuple[str, ...] = (
     "delivery",
     "queue.retry",
     "queue.max_age",
+    "queue.delay_warning",
     "dns",
 )
 

@@ -283,10 +283,14 @@ def space_reserve(value: object, at: Place) -> SpaceReserve:
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """``[queue]``: how long and how often delivery is tried, and the space kept free."""
+    """``[queue]``: how long and how often delivery is tried, when a delay is reported,
+    and the space kept free."""
 
     retry: tuple[int, ...] = setting((60, 300, 900, 3600, 14400), v.retry_intervals)
     max_age: int = setting(432_000, v.positive_int)
+    #: Seconds after arrival when a recipient still undelivered gets one "delayed" report
+    #: (RFC 3464, when its NOTIFY asks for DELAY or is not given); 0: never.
+    delay_warning: float = setting(14_400.0, v.delay)
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
 
 

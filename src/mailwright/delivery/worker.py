@@ -2,8 +2,9 @@
 
 Local recipients go to their Maildir; remote ones to the SMTP deliverer.  The
 outcome of each attempt is recorded in the queue, with the next attempt time
-from schedule.py; permanent failures and expired recipients are collected per
-message and reported to the sender in one bounce (dsn.py).
+from schedule.py; what the sender asked to hear of (failures, delays, success:
+RFC 3461 NOTIFY) is collected per message and attempt and reported to the
+sender in one DSN (results.py, dsn.py).
 
 A failure stays in the delivery where it happened (DESIGN rule 9).  An error of
 a transport becomes a temporary failure of the recipients it concerned; a
@@ -35,7 +36,7 @@ from mailwright.delivery.outcome import (
     REMOTE_NOT_AVAILABLE,
     Outcome,
 )
-from mailwright.delivery.results import Bouncer, ResultRecorder
+from mailwright.delivery.results import Reporter, ResultRecorder
 from mailwright.logfmt import kv
 from mailwright.queue.base import (
     QueuedMessage,
@@ -87,14 +88,14 @@ class DeliveryWorker:
         store: QueueStore,
         *,
         remote: RemoteDeliverer | None = None,
-        bouncer: Bouncer | None = None,
+        reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         max_claimed: int = DEFAULT_MAX_CLAIMED,
     ) -> None:
         self.config = config
         self.store = store
         self.remote = remote
-        self.bouncer = bouncer
+        self.reporter = reporter
         self.clock = clock
         self.max_claimed = max(1, max_claimed)
         #: Messages being delivered at once, at most: every SMTP slot busy and every
@@ -113,7 +114,7 @@ class DeliveryWorker:
         self._results = ResultRecorder(
             config,
             store,
-            bouncer=bouncer,
+            reporter=reporter,
             clock=clock,
             wake=self._wakeup.set,
             wake_at=self._wake_at,
@@ -254,12 +255,12 @@ class DeliveryWorker:
     async def _deliver_message(self, message: QueuedMessage, deadline: float) -> None:
         """One attempt at a claimed message, ended by ``deadline`` (``loop.time()``).
 
-        Order matters: the results of recipients delivered or deferred are
-        recorded before the bounce is made, so that a bounce that fails never
-        causes a delivered copy to be made again.  The failed recipients are
-        recorded last (the message and its body stay until then, for the
-        bounce to quote): BOUNCED once the bounce is queued, else BOUNCING,
-        and the bounce alone is tried again later.
+        Order matters (delivery/results.py): the attempt's report is made
+        first, the results of recipients delivered or deferred are recorded
+        before it is queued, so that a report that fails never causes a
+        delivered copy to be made again.  The failed recipients are recorded
+        last: BOUNCED once their report is queued, else BOUNCING, and that
+        report alone is tried again later.
         """
         try:
             await self._attempt_message(message, deadline)

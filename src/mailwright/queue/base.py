@@ -219,6 +219,16 @@ class QueueStore(Protocol):
         simply record it again.
         """
 
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """Record durably (fsync) that a "delayed" report was made for these recipients:
+        from then on their ``delay_reported`` is True, across restarts.
+
+        delivery/results.py calls it before it queues the report, so that no
+        crash ever makes a second one (at most once).  Recipients that are gone,
+        or a message that is, are ignored.  Raises StorageError when it could
+        not be recorded; then nothing was.
+        """
+
     def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
         """The stored body, from its start, for a reader on the event loop::
 

@@ -1,9 +1,11 @@
-"""Delivery's side of the store: claim due recipients (a lease), record each attempt."""
+"""Delivery's side of the store: claim due recipients (a lease), record each attempt and
+each "delayed" report."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.sqlite.files import QueueLayout
@@ -99,3 +101,15 @@ class Claims:
         # Lost only in an OS crash (not kill -9), and then the attempt is repeated:
         # at-least-once, like a delivery in flight at the crash.
         await self._jobs.call(record, f"cannot record the result for {queue_id}", durable=False)
+
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """See ``SqliteQueueStore.mark_delay_reported``."""
+        rows = [(queue_id, int(index)) for index in indexes]
+
+        def mark(connection: sqlite3.Connection, effects: Effects) -> None:
+            connection.executemany(
+                "UPDATE recipients SET delay_reported = 1 WHERE queue_id = ? AND idx = ?", rows
+            )
+
+        # Durable, unlike a result: a mark lost in an OS crash would send a second report.
+        await self._jobs.call(mark, f"cannot record the delay report of {queue_id}")

@@ -280,6 +280,11 @@ class SqliteQueueStore:
         """
         await self._claims.record_result(queue_id, index, result)
 
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """Set ``delay_reported`` of these recipients, in a commit of its own kind: fsynced
+        (group commit), so that no crash ever makes a second "delayed" report."""
+        await self._claims.mark_delay_reported(queue_id, indexes)
+
     def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
         """The stored body for the event loop: opened and read on the store's read pool
         (a BLOB is fetched whole when opened, then read from memory); see ``bodies``."""
