@@ -294,6 +294,9 @@ class SmtpDeliverer:
         except TimeoutError:
             return _all(rcpts, out_of_time(f"looking up {domain}"))
         last = no_exchanger_reached(domain)
+        #: A host that failed for now may take the message at a later attempt: then a
+        #: permanent failure of another host (no BINARYMIME) is not the destination's answer.
+        down_for_now: Reply | None = None
         destination = hops[0].host.lower() if hops else domain
         async with contextlib.AsyncExitStack() as turn:
             waits = self.limits.full(destination) or self.slots.locked()
@@ -318,6 +321,8 @@ class SmtpDeliverer:
                     result = await self._via(hop, message, sender, rcpts, mode, deadline)
                 except _HostFailed as exc:
                     last = exc.reply
+                    if exc.reply.is_transient:
+                        down_for_now = exc.reply
                     log.info(
                         kv(
                             event="host-failed",
@@ -329,6 +334,8 @@ class SmtpDeliverer:
                     )
                     continue
                 return _attempts(result, rcpts, hop)
+        if last.is_permanent and down_for_now is not None:
+            last = down_for_now
         return _all(rcpts, last)
 
     def _tls_mode(self, domain: str) -> TlsMode:
