@@ -16,7 +16,7 @@ from mailwright.protocol.client import (
     CommandKind,
     ReplyReceived,
 )
-from mailwright.protocol.events import NEED_DATA, ConnectionClosed
+from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Mail, Rcpt
 from mailwright.protocol.reply import Reply
 from tests.protocol.conftest import Driver, make_driver
 
@@ -485,3 +485,20 @@ def test_dsn_parameters_go_as_xtext_only_to_a_server_offering_dsn() -> None:
     plain = greeted()
     with pytest.raises(LocalProtocolError, match="did not offer DSN"):
         plain.mail(SENDER, ret="FULL")
+
+
+def test_dsn_parameters_received_are_passed_on_with_the_same_value() -> None:
+    """RFC 3461 5.2.1 (b) and (c): a relay passes ORCPT and ENVID on with the value it was
+    given.  xtext stands for octets: "+C3" is the octet 0xC3, sent on as "+C3" again, never
+    re-encoded as if it were the character U+00C3 ("+C3+83")."""
+    driver = make_driver()
+    driver.feed(b"EHLO c.example\r\n")
+    driver.feed(b"MAIL FROM:<a@x.test> ENVID=id+C3+A9+0A\r\n")
+    driver.feed(b"RCPT TO:<b@y.test> ORCPT=rfc822;b+C3+A9+FF@y.test\r\n")
+    [mail] = [e for e in driver.events if isinstance(e, Mail)]
+    [rcpt] = [e for e in driver.events if isinstance(e, Rcpt)]
+    assert rcpt.orcpt is not None
+    dsn = greeted(EHLO_REPLY.replace(b"250-CHUNKING", b"250-DSN"))
+    assert dsn.mail(SENDER, envid=mail.envid).endswith(b" ENVID=id+C3+A9+0A\r\n")
+    reply_of(dsn, b"250 2.1.0 Ok\r\n")
+    assert dsn.rcpt(ALICE, orcpt=rcpt.orcpt).endswith(b" ORCPT=rfc822;b+C3+A9+FF@y.test\r\n")

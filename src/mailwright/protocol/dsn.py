@@ -45,11 +45,15 @@ def decode_xtext(text: str) -> str | None:
 def encode_xtext(text: str) -> str:
     """``text`` as xtext: "+", "=", and anything outside "!".."~" as +XX (RFC 3461 4).
 
-    Characters above 0xFF cannot be xtext; they are UTF-8 encoded first, octet by
-    octet, so nothing is lost (RFC 6533 3 does the same for its utf-8 type).
+    xtext stands for octets, and ``decode_xtext`` gives each as the character of its
+    code (0 to 0xFF): such text is encoded back octet for octet, so a value passed on
+    is the one received (RFC 3461 5.2.1).  Characters above 0xFF cannot be xtext;
+    text holding any is UTF-8 encoded first, so nothing is lost (RFC 6533 3 does the
+    same for its utf-8 type).
     """
+    octets = text.encode("latin-1") if max(text, default="\0") <= "\xff" else text.encode("utf-8")
     out = []
-    for octet in text.encode("utf-8"):
+    for octet in octets:
         char = chr(octet)
         out.append(char if 0x21 <= octet <= 0x7E and char not in "+=" else f"+{octet:02X}")
     return "".join(out)
