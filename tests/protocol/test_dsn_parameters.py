@@ -149,4 +149,5 @@ def test_xtext_round_trips_any_text(text: str) -> None:
 
 def test_orcpt_is_sent_on_as_xtext() -> None:
     assert orcpt_parameter("rfc822;a+b=c@y.test") == "rfc822;a+2Bb+3Dc@y.test"
-    assert orcpt_parameter("utf-8;jörg@y.test") == "utf-8;jörg@y.test"
+    assert orcpt_parameter("utf-8;jörg@y.test", smtputf8=True) == "utf-8;jörg@y.test"
+    assert orcpt_parameter("utf-8;jörg@y.test") == "utf-8;j\\x{F6}rg@y.test"

@@ -118,9 +118,17 @@ def parse_orcpt(value: str | None, *, smtputf8: bool) -> str:
     return f"{addr_type};{decoded}"
 
 
-def orcpt_parameter(orcpt: str) -> str:
-    """A kept ORCPT (``addr-type;address``) as the parameter value to send on."""
+def orcpt_parameter(orcpt: str, *, smtputf8: bool = False) -> str:
+    """A kept ORCPT (``addr-type;address``) as the parameter value to send on.
+
+    A non-ASCII address of the utf-8 type goes as it is (RFC 6533 3,
+    utf-8-addr-unitext) in an SMTPUTF8 transaction (``smtputf8``) only; in any
+    other, where a command carries no 8-bit octet (RFC 6531 3.4), each non-ASCII
+    character is written \\x{HEX} (RFC 6533 3, utf-8-addr-xtext).
+    """
     addr_type, _, address = orcpt.partition(";")
     if addr_type.lower() == "utf-8" and not address.isascii():
-        return orcpt  # RFC 6533 utf-8-addr-unitext: only to a next hop with SMTPUTF8
+        if smtputf8:
+            return orcpt
+        address = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
     return f"{addr_type};{encode_xtext(address)}"
