@@ -128,9 +128,16 @@ def test_a_refused_last_chunk_is_the_end_of_data_reply(chunking_sink: SinkServer
     assert not result.delivered and result.end_of_data == refused
 
 
+#: Two chunks: with PIPELINING the LAST is on its way when the first one's reply comes.
+TWO_CHUNKS = b"Subject: two\n\n" + b"z" * BODY_CHUNK_SIZE
+
+
+@pytest.mark.parametrize("body", [BIG, TWO_CHUNKS], ids=["three-chunks", "two-chunks"])
 def test_after_a_refused_chunk_the_next_transaction_starts_with_rset(
-    chunking_sink: SinkServer,
+    chunking_sink: SinkServer, body: bytes
 ) -> None:
+    """A server may keep the transaction open after a refused chunk, whether its refusal
+    came before the LAST was sent or after: RSET first, or the next MAIL gets 503."""
     chunking_sink.script(Behaviour(chunk=Reply(452, "4.3.1", "Insufficient system storage")))
     transcript: Transcript = []
 
@@ -138,7 +145,7 @@ def test_after_a_refused_chunk_the_next_transaction_starts_with_rset(
         async with SmtpClient(transcript=transcript) as client:
             await client.connect(chunking_sink.host, chunking_sink.port, local_hostname="c.test")
             await client.ehlo()
-            first = await client.send_transaction("s@client.test", [ALICE], BIG)
+            first = await client.send_transaction("s@client.test", [ALICE], body)
             second = await client.send_transaction("s@client.test", [ALICE], b"Subject: 2\r\n\r\n")
             return first, second
 

@@ -267,8 +267,9 @@ class SmtpClient(Channel):
             if end is None and (not _chunk_taken(reply) or not unanswered):
                 end = reply
         assert end is not None
-        # A server may keep the transaction open after a refused chunk: RSET before the next.
-        self._needs_rset = refusal is not None
+        # A server may keep the transaction open after a refused chunk, whether the refusal
+        # came before the LAST was sent or after it: RSET before the next.
+        self._needs_rset = refusal is not None or not _chunk_taken(end)
         return end
 
     async def _send_chunk(self, chunk: bytes, *, last: bool, binary: bool) -> int:
