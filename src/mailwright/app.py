@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from mailwright.config import Config
 from mailwright.config.checks import deprecations
@@ -24,12 +25,16 @@ from mailwright.delivery.worker import DeliveryWorker
 from mailwright.durable import make_directories
 from mailwright.logfmt import kv
 from mailwright.mailauth.dns import Resolver
+from mailwright.metrics import Metrics
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.server.listener import SmtpListener
 from mailwright.server.services import SessionServices
 from mailwright.server.tls import ServerTls
+
+if TYPE_CHECKING:
+    from mailwright.http.server import AdminServer
 
 log = logging.getLogger("mailwright")
 
@@ -54,12 +59,16 @@ class App:
         sockets: Sequence[socket.socket] | None = None,
         wake_fd: int | None = None,
         receive: bool = True,
+        shared_metrics: Path | None = None,
     ) -> None:
         """``sockets``: pre-bound listening sockets (else the listener binds its own).
         ``wake_fd``: a pipe to the server process: its read end for the server role
         (any byte wakes the delivery worker), its write end for an acceptor (one
-        byte after each message it queued)."""
+        byte after each message it queued).  ``shared_metrics``: the folder where
+        every process of a supervisor keeps its metrics (metrics.py), None alone."""
         self.config = config
+        self.metrics = Metrics()
+        self._shared_metrics = shared_metrics
         self.role = role
         self.receive = receive
         self._wake_fd = wake_fd
@@ -76,7 +85,9 @@ class App:
         # The one resolver of every DNS lookup ([dns]), built here and passed down.
         self.dns = Resolver.from_config(config)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
-        self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
+        self.worker = DeliveryWorker(
+            config, self.store, remote=self.remote, bouncer=bouncer, metrics=self.metrics
+        )
         # Built once; SIGHUP re-reads the certificate and key (reload_tls).
         self.tls = ServerTls(config.tls) if config.tls is not None else None
         self.services = SessionServices(
@@ -87,6 +98,7 @@ class App:
             on_enqueued=self.worker.wake if role == "server" else self._wake_server,
             tls=self.tls,
             resolver=self.dns,
+            metrics=self.metrics,
         )
         self.listener = SmtpListener(
             self.services,
@@ -96,6 +108,8 @@ class App:
             sockets=sockets,
         )
         self._worker_task: asyncio.Task[None] | None = None
+        #: The admin listener ([http]), in the process that delivers; built at start.
+        self.http: AdminServer | None = None
         self._stop_requested = asyncio.Event()
 
     @property
@@ -113,7 +127,22 @@ class App:
             if self._wake_fd is not None:
                 asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)
             self._worker_task = asyncio.create_task(self.worker.run())
+            await self._start_http()
         log.info(kv(event="started", role=self.role, pid=os.getpid()))
+
+    async def _start_http(self) -> None:
+        if self.config.http.listen is None:
+            return
+        from mailwright.http.server import AdminServer  # aiohttp only where it is used
+
+        self.http = AdminServer(
+            self.config,
+            self.store,
+            self.metrics,
+            shared_metrics=self._shared_metrics,
+            listening=lambda: not self.receive or bool(self.listener.addresses),
+        )
+        await self.http.start()
 
     def _wake_server(self, queue_id: str) -> None:
         """Acceptor: tell the server process's delivery worker that mail is waiting."""
@@ -130,6 +159,8 @@ class App:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         log.info(kv(event="stopping", sessions=len(self.listener.sessions)))
+        if self.http is not None:
+            await self.http.stop()
         await self.listener.stop(grace)
         if self.role == "server" and self._wake_fd is not None:
             asyncio.get_running_loop().remove_reader(self._wake_fd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from mailwright.config import Config
@@ -77,6 +78,7 @@ class ResultRecorder:
         for rcpt in attempted:
             outcome = outcomes[rcpt.index]
             result, status = self._decide(message, rcpt, outcome)
+            result = replace(result, relay=outcome.relay)
             if result.state is RecipientState.BOUNCED:
                 failed.append((rcpt, outcome, status))
                 continue
@@ -141,7 +143,7 @@ class ResultRecorder:
                     )
                 )
         for rcpt, attempt, status in failed:
-            result = RecipientResult(state, attempt.reply, retry_at)
+            result = RecipientResult(state, attempt.reply, retry_at, relay=attempt.relay)
             await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
         for rcpt in bouncing:
