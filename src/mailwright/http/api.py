@@ -8,16 +8,17 @@ server.py's token check.  Acting on a message logs one line naming the client.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-import time
 
 from aiohttp import web
 
 from mailwright.codes import CodeError, lookup, to_dict
 from mailwright.codes.language import LANGUAGES
+from mailwright.errors import StorageError
 from mailwright.http.observed import ReplyHistory
-from mailwright.http.shapes import HEADER_READ_LIMIT, detail_shape, message_shape
+from mailwright.http.shapes import page_shape, read_detail
 from mailwright.logfmt import kv
 from mailwright.queue.base import QueueStore, RecipientState
 from mailwright.syntax import is_domain_name
@@ -67,31 +68,22 @@ class QueueApi:
             return json_error(400, str(exc))
         # One more than asked: whether there is a next page, without a second query.
         page = await self._store.page(state=state, domain=domain, limit=limit + 1, after=cursor)
-        now = time.time()
         more = len(page) > limit
         page = page[:limit]
-        return web.json_response(
-            {
-                "messages": [message_shape(message, now) for message in page],
-                "next_cursor": page[-1].queue_id if more else None,
-            }
-        )
+        return web.json_response(page_shape(page, page[-1].queue_id if more else None))
 
     async def _show(self, request: web.Request) -> web.Response:
         queue_id = request.match_info["id"]
-        message = await self._store.get(queue_id) if QUEUE_ID.fullmatch(queue_id) else None
-        if message is None:
-            return _not_found(queue_id)
         with_body = request.query.get("body", "0")
         if with_body not in ("0", "1"):
             return json_error(400, "body: 0 or 1")
-        history = await self._store.history(queue_id)
-        async with self._store.read_body(queue_id) as reader:
-            head = await reader.read(HEADER_READ_LIMIT)
-            body = None
-            if with_body == "1":
-                body = head + b"".join([piece async for piece in reader])
-        return web.json_response(detail_shape(message, history, head, body))
+        found = None
+        if QUEUE_ID.fullmatch(queue_id):
+            with contextlib.suppress(StorageError):  # removed between get and read: gone
+                found = await read_detail(self._store, queue_id, body=with_body == "1")
+        if found is None:
+            return _not_found(queue_id)
+        return web.json_response(found)
 
     async def _explain(self, request: web.Request) -> web.Response:
         lang = request.query.get("lang", "en")

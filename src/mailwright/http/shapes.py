@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailwright.protocol.reply import Reply
-from mailwright.queue.base import Attempt, QueuedMessage, QueuedRecipient
+from mailwright.queue.base import Attempt, QueuedMessage, QueuedRecipient, QueueStore
 
 #: Headers shown by ``GET /api/v1/queue/{id}`` and ``queue show --json``: the head of the
 #: body up to its blank line, read up to this many octets.
@@ -83,3 +83,24 @@ def detail_shape(
     if body is not None:
         shape["body"] = body.decode("utf-8", "replace")
     return shape
+
+
+async def read_detail(store: QueueStore, queue_id: str, *, body: bool) -> dict[str, Any] | None:
+    """``detail_shape`` of a message read from ``store``; None when it is not there."""
+    message = await store.get(queue_id)
+    if message is None:
+        return None
+    history = await store.history(queue_id)
+    async with store.read_body(queue_id) as reader:
+        head = await reader.read(HEADER_READ_LIMIT)
+        whole = head + b"".join([piece async for piece in reader]) if body else None
+    return detail_shape(message, history, head, whole)
+
+
+def page_shape(messages: list[QueuedMessage], next_cursor: str | None) -> dict[str, Any]:
+    """A page of the queue, as ``GET /api/v1/queue`` and ``queue list --json`` give it."""
+    now = time.time()
+    return {
+        "messages": [message_shape(message, now) for message in messages],
+        "next_cursor": next_cursor,
+    }
