@@ -126,8 +126,8 @@ class App:
         if self.role == "server":
             if self._wake_fd is not None:
                 asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)
-            self._worker_task = asyncio.create_task(self.worker.run())
             await self._start_http()
+            self._worker_task = asyncio.create_task(self.worker.run())
         log.info(kv(event="started", role=self.role, pid=os.getpid()))
 
     async def _start_http(self) -> None:

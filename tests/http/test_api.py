@@ -201,6 +201,13 @@ def test_ids_not_in_the_queue_get_404(admin: Admin, queue_id: str) -> None:
         assert "no message" in answer["error"]
 
 
+def test_unknown_api_paths_and_methods_answer_json(admin: Admin) -> None:
+    status, answer = admin.api.get(f"/api/v1/queue/{UNKNOWN_ID}/extra/parts")
+    assert status == 404 and answer["error"]
+    status, answer = admin.api.request("PUT", "/api/v1/queue")
+    assert status == 405 and answer["error"]
+
+
 def test_explain_gives_the_reference_data(admin: Admin) -> None:
     status, answer = admin.api.get("/api/v1/explain/503")
     assert status == 200 and answer["code"] == 503 and answer["basic"]["rfc"]

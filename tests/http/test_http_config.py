@@ -46,3 +46,17 @@ def test_serve_refuses_with_one_line(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert "http.listen" in run.stderr and "token_file" in run.stderr
+
+
+def test_an_empty_token_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    config = tmp_path / "mailwright.toml"
+    config.write_text('data_dir = "data"\n[http]\nlisten = "127.0.0.1:0"\ntoken_file = "token"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "mailwright: cannot start:" in run.stderr and "holds no token" in run.stderr

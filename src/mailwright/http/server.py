@@ -38,10 +38,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def read_token(path: Path) -> str:
-    """The token: the first line of the file, surrounding blanks removed."""
-    lines = path.read_text("utf-8").strip().splitlines()
+    """The token: the first line of the file, surrounding blanks removed.
+
+    OSError when it cannot be read or is empty (``serve`` says "cannot start").
+    """
+    try:
+        lines = path.read_text("utf-8").strip().splitlines()
+    except UnicodeDecodeError as exc:
+        raise OSError(f"{path} is not UTF-8 text") from exc
     if not lines or not lines[0].strip():
-        raise ValueError(f"{path} holds no token")
+        raise OSError(f"{path} holds no token")
     return lines[0].strip()
 
 
@@ -112,7 +118,17 @@ class AdminServer:
                 token.strip().encode(), self._token.encode()
             ):
                 return json_error(401, "a valid 'Authorization: Bearer <token>' is required")
-        return await handler(request)
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # no such route, wrong method: JSON like the rest
+            if exc.status < 400:
+                raise
+            return json_error(exc.status, exc.reason)
+        except StorageError as exc:
+            log.error(kv(event="http-store-error", path=request.path, error=exc))
+            return json_error(503, "the queue cannot be read or changed now; see the log")
 
     # ------------------------------------------------------------ open routes
 
