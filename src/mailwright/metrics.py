@@ -72,11 +72,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.connections = Counter(
-            "mailwright_smtp_connections",
-            "SMTP connections accepted, by listener kind",
-            ["listener"],
-            registry=registry,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        self.connections = counter(
+            "mailwright_smtp_connections", "SMTP connections accepted, by listener kind", "listener"
         )
         self.sessions = Gauge(
             "mailwright_smtp_sessions",
@@ -85,34 +86,28 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self.replies = Counter(
+        self.replies = counter(
             "mailwright_smtp_replies",
             "Replies the server sent, by the command they answer and their code",
-            ["command", "code"],
-            registry=registry,
+            "command",
+            "code",
         )
-        self.messages = Counter(
-            "mailwright_smtp_messages", "Messages accepted (queued, 250 sent)", registry=registry
+        self.messages = counter("mailwright_smtp_messages", "Messages accepted (queued, 250 sent)")
+        self.message_bytes = counter(
+            "mailwright_smtp_message_bytes", "Octets of the messages accepted"
         )
-        self.message_bytes = Counter(
-            "mailwright_smtp_message_bytes",
-            "Octets of the messages accepted",
-            registry=registry,
-        )
-        self.tls_handshakes = Counter(
+        self.tls_handshakes = counter(
             "mailwright_tls_handshakes",
             "TLS handshakes completed by the server, by listener kind and TLS version",
-            ["listener", "version"],
-            registry=registry,
+            "listener",
+            "version",
         )
-        self.auth_failures = Counter(
-            "mailwright_auth_failures", "AUTH attempts refused", registry=registry
-        )
-        self.delivery_attempts = Counter(
+        self.auth_failures = counter("mailwright_auth_failures", "AUTH attempts refused")
+        self.delivery_attempts = counter(
             "mailwright_delivery_attempts",
             "Delivery attempts by recipient, by relay (local, remote) and status",
-            ["relay", "status"],
-            registry=registry,
+            "relay",
+            "status",
         )
         self.delivery_seconds = Histogram(
             "mailwright_delivery_seconds",
@@ -120,9 +115,8 @@ class Metrics:
             buckets=DELIVERY_SECONDS_BUCKETS,
             registry=registry,
         )
-        self.remote_replies = Counter(
+        self.remote_replies = counter(
             "mailwright_remote_replies",
             "Replies of next hops that ended a delivery attempt, by code",
-            ["code"],
-            registry=registry,
+            "code",
         )

@@ -34,15 +34,20 @@ def test_loopback_needs_no_token(tmp_path: Path, listen: str) -> None:
     assert config.http.listen == listen
 
 
-def test_serve_refuses_with_one_line(tmp_path: Path) -> None:
+def serve_once(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``mailwright serve`` on ``text``, for a configuration it must refuse (it exits)."""
     config = tmp_path / "mailwright.toml"
-    config.write_text('data_dir = "data"\n[http]\nlisten = "0.0.0.0:0"\n')
-    run = subprocess.run(
+    config.write_text('data_dir = "data"\n' + text)
+    return subprocess.run(
         [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_serve_refuses_with_one_line(tmp_path: Path) -> None:
+    run = serve_once(tmp_path, '[http]\nlisten = "0.0.0.0:0"\n')
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert "http.listen" in run.stderr and "token_file" in run.stderr
@@ -50,13 +55,6 @@ def test_serve_refuses_with_one_line(tmp_path: Path) -> None:
 
 def test_an_empty_token_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("\n")
-    config = tmp_path / "mailwright.toml"
-    config.write_text('data_dir = "data"\n[http]\nlisten = "127.0.0.1:0"\ntoken_file = "token"\n')
-    run = subprocess.run(
-        [sys.executable, "-m", "mailwright", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = serve_once(tmp_path, '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "token"\n')
     assert run.returncode == 1
     assert "mailwright: cannot start:" in run.stderr and "holds no token" in run.stderr

@@ -4,7 +4,9 @@ history and the queue's figures."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mailwright.protocol.reply import Reply
@@ -17,16 +19,19 @@ FAR_FUTURE = time.time() + 100 * 365 * 86400  # beyond any [queue] max_age
 DEFERRED = Reply(451, "4.4.1", "No answer")
 
 
-async def opened(tmp_path: Path) -> SqliteQueueStore:
+@contextlib.asynccontextmanager
+async def opened(tmp_path: Path) -> AsyncIterator[SqliteQueueStore]:
     store = SqliteQueueStore(tmp_path / "data")
     await store.open()
-    return store
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def test_a_held_recipient_is_never_claimed_until_released(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = await opened(tmp_path)
-        try:
+        async with opened(tmp_path) as store:
             queue_id = await put(store, b"Subject: x\r\n\r\nx\r\n", [Target(BOB, BOB, False)])
             assert await store.hold(queue_id) == 1
             assert await store.claim_due(FAR_FUTURE, 10) == []
@@ -36,16 +41,13 @@ def test_a_held_recipient_is_never_claimed_until_released(tmp_path: Path) -> Non
             assert await store.release(queue_id) == 1
             [claimed] = await store.claim_due(time.time() + 1, 10)
             assert claimed.recipients[0].state is RecipientState.QUEUED
-        finally:
-            await store.close()
 
     run(scenario)
 
 
 def test_release_puts_a_deferred_recipient_back_as_deferred(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = await opened(tmp_path)
-        try:
+        async with opened(tmp_path) as store:
             queue_id = await put(store, b"x\r\n", [Target(BOB, BOB, False)])
             await store.claim_due(time.time() + 1, 10)
             retry_at = time.time() + 3600
@@ -59,16 +61,13 @@ def test_release_puts_a_deferred_recipient_back_as_deferred(tmp_path: Path) -> N
             assert rcpt.state is RecipientState.DEFERRED and rcpt.next_attempt == retry_at
             [attempt] = await store.history(queue_id)
             assert (attempt.index, attempt.relay, attempt.reply) == (0, "mx.test", DEFERRED)
-        finally:
-            await store.close()
 
     run(scenario)
 
 
 def test_a_claimed_recipient_is_not_held_and_its_result_counts(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = await opened(tmp_path)
-        try:
+        async with opened(tmp_path) as store:
             queue_id = await put(store, b"x\r\n", [Target(BOB, BOB, False)])
             await store.claim_due(time.time() + 1, 10)  # being delivered now
             assert await store.hold(queue_id) == 0
@@ -76,16 +75,13 @@ def test_a_claimed_recipient_is_not_held_and_its_result_counts(tmp_path: Path) -
                 queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok"))
             )
             assert await store.get(queue_id) is None
-        finally:
-            await store.close()
 
     run(scenario)
 
 
 def test_a_message_stays_while_one_recipient_is_held(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = await opened(tmp_path)
-        try:
+        async with opened(tmp_path) as store:
             targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
             queue_id = await put(store, b"x\r\n", targets)
             await store.claim_due(time.time() + 1, 10)
@@ -105,7 +101,5 @@ def test_a_message_stays_while_one_recipient_is_held(tmp_path: Path) -> None:
             ]
             assert await store.hold("0000000000000000") is None
             assert await store.release("0000000000000000") is None
-        finally:
-            await store.close()
 
     run(scenario)
