@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 import smtplib
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailwright.protocol.reply import Reply
+from mailwright.server.services import ListenerKind
 from tests.helpers import (
     AdminClient,
     RawClient,
@@ -20,6 +23,7 @@ from tests.helpers import (
     maildir_messages,
     wait_for,
 )
+from tests.server.test_tls_auth import ALICE, TLS_CONFIG, write_pems
 from tests.sink import Behaviour, SinkServer
 
 HTTP = '[http]\nlisten = "127.0.0.1:0"\n'
@@ -138,6 +142,46 @@ def test_next_hop_replies_and_deferred_mail_are_counted(
     assert value(after, "mailwright_queue_messages", state="deferred") == 1
     assert value(after, "mailwright_queue_oldest_seconds") >= 0
     assert value(after, "mailwright_delivery_seconds_count") == 0
+
+
+def test_tls_handshakes_and_auth_failures_are_counted(
+    server_factory: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    write_pems(ca, tmp_path)
+    server = server_factory(HTTP, base=TLS_CONFIG)
+    assert server.app is not None
+    admin = admin_of(server)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    listener = server.app.listener
+    host, port = listener.addresses_of(ListenerKind.IMPLICIT_TLS)[0]
+    with smtplib.SMTP_SSL(host, port, context=context) as c:
+        c.ehlo("client.test")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login(ALICE, "wrong password")
+    host, port = listener.addresses_of(ListenerKind.SUBMISSION)[0]
+    with smtplib.SMTP(host, port) as client:
+        client.starttls(context=context)
+        client.ehlo("client.test")
+
+    def settled() -> Samples | None:
+        samples = scrape(admin)
+        open_now = sum(
+            value(samples, "mailwright_smtp_sessions", listener=kind.value) for kind in ListenerKind
+        )
+        return samples if open_now == 0 else None
+
+    after = wait_for(settled)
+    assert isinstance(after, dict)
+    handshakes = "mailwright_tls_handshakes_total"
+    assert value(after, handshakes, listener="implicit_tls", version="TLSv1.3") == 1
+    assert value(after, handshakes, listener="submission", version="TLSv1.3") == 1
+    # smtplib's login tries each mechanism offered (PLAIN, then LOGIN): two refusals.
+    assert value(after, "mailwright_auth_failures_total") == 2
+    assert value(after, "mailwright_smtp_replies_total", command="AUTH", code="535") == 2
+    assert value(after, "mailwright_smtp_replies_total", command="STARTTLS", code="220") == 1
+    assert value(after, "mailwright_smtp_connections_total", listener="submission") == 1
 
 
 def test_several_processes_count_every_message_once(tmp_path: Path) -> None:
