@@ -31,6 +31,11 @@ from mailwright.syntax import split_host_port
 log = logging.getLogger("mailwright.http")
 
 STATIC_DIR = Path(__file__).parent / "static"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 #: Largest request body read (the API takes none worth more).
 MAX_REQUEST_BODY = 64 * 1024
 
@@ -155,4 +160,6 @@ class AdminServer:
         return response
 
     async def _page(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC_DIR / "index.html")
+        # Its own files only: text from the network that slipped into the DOM could not
+        # load or run anything (app.js sets it as text anyway).
+        return web.FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)

@@ -47,6 +47,7 @@ PENDING = (
 )
 PENDING_SQL = "state IN ('queued', 'deferred', 'bouncing')"
 #: Not final: pending, or held.  A message stays while any recipient is.
+UNFINISHED = (*PENDING, RecipientState.HELD.value)
 UNFINISHED_SQL = "state IN ('queued', 'deferred', 'bouncing', 'held')"
 
 _SCHEMA = f"""
