@@ -1,37 +1,31 @@
-"""The 'held' state of the SQLite store: never claimed (so never delivered nor expired) until
-released; released to where it was; the message stays while a recipient is held; the attempts'
-history and the queue's figures."""
+"""The QueueStore contract of the operator's side, run against every store in STORE_FACTORIES:
+'held' is never claimed (so never delivered nor expired) until released, and is released to
+where it was; the message stays while a recipient is held; the attempts' history; the figures."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
-from mailwright.queue.sqlite import SqliteQueueStore
 from tests.helpers import run
-from tests.queue.contract import ALICE, BOB, put
+from tests.queue.contract import ALICE, BOB, STORE_FACTORIES, StoreFactory, opened, put
 
 FAR_FUTURE = time.time() + 100 * 365 * 86400  # beyond any [queue] max_age
 DEFERRED = Reply(451, "4.4.1", "No answer")
 
 
-@contextlib.asynccontextmanager
-async def opened(tmp_path: Path) -> AsyncIterator[SqliteQueueStore]:
-    store = SqliteQueueStore(tmp_path / "data")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    return STORE_FACTORIES[request.param](tmp_path)
 
 
-def test_a_held_recipient_is_never_claimed_until_released(tmp_path: Path) -> None:
+def test_a_held_recipient_is_never_claimed_until_released(make_store: StoreFactory) -> None:
     async def scenario() -> None:
-        async with opened(tmp_path) as store:
+        async with opened(make_store) as store:
             queue_id = await put(store, b"Subject: x\r\n\r\nx\r\n", [Target(BOB, BOB, False)])
             assert await store.hold(queue_id) == 1
             assert await store.claim_due(FAR_FUTURE, 10) == []
@@ -45,9 +39,9 @@ def test_a_held_recipient_is_never_claimed_until_released(tmp_path: Path) -> Non
     run(scenario)
 
 
-def test_release_puts_a_deferred_recipient_back_as_deferred(tmp_path: Path) -> None:
+def test_release_puts_a_deferred_recipient_back_as_deferred(make_store: StoreFactory) -> None:
     async def scenario() -> None:
-        async with opened(tmp_path) as store:
+        async with opened(make_store) as store:
             queue_id = await put(store, b"x\r\n", [Target(BOB, BOB, False)])
             await store.claim_due(time.time() + 1, 10)
             retry_at = time.time() + 3600
@@ -65,9 +59,9 @@ def test_release_puts_a_deferred_recipient_back_as_deferred(tmp_path: Path) -> N
     run(scenario)
 
 
-def test_a_claimed_recipient_is_not_held_and_its_result_counts(tmp_path: Path) -> None:
+def test_a_claimed_recipient_is_not_held_and_its_result_counts(make_store: StoreFactory) -> None:
     async def scenario() -> None:
-        async with opened(tmp_path) as store:
+        async with opened(make_store) as store:
             queue_id = await put(store, b"x\r\n", [Target(BOB, BOB, False)])
             await store.claim_due(time.time() + 1, 10)  # being delivered now
             assert await store.hold(queue_id) == 0
@@ -79,9 +73,9 @@ def test_a_claimed_recipient_is_not_held_and_its_result_counts(tmp_path: Path) -
     run(scenario)
 
 
-def test_a_message_stays_while_one_recipient_is_held(tmp_path: Path) -> None:
+def test_a_message_stays_while_one_recipient_is_held(make_store: StoreFactory) -> None:
     async def scenario() -> None:
-        async with opened(tmp_path) as store:
+        async with opened(make_store) as store:
             targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
             queue_id = await put(store, b"x\r\n", targets)
             await store.claim_due(time.time() + 1, 10)
