@@ -14,7 +14,7 @@ import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mailwright.config import Config
 from mailwright.config import reload as config_reload
@@ -28,6 +28,7 @@ from mailwright.errors import ConfigError
 from mailwright.logfmt import kv
 from mailwright.mailauth.dkim import DkimKeyError
 from mailwright.mailauth.dns import Resolver
+from mailwright.metrics import Metrics
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -35,6 +36,9 @@ from mailwright.server.listener import SmtpListener
 from mailwright.server.pidfile import remove_pid_file, write_pid_file
 from mailwright.server.services import SessionServices
 from mailwright.server.tls import ServerTls
+
+if TYPE_CHECKING:
+    from mailwright.http.server import AdminServer
 
 log = logging.getLogger("mailwright")
 
@@ -58,12 +62,16 @@ class App:
         sockets: Sequence[socket.socket] | None = None,
         wake_fd: int | None = None,
         receive: bool = True,
+        shared_metrics: Path | None = None,
     ) -> None:
         """``sockets``: pre-bound listening sockets (else the listener binds its own).
         ``wake_fd``: a pipe to the server process: its read end for the server role
         (any byte wakes the delivery worker), its write end for an acceptor (one
-        byte after each message it queued)."""
+        byte after each message it queued).  ``shared_metrics``: the folder where
+        every process of a supervisor keeps its metrics (metrics.py), None alone."""
         self.config = config
+        self.metrics = Metrics()
+        self._shared_metrics = shared_metrics
         self.role = role
         self.receive = receive
         self._wake_fd = wake_fd
@@ -80,7 +88,9 @@ class App:
         # The one resolver of every DNS lookup ([dns]), built here and passed down.
         self.dns = Resolver.from_config(config)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
-        self.worker = DeliveryWorker(config, self.store, remote=self.remote, reporter=self.reporter)
+        self.worker = DeliveryWorker(
+            config, self.store, remote=self.remote, reporter=self.reporter, metrics=self.metrics
+        )
         services = SessionServices(
             config=config,
             router=router,
@@ -89,6 +99,7 @@ class App:
             on_enqueued=self.worker.wake if role == "server" else self._wake_server,
             tls=ServerTls(config.tls) if config.tls is not None else None,
             resolver=self.dns,
+            metrics=self.metrics,
         )
         self.listener = SmtpListener(
             services,
@@ -98,6 +109,8 @@ class App:
             sockets=sockets,
         )
         self._worker_task: asyncio.Task[None] | None = None
+        #: The admin listener ([http]), in the process that delivers; built at start.
+        self.http: AdminServer | None = None
         self._stop_requested = asyncio.Event()
 
     @property
@@ -123,8 +136,23 @@ class App:
         if self.role == "server":
             if self._wake_fd is not None:
                 asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)
+            await self._start_http()
             self._worker_task = asyncio.create_task(self.worker.run())
         log.info(kv(event="started", role=self.role, pid=os.getpid()))
+
+    async def _start_http(self) -> None:
+        if self.config.http.listen is None:
+            return
+        from mailwright.http.server import AdminServer  # aiohttp only where it is used
+
+        self.http = AdminServer(
+            self.config,
+            self.store,
+            self.metrics,
+            shared_metrics=self._shared_metrics,
+            listening=lambda: not self.receive or bool(self.listener.addresses),
+        )
+        await self.http.start()
 
     def _wake_server(self, queue_id: str) -> None:
         """Acceptor: tell the server process's delivery worker that mail is waiting."""
@@ -156,6 +184,8 @@ class App:
         if grace is None:
             grace = self.config.smtp.shutdown_timeout
         log.info(kv(event="stopping", sessions=len(self.listener.sessions), grace=grace))
+        if self.http is not None:
+            await self.http.stop()
         if self.role == "server" and self._wake_fd is not None:
             asyncio.get_running_loop().remove_reader(self._wake_fd)
         await asyncio.gather(self.listener.stop(grace), self.worker.stop(grace))

@@ -415,6 +415,21 @@ class ArcConfig:
     seal: bool = setting(False, v.boolean)
 
 
+# ---------------------------------------------------------------- [http]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """``[http]``: the admin listener (metrics, JSON API, web page; docs/operations.md).
+
+    Off while ``listen`` is unset.  ``token_file`` holds the bearer token that the
+    API and the page require; checks.py refuses a listener beyond loopback without one.
+    """
+
+    listen: str | None = setting(None, v.http_listen_address)
+    token_file: Path | None = setting(None, v.readable_file)
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -464,6 +479,7 @@ class Config:
     srs: SrsConfig = section(SrsConfig)
     verify: VerifyConfig = section(VerifyConfig)
     arc: ArcConfig = section(ArcConfig)
+    http: HttpConfig = section(HttpConfig)
     source: str = EMBEDDED_SOURCE
 
 

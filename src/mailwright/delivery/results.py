@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from mailwright.config import Config
@@ -103,7 +104,8 @@ class ResultRecorder:
         results: list[tuple[QueuedRecipient, Outcome, RecipientResult, DeliveryStatus]] = []
         for rcpt in attempted:
             outcome = outcomes[rcpt.index]
-            results.append((rcpt, outcome, *self._decide(message, rcpt, outcome)))
+            result, status = self._decide(message, rcpt, outcome)
+            results.append((rcpt, outcome, replace(result, relay=outcome.relay), status))
         failed = [
             (rcpt, outcome, status)
             for rcpt, outcome, result, status in results
@@ -277,7 +279,7 @@ class ResultRecorder:
             return RecipientState.BOUNCED
 
         for rcpt, attempt, status in failed:
-            result = RecipientResult(state_of(rcpt), attempt.reply, retry_at)
+            result = RecipientResult(state_of(rcpt), attempt.reply, retry_at, relay=attempt.relay)
             await self._record(message, rcpt, result)
             self._log(message, rcpt, attempt, status)
         for rcpt in bouncing:

@@ -38,6 +38,7 @@ from mailwright.delivery.outcome import (
 )
 from mailwright.delivery.results import Reporter, ResultRecorder
 from mailwright.logfmt import kv
+from mailwright.metrics import Metrics
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
@@ -91,8 +92,10 @@ class DeliveryWorker:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         max_claimed: int = DEFAULT_MAX_CLAIMED,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self.store = store
         self.remote = remote
         self.reporter = reporter
@@ -271,7 +274,27 @@ class DeliveryWorker:
         bouncing = [r for r in message.recipients if r.state is RecipientState.BOUNCING]
         to_deliver = [r for r in message.recipients if r.state is not RecipientState.BOUNCING]
         outcomes = await self._attempts(message, to_deliver, deadline)
+        self._count(message, to_deliver, outcomes)
         await self._results.record_attempt(message, to_deliver, outcomes, bouncing)
+
+    def _count(
+        self,
+        message: QueuedMessage,
+        recipients: Sequence[QueuedRecipient],
+        outcomes: dict[int, Outcome],
+    ) -> None:
+        """The metrics of one attempt: by relay and status, the next hops' replies, and
+        how long a delivered message took from its acceptance."""
+        metrics = self.metrics
+        for rcpt in recipients:
+            outcome = outcomes[rcpt.index]
+            status = "sent" if outcome.success else "bounced" if outcome.permanent else "deferred"
+            relay = "local" if rcpt.target.local else "remote"
+            metrics.delivery_attempts.labels(relay, status).inc()
+            if outcome.relay and relay == "remote":  # a next hop answered
+                metrics.remote_replies.labels(str(outcome.reply.code)).inc()
+            if outcome.success:
+                metrics.delivery_seconds.observe(max(0.0, self.clock() - message.received_at))
 
     async def _attempts(
         self, message: QueuedMessage, recipients: Sequence[QueuedRecipient], deadline: float

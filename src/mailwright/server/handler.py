@@ -169,6 +169,7 @@ class SessionHandler:
                 kv(event="auth", client=str(self.peer), user=result.user, mechanism=event.mechanism)
             )
         else:
+            self.services.metrics.auth_failures.inc()
             log.info(
                 kv(
                     event=f"auth-{result.outcome.value}",
@@ -214,6 +215,8 @@ class SessionHandler:
             self.refused("DATA", replies.STORAGE_FULL)
             return replies.STORAGE_FULL
         self.messages += 1
+        self.services.metrics.messages.inc()
+        self.services.metrics.message_bytes.inc(size)
         log.info(
             kv(
                 event="queued",

@@ -27,7 +27,9 @@ are stopped and ``serve`` exits 1, for the service manager to restart it.
 Children get SIGTERM if the supervisor itself dies (Linux PR_SET_PDEATHSIG).
 
 Connection limits (``max_connections``, ``max_connections_per_ip``) are
-counted by each process for its own connections.
+counted by each process for its own connections.  Metrics are kept by every
+process in files of ``data_dir/metrics`` and summed by the server process's
+``/metrics`` (metrics.py says why).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from mailwright.config import Config
 from mailwright.config.reload import reread
 from mailwright.errors import ConfigError, StorageError
 from mailwright.logfmt import kv
+from mailwright.metrics import prepare_shared_directory, process_exited, use_shared_directory
 from mailwright.server.listener import configured_endpoints
 from mailwright.server.pidfile import pid_file_of, remove_pid_file, write_pid_file
 
@@ -133,6 +136,7 @@ class Supervisor:
         self._children: dict[int, int] = {}  # pid -> process index
         self._started: dict[int, float] = {}
         self._stopping = False
+        self._metrics_dir = prepare_shared_directory(config.data_dir)
 
     @property
     def ports(self) -> list[int]:
@@ -179,12 +183,14 @@ class Supervisor:
                     sock.close()
         server = index == 0
         os.close(self._wake_write if server else self._wake_read)
+        use_shared_directory(self._metrics_dir)
         app = App(
             self.config,
             role="server" if server else "acceptor",
             sockets=None if server else mine,
             receive=not server,
             wake_fd=self._wake_read if server else self._wake_write,
+            shared_metrics=self._metrics_dir,
         )
         self._run_loop(app.serve_forever(ready_fd))
         return 0
@@ -240,6 +246,7 @@ class Supervisor:
             index = self._children.pop(pid, None)
             if index is None:
                 continue
+            process_exited(self._metrics_dir, pid)
             code = os.waitstatus_to_exitcode(status)
             if self._stopping:
                 result = result or (1 if code else 0)

@@ -11,6 +11,7 @@ from mailwright.config import Config
 from mailwright.mailauth import srs
 from mailwright.mailauth.dkim import MessageSigner, SigningKey
 from mailwright.mailauth.dns import Resolver
+from mailwright.metrics import Metrics
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -61,6 +62,8 @@ class SessionServices:
     tls: ServerTls | None = None
     #: The one DNS resolver (app.py), for the verdicts on inbound mail (``[verify]``).
     resolver: Resolver | None = None
+    #: What sessions count (connections, replies, messages); app.py's, shared with /metrics.
+    metrics: Metrics = field(default_factory=Metrics)
     protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
     auth: Authenticator = field(init=False)
     space: SpaceGuard = field(init=False)
@@ -90,6 +93,7 @@ class SessionServices:
             on_enqueued=self.on_enqueued,
             tls=ServerTls(config.tls) if config.tls is not None else None,
             resolver=self.resolver,
+            metrics=self.metrics,
         )
         services.auth = self.auth.reloaded(config)
         services.received_stamp = self.received_stamp

@@ -44,6 +44,7 @@ from mailwright.protocol.events import (
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ServerConnection
 from mailwright.protocol.state import State
+from mailwright.server.counting import ReplyCounter
 from mailwright.server.deadlines import Deadlines, SessionTimer
 from mailwright.server.handler import Peer, SessionHandler
 from mailwright.server.output import ReplyOutput
@@ -127,6 +128,7 @@ class SmtpSession(asyncio.Protocol):
         )
         self._timer = SessionTimer(self._loop, self._deadlines, self._safely, self._timed_out)
         self._out = ReplyOutput()
+        self._counted = ReplyCounter(services.metrics)
         #: For the log; the core knows whether TLS is on.
         self._tls_version: str | None = None
         self._tls_cipher: str | None = None
@@ -164,6 +166,8 @@ class SmtpSession(asyncio.Protocol):
         self.handler.peer = Peer(self.peer_host, self.peer_port)
         if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
             self._tls_started(self.transport)
+        self.services.metrics.connections.labels(self.kind.value).inc()
+        self.services.metrics.sessions.labels(self.kind.value).inc()
         self._on_open(self)
         self._safely(self._open)
 
@@ -296,6 +300,7 @@ class SmtpSession(asyncio.Protocol):
                 result=self._result,
             )
         )
+        self.services.metrics.sessions.labels(self.kind.value).dec()
         self._on_close(self)
         if not self.done.done():
             self.done.set_result(None)
@@ -306,15 +311,18 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ writing
 
     def _write(self, data: bytes) -> None:
+        self._counted.sent(data)
         self._out.write(data)
 
     def _reply(self, data: bytes) -> None:
+        self._counted.sent(data)
         self._out.reply(
             data, more_input=self.conn.buffered_bytes > 0 and self.conn.state is not State.CLOSED
         )
 
     def _write_close(self, reply: Reply) -> None:
         if self.conn.state is not State.CLOSED:
+            self._counted.unsolicited()
             if reply.code == 421:
                 self._write(self.conn.close_with(reply))
             else:
@@ -336,6 +344,7 @@ class SmtpSession(asyncio.Protocol):
                 return
             if not isinstance(event, BodyChunk):
                 self._deadlines.command_arrived()
+                self._counted.answering(event)
             if isinstance(event, ConnectionClosed):
                 if conn.state is not State.CLOSED:
                     self._result = "lost"
@@ -415,6 +424,7 @@ class SmtpSession(asyncio.Protocol):
     def _tls_started(self, transport: asyncio.Transport) -> None:
         self.transport = self._out.transport = transport
         self._tls_version, self._tls_cipher = negotiated(transport)
+        self.services.metrics.tls_handshakes.labels(self.kind.value, self._tls_version).inc()
 
     def _log_tls(self) -> None:
         log.info(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.sqlite.files import QueueLayout
 from mailwright.queue.sqlite.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, delete, message_of
-from mailwright.queue.sqlite.schema import PENDING_SQL
+from mailwright.queue.sqlite.schema import PENDING_SQL, UNFINISHED_SQL
 from mailwright.queue.sqlite.writer import Effects, JobRunner
 
 logger = logging.getLogger("mailwright.queue.sqlite")
@@ -79,6 +80,13 @@ class Claims:
         spool_dir = self._layout.spool_dir
 
         def record(connection: sqlite3.Connection, effects: Effects) -> None:
+            # The history, for an attempt at delivery (not the retry of a bounce).
+            connection.execute(
+                "INSERT INTO attempts (queue_id, idx, at, relay, reply)"
+                " SELECT queue_id, idx, ?, ?, ? FROM recipients"
+                " WHERE queue_id = ? AND idx = ? AND state IN ('queued', 'deferred')",
+                (time.time(), result.relay, str(result.reply), queue_id, index),
+            )
             updated = connection.execute(
                 "UPDATE recipients SET state = ?,"
                 " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
@@ -92,7 +100,7 @@ class Claims:
                 )
                 return
             pending = connection.execute(
-                f"SELECT 1 FROM recipients WHERE queue_id = ? AND {PENDING_SQL} LIMIT 1",
+                f"SELECT 1 FROM recipients WHERE queue_id = ? AND {UNFINISHED_SQL} LIMIT 1",
                 (queue_id,),
             ).fetchone()
             if pending is None:
