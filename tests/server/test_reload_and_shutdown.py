@@ -184,6 +184,8 @@ def test_mailwright_reload_signals_the_server_named_by_its_pid_file(tmp_path: Pa
     assert "no server is running" in result.stderr and str(pid_file) in result.stderr
 
     server = start(tmp_path)
+    # Written once serve handles SIGHUP, just after the listener is up: wait for it.
+    wait_for(pid_file.exists)
     assert pid_file.read_text().strip() == str(server.proc.pid)
     write_config(tmp_path, mailboxes='"bob@example.test" = {}')
     result = run_cli("reload", "--config", str(path))
