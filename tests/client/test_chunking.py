@@ -162,12 +162,10 @@ def odd_chunk_replies(sock: socket.socket) -> None:
     then refusing the LAST for the moment."""
     buffer = bytearray()
     sock.sendall(b"220 odd.test ESMTP\r\n")
-    read_line(sock, buffer)
-    sock.sendall(b"250-odd.test\r\n250 CHUNKING\r\n")  # no PIPELINING: one reply at a time
-    read_line(sock, buffer)
-    sock.sendall(b"250 2.1.0 Ok\r\n")
-    read_line(sock, buffer)
-    sock.sendall(b"250 2.1.5 Ok\r\n")
+    # EHLO (no PIPELINING: one reply at a time), MAIL, RCPT
+    for reply in (b"250-odd.test\r\n250 CHUNKING\r\n", b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n"):
+        read_line(sock, buffer)
+        sock.sendall(reply)
     while True:
         words = read_line(sock, buffer).split()
         if words[0] != b"BDAT":
