@@ -44,6 +44,7 @@ from mailwright.client import (
     TlsMode,
     TlsPolicy,
     TransactionResult,
+    needs_smtputf8,
     open_session,
 )
 from mailwright.config import Config
@@ -366,6 +367,11 @@ class SmtpDeliverer:
             # RFC 3030 3: a binary body is never converted; another host may take it.
             self.pool.give_back(key, client, used)
             raise _HostFailed(binarymime_not_offered(hop.host))
+        addresses = [r.target.address for r in rcpts]
+        if needs_smtputf8(sender, addresses) and not client.capabilities.smtputf8:
+            # RFC 6531 3.2: never to a server without SMTPUTF8; another host may take it.
+            self.pool.give_back(key, client, used)
+            raise _HostFailed(smtputf8_not_offered(hop.host))
         while True:
             replies_before = client.replies_read
             try:
@@ -374,7 +380,7 @@ class SmtpDeliverer:
                 async with self.store.read_body(message.queue_id) as body:
                     result = await client.send_transaction(
                         sender,
-                        [r.target.address for r in rcpts],
+                        addresses,
                         body,
                         size=message.size,
                         binarymime=binary,
@@ -422,6 +428,12 @@ def binarymime_not_offered(host: str) -> Reply:
         "5.6.3",
         f"{host} does not offer BINARYMIME; a binary message is not converted (RFC 3030 3)",
     )
+
+
+def smtputf8_not_offered(host: str) -> Reply:
+    """RFC 6531 3.2 and 3.6 (X.6.7): an address of the message is not ASCII and the next
+    hop does not offer SMTPUTF8; permanent, as the addresses will not change."""
+    return Reply(553, "5.6.7", f"{host} does not offer SMTPUTF8, which a non-ASCII address needs")
 
 
 def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Reply:
