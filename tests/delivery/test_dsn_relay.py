@@ -105,3 +105,35 @@ def test_members_of_an_alias_are_passed_on_without_success(
     [received] = sink.wait_for_messages(1)
     assert sorted(str(r) for r in received.recipients) == ["x@elsewhere.test", "y@elsewhere.test"]
     assert received.rcpt_params == ({"NOTIFY": "FAILURE", "ORCPT": "rfc822;list@example.test"},) * 2
+
+
+def send_utf8(server: RunningServer) -> None:
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        client.ehlo("client.example")
+        assert client.mail("sender@remote.test", ["SMTPUTF8", "BODY=8BITMIME"])[0] == 250
+        assert client.rcpt("bob@example.test")[0] == 251
+        body = "Subject: grüße\r\n\r\nçà\r\n".encode()
+        assert client.data(body)[0] == 250
+
+
+def test_smtputf8_and_8bitmime_are_declared_again_to_a_next_hop_offering_them(
+    server_factory: Callable[..., RunningServer], sink: SinkServer
+) -> None:
+    """RFC 6152 3 and RFC 6531 3.2: a message received as 8-bit or UTF-8 is relayed as
+    such, even when its addresses are ASCII."""
+    server = server_factory(routed(sink))
+    send_utf8(server)
+    [received] = sink.wait_for_messages(1)
+    assert received.mail_params.get("BODY") == "8BITMIME"
+    assert "SMTPUTF8" in received.mail_params
+    assert "grüße".encode() in received.body
+
+
+def test_a_next_hop_without_smtputf8_still_gets_a_message_whose_addresses_are_ascii(
+    server_factory: Callable[..., RunningServer], sink: SinkServer
+) -> None:
+    sink.script(Behaviour(hide=frozenset({"SMTPUTF8"})))
+    server = server_factory(routed(sink))
+    send_utf8(server)
+    [received] = sink.wait_for_messages(1)
+    assert "SMTPUTF8" not in received.mail_params

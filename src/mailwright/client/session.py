@@ -323,10 +323,12 @@ class SmtpClient(Channel):
         smtputf8: bool = False,
         binarymime: bool = False,
         dsn: DsnRequest | None = None,
+        smtputf8_if_offered: bool = False,
     ) -> TransactionResult:
         """One mail transaction: MAIL, RCPT for each recipient, DATA or BDAT, the body.
 
         ``dsn``: RFC 3461 parameters, sent only when the server offers DSN.
+        ``smtputf8_if_offered``: SMTPUTF8 declared when the server offers it.
 
         Pipelined when the server allows it; see ``run_transaction``
         (client/transaction.py) for how SIZE, BODY=8BITMIME, BODY=BINARYMIME
@@ -342,7 +344,9 @@ class SmtpClient(Channel):
             _sender(sender),
             rcpt_addresses,
             body,
-            MailParameters(size, body_8bit, smtputf8, binarymime, dsn),
+            MailParameters(
+                size, body_8bit, smtputf8, binarymime, dsn, smtputf8_if_offered=smtputf8_if_offered
+            ),
         )
 
     @property

@@ -68,6 +68,9 @@ class MailParameters:
     smtputf8: bool = False
     binarymime: bool = False
     dsn: DsnRequest | None = None
+    #: The message came with SMTPUTF8 (RFC 6531) though its addresses are ASCII: declared
+    #: to a server that offers it; to one that does not, the message goes without it.
+    smtputf8_if_offered: bool = False
 
     def check(self, capabilities: Capabilities) -> None:
         """SMTPUTF8 or BINARYMIME missing is ExtensionNotOffered: the message needs it
@@ -95,6 +98,7 @@ class MailParameters:
             self,
             size=self.size if capabilities.has("SIZE") else None,
             body_8bit=self.body_8bit and capabilities.eight_bit_mime,
+            smtputf8=self.smtputf8 or (self.smtputf8_if_offered and capabilities.smtputf8),
             dsn=self.dsn if capabilities.has("DSN") else None,
         )
 

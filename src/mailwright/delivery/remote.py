@@ -383,8 +383,12 @@ class SmtpDeliverer:
                         addresses,
                         body,
                         size=message.size,
+                        # What MAIL said of the body and of UTF-8 is said again (RFC 6152
+                        # 3, RFC 6531 3.2) where the next hop offers it.
+                        body_8bit=message.options.body == "8BITMIME",
                         binarymime=binary,
                         dsn=dsn_request(message, rcpts),
+                        smtputf8_if_offered=message.options.smtputf8,
                     )
                 break
             except SmtpClientError as exc:
