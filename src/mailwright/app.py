@@ -26,7 +26,7 @@ from mailwright.logfmt import kv
 from mailwright.mailauth.dns import Resolver
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.choose import build_queue_store, wake_on_new_mail
 from mailwright.server.listener import SmtpListener
 from mailwright.server.services import SessionServices
 from mailwright.server.tls import ServerTls
@@ -63,9 +63,7 @@ class App:
         self.role = role
         self.receive = receive
         self._wake_fd = wake_fd
-        self.store = SqliteQueueStore(
-            config.data_dir, role="server" if role == "server" else "acceptor"
-        )
+        self.store = build_queue_store(config, "server" if role == "server" else "acceptor")
         router = Router(config)
         bouncer = DsnBouncer(
             hostname=config.hostname,
@@ -77,6 +75,8 @@ class App:
         self.dns = Resolver.from_config(config)
         self.remote = SmtpDeliverer(config, self.store, RouteResolver(config, self.dns))
         self.worker = DeliveryWorker(config, self.store, remote=self.remote, bouncer=bouncer)
+        if role == "server":
+            wake_on_new_mail(self.store, self.worker.wake)  # mail queued by the other nodes
         # Built once; SIGHUP re-reads the certificate and key (reload_tls).
         self.tls = ServerTls(config.tls) if config.tls is not None else None
         self.services = SessionServices(

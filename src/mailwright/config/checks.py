@@ -32,6 +32,7 @@ def check(config: Config) -> None:
     dkim_keys(config)
     arc_seal_has_a_key(config)
     one_name_for_dns_servers(config)
+    queue_backend_has_its_keys(config)
 
 
 def deprecations(config: Config) -> list[str]:
@@ -44,6 +45,17 @@ def deprecations(config: Config) -> list[str]:
     if config.delivery.dns_servers:
         lines.append("[delivery] dns_servers is deprecated: use [dns] servers instead")
     return lines
+
+
+def queue_backend_has_its_keys(config: Config) -> None:
+    """A PostgreSQL queue needs its URL; the SQLite queue would silently ignore one."""
+    queue = config.queue
+    if queue.backend == "postgresql" and queue.url is None:
+        raise ConfigError(
+            "queue.url", 'backend = "postgresql" needs url = "postgresql://user@host:5432/db"'
+        )
+    if queue.backend == "sqlite" and queue.url is not None:
+        raise ConfigError("queue.url", 'only for backend = "postgresql"; the queue is SQLite')
 
 
 def listeners_apart(config: Config) -> None:
