@@ -175,6 +175,9 @@ class Mailwright(Server):
     name = "mailwright"
     label = "mailwright"
     stores = "SQLite queue (fsync, group commit), then Maildir (fsync)"
+    #: The local domains: any user@ gets a Maildir, unless ``mailboxes`` names them.
+    domains: tuple[str, ...] = (LOCAL_DOMAIN,)
+    mailboxes: tuple[str, ...] = ()
 
     def __init__(self, workdir: Path, *, forward_to: int | None = None) -> None:
         super().__init__(workdir)
@@ -194,9 +197,11 @@ class Mailwright(Server):
             f"max_message_size = {MAX_MESSAGE_SIZE}",
             f"processes = {json.dumps(self.processes)}",
             "[domains]",
-            f'local = ["{LOCAL_DOMAIN}"]',
-            f'auto_mailbox = ["{LOCAL_DOMAIN}"]',
+            f"local = {json.dumps(list(self.domains))}",
+            f"auto_mailbox = {json.dumps([] if self.mailboxes else list(self.domains))}",
         ]
+        if self.mailboxes:
+            lines += ["[mailboxes]", *(f"{json.dumps(a)} = {{}}" for a in self.mailboxes)]
         if self.forward_to is not None:
             lines += [
                 "[relay]",
@@ -272,11 +277,15 @@ postlog   unix-dgram n - n - 1 postlogd
             self.stores = "queue file (fsync), then SMTP to smtp-sink"
 
     def main_cf(self) -> str:
+        return "".join(f"{key} = {value}\n" for key, value in self.settings().items())
+
+    def settings(self) -> dict[str, object]:
+        """main.cf: any user@bench.test to one Maildir, or everything to ``relay_to``."""
         import pwd
 
         owner = pwd.getpwnam("postfix")
         root = self.root
-        settings = {
+        settings: dict[str, object] = {
             "compatibility_level": "3.6",
             "queue_directory": root / "queue",
             "data_directory": root / "data",
@@ -309,7 +318,7 @@ postlog   unix-dgram n - n - 1 postlogd
         }
         if self.relay_to is not None:
             settings["relayhost"] = f"[{LOOPBACK}]:{self.relay_to}"
-        return "".join(f"{key} = {value}\n" for key, value in settings.items())
+        return settings
 
     def start(self) -> None:
         if not deps.is_root():

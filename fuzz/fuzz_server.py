@@ -1,4 +1,4 @@
-"""Fuzz target for the server core: command parser, DATA reader, STARTTLS and AUTH (atheris).
+"""Fuzz target for the server core: command parser, DATA and BDAT readers, STARTTLS, AUTH (atheris).
 
 Run by hand (not in CI), e.g. for ten minutes:
 
@@ -21,10 +21,12 @@ from mailwright.protocol.events import (
     NEED_DATA,
     Auth,
     AuthChallenge,
+    Bdat,
     BodyChunk,
     ConnectionClosed,
     Data,
     Ehlo,
+    EndOfChunk,
     EndOfData,
     Mail,
     ProtocolViolation,
@@ -62,8 +64,8 @@ def run_one(data: bytes) -> int:
             event = conn.next_event()
             if event is NEED_DATA or isinstance(event, ConnectionClosed):
                 break
-            if isinstance(event, BodyChunk):
-                continue
+            if isinstance(event, BodyChunk | Bdat):
+                continue  # a BDAT chunk is answered after its octets (EndOfChunk, EndOfData)
             reply = _answer(event)
             out = conn.send(reply)
             assert out.endswith(b"\r\n")
@@ -91,6 +93,8 @@ def _answer(event: object) -> Reply:
             return replies.RECIPIENT_OK if rcpt.local_part != "no" else Reply(550, "5.1.1", "No")
         case Data():
             return replies.START_DATA
+        case EndOfChunk(size=size):
+            return replies.chunk_received(size)
         case EndOfData():
             return Reply(250, "2.0.0", "Ok")
         case Quit():

@@ -7,6 +7,9 @@ chosen reply or a hang-up instead of the default positive one.  Behaviours
 can be set for all connections (``sink.default``) or queued one per
 transaction (``sink.script(...)``), e.g. "451 twice, then 250".
 
+CHUNKING (RFC 3030) is offered only when asked (``SinkServer(chunking=True)``):
+by default the sink is a peer that knows DATA alone.
+
 STARTTLS is done here, outside the core, because the server core does not
 offer it yet: a command line that is exactly STARTTLS is taken before the core
 sees it.  Test-only and deliberately small: it is not how the server will do it.
@@ -26,10 +29,12 @@ from mailwright.model import Address
 from mailwright.protocol import replies
 from mailwright.protocol.events import (
     NEED_DATA,
+    Bdat,
     BodyChunk,
     ConnectionClosed,
     Data,
     Ehlo,
+    EndOfChunk,
     EndOfData,
     Event,
     Help,
@@ -76,6 +81,7 @@ class Behaviour:
     mail: Answer | None = None
     rcpt: Answer | Mapping[str, Answer] | None = None
     data: Answer | None = None
+    chunk: Answer | None = None  # each BDAT chunk but the LAST (whose answer is end_of_data)
     end_of_data: Answer | None = None
 
 
@@ -90,6 +96,7 @@ class ReceivedMessage:
     mail_params: dict[str, str | None]
     helo: str | None
     tls: bool
+    chunks: int = 0  # BDAT commands it came in; 0 when it came after DATA
     #: Each accepted RCPT's parameters (NOTIFY, ORCPT ...), in the order of ``recipients``.
     rcpt_params: tuple[dict[str, str | None], ...] = ()
 
@@ -104,8 +111,10 @@ class SinkServer:
         hostname: str = "sink.test",
         host: str = "127.0.0.1",
         port: int = 0,
+        chunking: bool = False,
     ) -> None:
         self.tls_context = tls
+        self.chunking = chunking  # offer CHUNKING and BINARYMIME (RFC 3030)
         self.hostname = hostname
         self.default = Behaviour()
         self.messages: list[ReceivedMessage] = []
@@ -213,6 +222,7 @@ class _Transaction:
     recipients: list[Address] = field(default_factory=list)
     rcpt_params: list[dict[str, str | None]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
+    chunks: int = 0
 
 
 class _SinkSession:
@@ -231,7 +241,10 @@ class _SinkSession:
     def _new_core(self) -> ServerConnection:
         offer_tls = self.sink.tls_context is not None and not self.tls
         return ServerConnection(
-            ProtocolConfig(extra_capabilities=("STARTTLS",) if offer_tls else ())
+            ProtocolConfig(
+                extra_capabilities=("STARTTLS",) if offer_tls else (),
+                chunking=self.sink.chunking,
+            )
         )
 
     async def _write(self, data: bytes) -> None:
@@ -244,7 +257,7 @@ class _SinkSession:
             return
         await self._write(self.conn.greeting(greeting))
         while self.conn.state is not State.CLOSED:
-            if self.conn.state is State.DATA:
+            if self.conn.receiving_body:  # after DATA's 354, or inside a BDAT chunk
                 data = await self.reader.read(65536)
             else:
                 # One line at a time, so a STARTTLS can be taken before the core sees it.
@@ -336,6 +349,15 @@ class _SinkSession:
                 return answer
             case Data():
                 return b.data or replies.START_DATA
+            case Bdat():
+                if self.transaction is not None:
+                    self.transaction.chunks += 1
+                return None  # answered after the chunk
+            case EndOfChunk(size=size):
+                answer = b.chunk or replies.chunk_received(size)
+                if isinstance(answer, Reply) and not answer.is_positive:
+                    self.transaction = None  # the core ended the transaction
+                return answer
             case EndOfData():
                 number = len(self.sink.messages) + 1
                 answer = b.end_of_data or Reply(250, "2.0.0", f"Ok: queued as SINK{number}")
@@ -375,6 +397,7 @@ class _SinkSession:
                 mail_params=txn.mail_params,
                 helo=self.conn.helo_name,
                 tls=self.tls,
+                chunks=txn.chunks,
                 rcpt_params=tuple(txn.rcpt_params),
             )
         )

@@ -144,16 +144,30 @@ def test_503_after_a_refused_mail_is_explained_as_its_consequence(
     assert lines[rcpt + 2] == (
         "    this follows from the refused MAIL: there is no transaction to add to"
     )
-    data = next(i for i, line in enumerate(lines) if line.startswith("DATA -> 503 5.5.1"))
-    assert lines[data + 2] == lines[rcpt + 2]
+    # The server offers CHUNKING: no DATA was pipelined, and no BDAT follows a refused MAIL.
+    assert "BDAT: not sent, since no recipient was accepted" in lines
     assert lines[-1] == "    refused: alice@example.test (503 5.5.1)"
 
 
-def test_data_gets_554_when_every_recipient_was_refused(server: RunningServer, tool: Tool) -> None:
+def test_data_503_after_a_refused_mail_is_explained_too(sink: SinkServer, tool: Tool) -> None:
+    """A peer without CHUNKING gets DATA pipelined (RFC 2920): its 503 is explained."""
+    sink.default = Behaviour(mail=Reply(552, "5.3.4", "Message size exceeds fixed maximum"))
+    run = send(tool, address(sink.host, sink.port), ALICE)
+    assert run.status == 1, run.out
+    lines = run.lines
+    rcpt = next(i for i, line in enumerate(lines) if line.startswith("RCPT TO:<alice@"))
+    data = next(i for i, line in enumerate(lines) if line.startswith("DATA -> 503 5.5.1"))
+    consequence = "    this follows from the refused MAIL: there is no transaction to add to"
+    assert lines[data + 2] == lines[rcpt + 2] == consequence
+
+
+def test_no_message_is_sent_when_every_recipient_was_refused(
+    server: RunningServer, tool: Tool
+) -> None:
     run = send(tool, address(server.host, server.port), "nobody@example.test")
     assert run.status == 1
-    data = run.lines.index("DATA -> 554 5.5.1 No valid recipients")
-    assert run.lines[data + 1].startswith("    554 5.5.1 ")
+    assert "BDAT: not sent, since no recipient was accepted" in run.lines
+    assert not any(line.startswith("end of data") for line in run.lines)
 
 
 def test_verbose_prints_the_transcript(server: RunningServer, tool: Tool) -> None:

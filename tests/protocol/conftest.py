@@ -11,10 +11,13 @@ from mailwright.protocol.events import (
     NEED_DATA,
     Auth,
     AuthChallenge,
+    Bdat,
     BodyChunk,
+    BodyRejected,
     ConnectionClosed,
     Data,
     Ehlo,
+    EndOfChunk,
     EndOfData,
     Help,
     Mail,
@@ -64,8 +67,13 @@ class Driver:
             case BodyChunk(data=data):
                 self._body += data
                 return b""
+            case Bdat():
+                return b""  # the reply comes after the chunk
+            case EndOfChunk(size=size):
+                return conn.send(replies.chunk_received(size))
             case ProtocolViolation(reply=reply):
-                self._body.clear()
+                if isinstance(event, BodyRejected):
+                    self._body.clear()
                 return conn.send(reply)
             case AuthChallenge(reply=reply):
                 return conn.send(reply)
@@ -76,6 +84,7 @@ class Driver:
             case StartTls():
                 return conn.send(replies.READY_FOR_TLS)
             case Ehlo(hostname=name, extended=True):
+                self._body.clear()
                 return conn.send(
                     Reply(250, None, ["test.example greets " + name, *conn.capabilities()])
                 )
@@ -94,6 +103,7 @@ class Driver:
                 self._body.clear()
                 return conn.send(Reply(250, "2.0.0", "Ok: queued as TEST"))
             case Rset():
+                self._body.clear()
                 return conn.send(replies.RESET_OK)
             case Noop():
                 return conn.send(replies.NOOP_OK)

@@ -29,6 +29,11 @@ COMMANDS = [
     b"",
     b"RCPT TO:<@r.test:b@y.test>",
     b"MAIL FROM:<" + b"l" * 70 + b"@x.test>",
+    # BDAT with no octets to follow, so each line still gets exactly one reply
+    b"BDAT 0",
+    b"BDAT 0 LAST",
+    b"BDAT x",
+    b"MAIL FROM:<a@x.test> BODY=BINARYMIME",
 ]
 
 settings.register_profile("ci", max_examples=150, deadline=None)
@@ -51,7 +56,11 @@ def test_any_bytes_in_any_pieces_never_crash_the_core(data: bytes, cuts: list[in
     assert driver.closed  # end of input always ends the session cleanly
 
 
-@given(commands=st.lists(st.sampled_from([c for c in COMMANDS if c not in (b"DATA", b"QUIT")]), max_size=40))
+@given(
+    commands=st.lists(
+        st.sampled_from([c for c in COMMANDS if c not in (b"DATA", b"QUIT")]), max_size=40
+    )
+)
 def test_every_command_line_gets_exactly_one_reply(commands: list[bytes]) -> None:
     driver = make_driver(max_errors=1000)
     driver.refuse.add("nobody")
@@ -61,7 +70,8 @@ def test_every_command_line_gets_exactly_one_reply(commands: list[bytes]) -> Non
 
 @given(
     commands=st.lists(
-        st.sampled_from([c for c in COMMANDS if c not in (b"QUIT",)]) | junk.filter(lambda b: b"\n" not in b),
+        st.sampled_from([c for c in COMMANDS if c not in (b"QUIT",)])
+        | junk.filter(lambda b: b"\n" not in b),
         max_size=30,
     )
 )
@@ -75,10 +85,18 @@ def test_pipelined_stream_answers_in_one_to_one_order(commands: list[bytes]) -> 
     assert len(codes(out)) == len(commands)
 
 
-@given(prefix=st.lists(st.sampled_from([c for c in COMMANDS if c not in (b"QUIT", b"DATA")]), max_size=20))
+@given(
+    prefix=st.lists(
+        st.sampled_from([c for c in COMMANDS if c not in (b"QUIT", b"DATA")]), max_size=20
+    )
+)
 def test_rset_returns_to_the_state_after_ehlo(prefix: list[bytes]) -> None:
     driver = make_driver(max_errors=1000)
-    driver.feed(b"EHLO c.example\r\n" + b"".join(c + b"\r\n" for c in prefix) + b"EHLO c.example\r\nRSET\r\n")
+    driver.feed(
+        b"EHLO c.example\r\n"
+        + b"".join(c + b"\r\n" for c in prefix)
+        + b"EHLO c.example\r\nRSET\r\n"
+    )
     reference = make_driver()
     reference.feed(b"EHLO c.example\r\n")
     conn, ref = driver.conn, reference.conn
@@ -118,3 +136,90 @@ def test_nothing_sent_with_starttls_is_ever_answered(injected: bytes) -> None:
     assert driver.feed(b"STARTTLS\r\n" + injected) == b"220 2.0.0 Ready to start TLS\r\n"
     assert driver.conn.state is State.CONNECTED and driver.conn.helo_name is None
     assert codes(driver.feed(b"NOOP\r\n")) == ["250 2.0.0 Ok"]
+
+
+def _crlf_clean(body: bytes) -> bytes:
+    body = body.replace(b"\r", b"").replace(b"\n", b"\r\n")
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body
+
+
+def _in_chunks(body: bytes, sizes: list[int]) -> bytes:
+    """``body`` as BDAT commands of the given sizes (what is left goes in the LAST one)."""
+    wire, start = b"", 0
+    for size in sizes:
+        piece = body[start : start + size]
+        start += len(piece)
+        wire += b"BDAT %d\r\n" % len(piece) + piece
+    rest = body[start:]
+    return wire + b"BDAT %d LAST\r\n" % len(rest) + rest
+
+
+def _feed_in_pieces(
+    wire: bytes,
+    size: int,
+    *,
+    mail: bytes = b"MAIL FROM:<a@x.test>",
+    data: bool = False,
+    max_body_line: int = 0,
+) -> list[bytes]:
+    """The bodies a session stores when ``wire`` follows the envelope in pieces of ``size``
+    (after DATA's 354 with ``data``: a client waits for it, RFC 2920 3.1)."""
+    driver = make_driver(max_message_size=10**6, max_body_line=max_body_line)
+    command = b"DATA\r\n" if data else b""
+    driver.feed(b"EHLO c\r\n" + mail + b"\r\nRCPT TO:<b@y.test>\r\n" + command)
+    for i in range(0, len(wire), size):
+        driver.feed(wire[i : i + size])
+    return driver.bodies
+
+
+#: A body, the sizes of its BDAT chunks (the rest goes in the LAST), and how it arrives.
+CHUNKED = {
+    "body": st.binary(max_size=3000),
+    "sizes": st.lists(st.integers(0, 700), max_size=12),
+    "piece": st.integers(1, 97),
+}
+
+
+@given(**CHUNKED)
+def test_bdat_in_any_chunks_and_pieces_stores_what_data_stores(
+    body: bytes, sizes: list[int], piece: int
+) -> None:
+    """RFC 3030: the same message sent with DATA or in BDAT chunks of any sizes, each
+    arriving in pieces of any size, is the same stored message."""
+    from mailwright.protocol.data import DotStuffer
+
+    body = _crlf_clean(body)
+    stuffer = DotStuffer()
+    by_data = _feed_in_pieces(stuffer.stuff(body) + stuffer.finish(), piece, data=True)
+    by_bdat = _feed_in_pieces(_in_chunks(body, sizes), piece)
+    assert by_bdat == by_data == [body]
+
+
+@given(**CHUNKED)
+def test_binarymime_body_is_stored_octet_for_octet(
+    body: bytes, sizes: list[int], piece: int
+) -> None:
+    """Any octets at all, bare CR, LF, NUL and CRLF.CRLF included, come out as they went in."""
+    wire = _in_chunks(body, sizes)
+    assert _feed_in_pieces(wire, piece, mail=b"MAIL FROM:<a@x.test> BODY=BINARYMIME") == [body]
+
+
+@given(
+    lengths=st.lists(st.integers(990, 1002), max_size=6),
+    sizes=st.lists(st.integers(0, 1500), max_size=6),
+    piece=st.integers(1, 700),
+)
+def test_bdat_and_data_agree_on_long_lines(
+    lengths: list[int], sizes: list[int], piece: int
+) -> None:
+    """max_body_line refuses the same messages whether they come after DATA or in chunks."""
+    from mailwright.protocol.data import DotStuffer
+
+    body = b"".join(b"x" * n + b"\r\n" for n in lengths)
+    stuffer = DotStuffer()
+    wire = stuffer.stuff(body) + stuffer.finish()
+    by_data = _feed_in_pieces(wire, piece, data=True, max_body_line=1000)
+    by_bdat = _feed_in_pieces(_in_chunks(body, sizes), piece, max_body_line=1000)
+    assert by_bdat == by_data == ([body] if all(n <= 998 for n in lengths) else [])

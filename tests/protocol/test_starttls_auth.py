@@ -358,7 +358,8 @@ def test_submission_before_tls_asks_for_starttls_then_auth() -> None:
 
 
 def test_every_client_command_has_a_rule_in_every_command_state() -> None:
-    for state in (State.CONNECTED, State.READY, State.MAIL, State.MAIL_REFUSED, State.RCPT):
+    command_states = (State.CONNECTED, State.READY, State.MAIL, State.MAIL_REFUSED, State.RCPT)
+    for state in (*command_states, State.CHUNKING):
         for command in st.CLIENT_COMMANDS:
             for facts in (st.Fact.NONE, st.Fact.TLS | st.Fact.AUTH_REQUIRED):
                 st.check(state, command, facts)  # raises KeyError when a rule is missing

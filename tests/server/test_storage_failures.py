@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import (
     BASE_CONFIG,
+    RawClient,
     RunningServer,
     maildir_messages,
     make_config,
@@ -36,14 +37,15 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
+def server_on(disk: Path, tmp_path: Path) -> RunningServer:
+    """A server whose data (queue and mailboxes) lives on ``disk``, with no free-space
+    reserve: the disk is filled on purpose past any reserve."""
+    base = BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{disk}"')
+    return RunningServer(make_config(tmp_path, "[queue]\nmin_free_space = 0", base=base))
+
+
 def test_disk_full_gets_452_and_the_server_goes_on(small_disk: Path, tmp_path: Path) -> None:
-    # The disk is filled on purpose past any reserve: no free-space reserve here.
-    config = make_config(
-        tmp_path,
-        "[queue]\nmin_free_space = 0",
-        base=BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{small_disk}"'),
-    )
-    server = RunningServer(config)
+    server = server_on(small_disk, tmp_path)
     try:
         with smtplib.SMTP(server.host, server.port, timeout=10) as s:
             assert (
@@ -111,5 +113,32 @@ def test_maildir_full_defers_delivery_without_half_files(small_disk: Path, tmp_p
         assert maildir_messages(config.data_dir, "alice@example.test")[0].endswith(
             body[-500:].encode()
         )
+    finally:
+        server.stop()
+
+
+def test_disk_full_in_bdat_chunks_gets_452_and_the_session_goes_on(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """The same as after DATA: the message's final reply (after BDAT LAST) is the refusal."""
+    server = server_on(small_disk, tmp_path)
+    try:
+        filler = fill(small_disk, leave=64 * 1024)
+        chunk = ("z" * 998 + "\r\n").encode() * 100  # 100 KB a chunk, 600 KB in all
+        client = RawClient(server.host, server.port)
+        client.read_reply()
+        client.send(
+            b"EHLO c.example\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+            + (b"BDAT %d\r\n%s" % (len(chunk), chunk)) * 5
+            + b"BDAT %d LAST\r\n%s" % (len(chunk), chunk)
+            + b"NOOP\r\n"
+        )
+        replies = client.replies(10)
+        assert replies[3:8] == ["250 2.0.0 100000 octets received"] * 5
+        assert replies[8][:9] in ("452 4.3.1", "451 4.3.0"), replies[8]
+        assert replies[9] == "250 2.0.0 Ok"  # the session goes on
+        client.close()
+        assert all(m.size < 100_000 for m in server.call(lambda: server.app.store.list()))
+        filler.unlink()
     finally:
         server.stop()

@@ -1,6 +1,6 @@
 """The ``mailwright`` command: one module per subcommand, registered here.
 
-serve, check_config, passwd, explain, queue, send, probe and dkim each have a
+serve, check_config, passwd, explain, queue, send, probe, check and dkim each have a
 module with ``add_<command>_parser`` (which sets ``func``) and
 ``run_<command>``.  What several share is beside them: common.py (exit
 statuses, reading the configuration) for all; for the client tools (send,
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mailwright.cli.check import add_check_parser
     from mailwright.cli.check_config import add_check_config_parser
     from mailwright.cli.dkim import add_dkim_parser
     from mailwright.cli.explain import add_explain_parser
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_queue_parser(sub)
     add_send_parser(sub)
     add_probe_parser(sub)
+    add_check_parser(sub)
     add_dkim_parser(sub)
     return parser
 

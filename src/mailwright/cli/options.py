@@ -38,6 +38,9 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "add_connection_options",
+    "add_helo_option",
+    "add_lang_option",
+    "add_server_argument",
     "recipient",
     "sender",
     "sender_or_null",
@@ -114,12 +117,7 @@ def positive_seconds(text: str) -> float:
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     """Options every tool that talks to a server has."""
-    parser.add_argument(
-        "--helo",
-        type=helo_name,
-        metavar="NAME",
-        help="name to give in EHLO (default: this host's name, or an address literal)",
-    )
+    add_helo_option(parser)
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -138,9 +136,31 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the name the certificate must be valid for (default: the host given)",
     )
+    add_lang_option(parser)
+
+
+def add_helo_option(parser: argparse.ArgumentParser) -> None:
+    """``--helo NAME``, checked as EHLO needs it."""
+    parser.add_argument(
+        "--helo",
+        type=helo_name,
+        metavar="NAME",
+        help="name to give in EHLO (default: this host's name, or an address literal)",
+    )
+
+
+def add_lang_option(parser: argparse.ArgumentParser) -> None:
+    """``--lang en|zh`` for the explanations; None (not given) means from the locale."""
     parser.add_argument(
         "--lang",
         choices=LANGUAGES,
         default=None,
         help="language of the explanations (default: from LC_ALL, LC_MESSAGES or LANG)",
+    )
+
+
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional ``HOST[:PORT]`` of the tools that audit one server (``probe``, ``check``)."""
+    parser.add_argument(
+        "server", type=server_address, metavar="HOST[:PORT]", help="port 25 when not given"
     )

@@ -41,9 +41,9 @@ from mailwright.cli.options import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     add_connection_options,
+    add_server_argument,
     recipient,
     sender_or_null,
-    server_address,
 )
 from mailwright.cli.report import (
     INDENT,
@@ -91,9 +91,7 @@ def add_probe_parser(subcommands: Subcommands) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "server", type=server_address, metavar="HOST[:PORT]", help="port 25 when not given"
-    )
+    add_server_argument(parser)
     parser.add_argument(
         "--from",
         dest="sender",

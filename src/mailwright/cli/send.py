@@ -408,7 +408,10 @@ def _print_result(out: TextIO, plan: _Plan, result: SendResult, transcript: Tran
         for line in hints:
             print(line, file=out)
     if txn.data is None:
-        print("DATA: not sent, since no recipient was accepted", file=out)
+        # With CHUNKING offered the message goes in BDAT chunks (RFC 3030), no DATA.
+        verb = "BDAT" if txn.chunked else "DATA"
+        if txn.end_of_data is None:
+            print(f"{verb}: not sent, since no recipient was accepted", file=out)
     else:
         show("DATA", txn.data, expected=3)
         if txn.data.code == 503 and not txn.mail.is_positive:

@@ -4,7 +4,8 @@ A thin transport around ``ClientConnection`` (the sans-I/O core decides what
 may be sent and parses what comes back); this module moves bytes, keeps time
 and hands back replies.  Each method is one step of the protocol: ``connect``
 (and the greeting), ``ehlo`` (HELO when EHLO is unknown), ``starttls``,
-``login`` (AUTH), ``mail``, ``rcpt``, ``data`` and ``send_body``, ``rset``,
+``login`` (AUTH), ``mail``, ``rcpt``, ``data`` and ``send_body`` (or
+``send_chunks``, BDAT), ``rset``,
 ``quit``.  ``envelope`` sends MAIL, the RCPTs and DATA in one write when the
 server allows it (RFC 2920), and ``send_transaction`` runs a whole
 transaction.  A session under a TLS policy is opened by ``open_session``
@@ -174,14 +175,16 @@ class SmtpClient(Channel):
         size: int | None = None,
         body_8bit: bool = False,
         smtputf8: bool = False,
+        binarymime: bool = False,
     ) -> Reply:
         """MAIL FROM (RFC 5321 4.1.1.2); ``sender`` None is the null reverse-path ``<>``.
 
         Each parameter needs its extension in the EHLO reply (the core refuses
-        it otherwise); SMTPUTF8 missing is ExtensionNotOffered, before anything
-        is sent, since it is the message that needs it (RFC 6531 3.2).
+        it otherwise); SMTPUTF8 or BINARYMIME missing is ExtensionNotOffered,
+        before anything is sent, since it is the message that needs it (RFC
+        6531 3.2, RFC 3030 3).
         """
-        mail = MailParameters(size, body_8bit, smtputf8)
+        mail = MailParameters(size, body_8bit, smtputf8, binarymime)
         reply = await self._command(self._mail_command(_sender(sender), mail))
         self._needs_rset = reply.is_positive
         return reply
@@ -229,19 +232,74 @@ class SmtpClient(Channel):
         self._needs_rset = False
         return end
 
+    async def send_chunks(self, body: MessageBody, *, binary: bool = False) -> Reply:
+        """The message in BDAT chunks (RFC 3030 2), the last with LAST; the reply to it.
+
+        Each BODY_CHUNK_SIZE piece is one chunk.  With PIPELINING a chunk goes
+        out before the reply to the one before it is read (one in flight, so
+        neither side's buffers fill); without, each waits for its reply.  The
+        first refusal ends the message: no more chunks are sent (RFC 3030 2)
+        and that reply is returned.  ``binary``: BODY=BINARYMIME, the octets as
+        they are; otherwise line endings are made CRLF as for DATA.
+        """
+        in_flight = 1 if self._conn.capabilities.pipelining else 0
+        unanswered = 0
+        refusal: Reply | None = None
+        held: bytes | None = None
+        async for piece in chunks(body):
+            if held is not None:
+                unanswered += await self._send_chunk(held, last=False, binary=binary)
+                while unanswered > in_flight and refusal is None:
+                    unanswered -= 1
+                    reply = await self._read_reply(self.timeouts.command)
+                    refusal = reply if reply.code != 250 else None
+                if refusal is not None:
+                    break
+            held = piece
+        if refusal is None:
+            unanswered += await self._send_chunk(held or b"", last=True, binary=binary)
+        end = refusal
+        while unanswered:  # the chunk in flight, then the LAST
+            unanswered -= 1
+            reply = await self._read_reply(
+                self.timeouts.command if unanswered else self.timeouts.end_of_data
+            )
+            if end is None and (reply.code != 250 or not unanswered):
+                end = reply
+        assert end is not None
+        # A server may keep the transaction open after a refused chunk: RSET before the next.
+        self._needs_rset = refusal is not None
+        return end
+
+    async def _send_chunk(self, chunk: bytes, *, last: bool, binary: bool) -> int:
+        """Write one BDAT with its chunk; how many replies that makes due (0 or 1)."""
+        out = self._conn.bdat(chunk, last=last, binary=binary)
+        if not out:
+            return 0
+        self._note("C", str(self._conn.unanswered[-1]))
+        await self._write(out, self.timeouts.data_block)
+        return 1
+
     async def pipelined_envelope(
-        self, sender: Address | None, recipients: Sequence[Address], mail: MailParameters
+        self,
+        sender: Address | None,
+        recipients: Sequence[Address],
+        mail: MailParameters,
+        *,
+        data: bool = True,
     ) -> Envelope:
         """RFC 2920: [RSET,] MAIL, every RCPT and DATA in one write; every reply read in order.
 
         The RSET goes first when one is due (``pending_rset``).  Needs PIPELINING.
+        ``data`` False leaves DATA out: the body goes in BDAT chunks (``send_chunks``).
         """
         conn = self._conn
         rset_first = self._needs_rset
         out = [conn.rset()] if rset_first else []
         out.append(self._mail_command(sender, mail))
         out.extend(self._rcpt_command(a, i, mail) for i, a in enumerate(recipients))
-        out.append(conn.data())
+        if data:
+            out.append(conn.data())
         await self._send_commands(b"".join(out))
         if rset_first:
             await self._read_reply(self.timeouts.command)
@@ -250,7 +308,8 @@ class SmtpClient(Channel):
         rcpts = [
             RecipientReply(a, await self._read_reply(self.timeouts.command)) for a in recipients
         ]
-        return Envelope(mail_reply, tuple(rcpts), await self._read_reply(self.timeouts.command))
+        data_reply = await self._read_reply(self.timeouts.command) if data else None
+        return Envelope(mail_reply, tuple(rcpts), data_reply)
 
     async def send_transaction(
         self,
@@ -261,16 +320,18 @@ class SmtpClient(Channel):
         size: int | None = None,
         body_8bit: bool = False,
         smtputf8: bool = False,
+        binarymime: bool = False,
         dsn: DsnRequest | None = None,
     ) -> TransactionResult:
-        """One mail transaction: MAIL, RCPT for each recipient, DATA, the body.
+        """One mail transaction: MAIL, RCPT for each recipient, DATA or BDAT, the body.
 
         ``dsn``: RFC 3461 parameters, sent only when the server offers DSN.
 
         Pipelined when the server allows it; see ``run_transaction``
-        (client/transaction.py) for how SIZE, BODY=8BITMIME and SMTPUTF8 are
-        declared.  ExtensionNotOffered, before anything is sent, when the
-        addresses need SMTPUTF8 and the server lacks it.
+        (client/transaction.py) for how SIZE, BODY=8BITMIME, BODY=BINARYMIME
+        and SMTPUTF8 are declared.  ExtensionNotOffered, before anything is
+        sent, when the addresses need SMTPUTF8 or a binary body BINARYMIME
+        and the server lacks it.
         """
         rcpt_addresses = [as_address(r) for r in recipients]
         if not rcpt_addresses:
@@ -280,7 +341,7 @@ class SmtpClient(Channel):
             _sender(sender),
             rcpt_addresses,
             body,
-            MailParameters(size, body_8bit, smtputf8, dsn),
+            MailParameters(size, body_8bit, smtputf8, binarymime, dsn),
         )
 
     @property
@@ -316,6 +377,7 @@ class SmtpClient(Channel):
             size=mail.size,
             body_8bit=mail.body_8bit,
             smtputf8=mail.smtputf8,
+            binarymime=mail.binarymime,
             ret=dsn.ret if dsn is not None else None,
             envid=dsn.envid if dsn is not None else None,
         )

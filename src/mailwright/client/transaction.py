@@ -1,7 +1,8 @@
 """One mail transaction in the client role, built from the session's single steps.
 
 ``run_transaction`` (``SmtpClient.send_transaction``) sends MAIL, the RCPTs,
-DATA and the body and returns a ``TransactionResult`` holding every reply, so
+and the body (after DATA, or in BDAT chunks when the server offers CHUNKING,
+RFC 3030) and returns a ``TransactionResult`` holding every reply, so
 a caller (the delivery worker, ``mailwright send``) can act per recipient.
 This module holds that procedure, the values it returns, what a transaction
 must know before it starts (which MAIL parameters the message calls for) and
@@ -60,21 +61,30 @@ class DsnRequest:
 @dataclass(frozen=True, slots=True)
 class MailParameters:
     """What MAIL declares: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
-    and the DSN parameters (RFC 3461) of MAIL and of each RCPT."""
+    BODY=BINARYMIME (RFC 3030), and the DSN parameters (RFC 3461) of MAIL and of each RCPT."""
 
     size: int | None = None
     body_8bit: bool = False
     smtputf8: bool = False
+    binarymime: bool = False
     dsn: DsnRequest | None = None
 
     def check(self, capabilities: Capabilities) -> None:
-        """SMTPUTF8 missing is ExtensionNotOffered: the message needs it (RFC 6531 3.2).
+        """SMTPUTF8 or BINARYMIME missing is ExtensionNotOffered: the message needs it
+        (RFC 6531 3.2; RFC 3030 3, a binary body is not converted).
 
         The other two are the core's to refuse (``LocalProtocolError``), since
         ``offered`` below drops them when the server lacks them.
         """
         if self.smtputf8 and not capabilities.smtputf8:
             raise ExtensionNotOffered("SMTPUTF8", "an address or the message needs it (RFC 6531)")
+        if self.binarymime and not capabilities.binary_mime:
+            raise ExtensionNotOffered("BINARYMIME", "the message body is binary (RFC 3030 3)")
+
+    def chunked(self, capabilities: Capabilities) -> bool:
+        """BDAT rather than DATA: whenever CHUNKING is offered (RFC 3030), always for
+        BINARYMIME, which DATA cannot carry."""
+        return self.binarymime or capabilities.chunking
 
     def offered(self, capabilities: Capabilities) -> MailParameters:
         """SIZE and BODY=8BITMIME only where offered: an 8-bit body goes as it is
@@ -91,7 +101,8 @@ class MailParameters:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """The replies to MAIL, to each RCPT and to DATA (None when DATA was not sent)."""
+    """The replies to MAIL, to each RCPT and to DATA (None when DATA was not sent, or the
+    body goes in BDAT chunks)."""
 
     mail: Reply
     recipients: tuple[RecipientReply, ...]
@@ -108,8 +119,10 @@ class TransactionResult:
 
     ``data`` is the reply to DATA and ``end_of_data`` the reply after the
     body; both None when DATA was not sent (no recipient accepted, without
-    pipelining).  The message is delivered to the accepted recipients only
-    when ``end_of_data`` is positive.
+    pipelining).  In BDAT chunks (RFC 3030) ``data`` is None and
+    ``end_of_data`` the reply to the LAST chunk, or to the first refused one;
+    ``chunked`` says so.  The message is delivered to the accepted recipients
+    only when ``end_of_data`` is positive.
     """
 
     mail: Reply
@@ -118,6 +131,7 @@ class TransactionResult:
     end_of_data: Reply | None
     #: The server offered DSN: the RFC 3461 parameters, if any, went with the commands.
     dsn_passed_on: bool = False
+    chunked: bool = False
 
     @property
     def accepted(self) -> tuple[Address, ...]:
@@ -141,7 +155,9 @@ async def run_transaction(
     body: MessageBody,
     mail: MailParameters,
 ) -> TransactionResult:
-    """MAIL, RCPT for each recipient, DATA, and the body after a 354.
+    """MAIL, RCPT for each recipient, DATA, and the body after a 354; or, when the server
+    offers CHUNKING (always for BINARYMIME), the body in BDAT chunks once a recipient
+    was accepted.
 
     With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go in one write;
     otherwise each waits for its reply, and DATA is sent only when a
@@ -158,10 +174,16 @@ async def run_transaction(
     mail = mail.offered(client.capabilities)
     mail.check(client.capabilities)
     dsn = client.capabilities.has("DSN")
+    chunked = mail.chunked(client.capabilities)
     if client.capabilities.pipelining:
-        envelope = await client.pipelined_envelope(sender, recipients, mail)
+        envelope = await client.pipelined_envelope(sender, recipients, mail, data=not chunked)
     else:
-        envelope = await _one_by_one(client, sender, recipients, mail)
+        envelope = await _one_by_one(client, sender, recipients, mail, data=not chunked)
+    if chunked:
+        end = None
+        if envelope.any_accepted:
+            end = await client.send_chunks(body, binary=mail.binarymime)
+        return TransactionResult(envelope.mail, envelope.recipients, None, end, dsn, True)
     data = envelope.data
     if data is None or data.code != 354:
         return TransactionResult(envelope.mail, envelope.recipients, data, None, dsn)
@@ -171,10 +193,15 @@ async def run_transaction(
 
 
 async def _one_by_one(
-    client: SmtpClient, sender: Address | None, recipients: Sequence[Address], mail: MailParameters
+    client: SmtpClient,
+    sender: Address | None,
+    recipients: Sequence[Address],
+    mail: MailParameters,
+    *,
+    data: bool = True,
 ) -> Envelope:
     """Each command waits for its reply: no RCPT after a refused MAIL, no DATA unless a
-    recipient was accepted."""
+    recipient was accepted (nor at all when ``data`` is False: the body goes in BDAT)."""
     if client.pending_rset:
         await client.rset()
     mail_reply = await client.mail_with(sender, mail)
@@ -183,7 +210,7 @@ async def _one_by_one(
     rcpts = tuple(
         [RecipientReply(a, await client.rcpt_with(a, i, mail)) for i, a in enumerate(recipients)]
     )
-    if not any(r.accepted for r in rcpts):
+    if not data or not any(r.accepted for r in rcpts):
         return Envelope(mail_reply, rcpts, None)
     return Envelope(mail_reply, rcpts, await client.data())
 

@@ -347,6 +347,11 @@ class SmtpDeliverer:
             client, used = idle.client, idle.used
         else:
             client, used = await self._open(hop, mode, deadline), 0
+        binary = message.options.body == "BINARYMIME"
+        if binary and not client.capabilities.binary_mime:
+            # RFC 3030 3: a binary body is never converted; another host may take it.
+            self.pool.give_back(key, client, used)
+            raise _HostFailed(binarymime_not_offered(hop.host))
         while True:
             replies_before = client.replies_read
             try:
@@ -358,6 +363,7 @@ class SmtpDeliverer:
                         [r.target.address for r in rcpts],
                         body,
                         size=message.size,
+                        binarymime=binary,
                         dsn=dsn_request(message, rcpts),
                     )
                 break
@@ -392,6 +398,16 @@ class SmtpDeliverer:
         except SmtpClientError as exc:
             raise _HostFailed(_open_failure(exc, hop, policy)) from None
         return opened.client
+
+
+def binarymime_not_offered(host: str) -> Reply:
+    """RFC 3030 3 and RFC 3463 X.6.3: the next hop cannot take a BINARYMIME body and
+    conversion is not supported; permanent, as the message will not change."""
+    return Reply(
+        554,
+        "5.6.3",
+        f"{host} does not offer BINARYMIME; a binary message is not converted (RFC 3030 3)",
+    )
 
 
 def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Reply:

@@ -45,6 +45,17 @@ class LineBuffer:
         self._scanned = 0
         return data
 
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` octets from the front, whatever they are (a BDAT chunk, RFC 3030).
+
+        Only what is taken is copied: the rest stays where it is, so many small
+        chunks pipelined in one write cost O(n), not O(n) each.
+        """
+        data = bytes(self._buf[:limit])
+        del self._buf[:limit]
+        self._scanned = 0
+        return data
+
     def clear(self) -> None:
         self._buf.clear()
         self._scanned = 0

@@ -1,7 +1,7 @@
 """ClientConnection: the client role of SMTP as a sans-I/O state machine (in the style of h11).
 
 The server core with the arrows reversed: command methods (``ehlo``, ``mail``,
-``rcpt``, ``data``, ``body`` ...) return the bytes to write; ``receive_data(bytes)``
+``rcpt``, ``data``, ``body``, ``bdat`` ...) return the bytes to write; ``receive_data(bytes)``
 takes what the server sent (``b""`` is end of file); ``next_event()`` returns a
 ``ReplyReceived``, ``ConnectionClosed`` or ``NEED_DATA``.
 
@@ -14,7 +14,8 @@ The core refuses, with ``LocalProtocolError``, what would make *us* break the
 protocol: a command before the reply to a command that must end a pipelined
 group (RFC 2920 3.1), pipelining to a server that did not offer it, body bytes
 before the 354 (they would run as commands), CR or LF inside a command line
-(command injection), and parameters of extensions the server did not offer.
+(command injection), and parameters or commands (BDAT) of extensions the
+server did not offer.
 
 What the server sends is read by client_parse.py (``ReplyReader``, and
 ``Capabilities`` for EHLO, re-exported here): leniently where that is harmless,
@@ -41,7 +42,7 @@ from mailwright.protocol.client_parse import (
     ReplyReader,
 )
 from mailwright.protocol.commands import CommandSyntaxError
-from mailwright.protocol.data import DotStuffer
+from mailwright.protocol.data import DotStuffer, LineEndings
 from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Event, _NeedData
 from mailwright.protocol.reply import Reply, excerpt
 from mailwright.syntax import is_valid_address_literal, is_valid_domain
@@ -68,6 +69,7 @@ class CommandKind(enum.Enum):
     RCPT = "RCPT"
     DATA = "DATA"
     END_OF_DATA = "end of data"
+    BDAT = "BDAT"
     RSET = "RSET"
     NOOP = "NOOP"
     QUIT = "QUIT"
@@ -85,7 +87,7 @@ K = CommandKind
 #: before it is a protocol violation (RFC 5321 3.1).
 _ENDS_GROUP = frozenset({K.GREETING, K.EHLO, K.HELO, K.DATA, K.NOOP, K.QUIT, K.STARTTLS, K.AUTH})
 #: Commands that need a successful EHLO or HELO first (RFC 5321 4.1.4).
-_NEEDS_GREETING = frozenset({K.MAIL, K.RCPT, K.DATA})
+_NEEDS_GREETING = frozenset({K.MAIL, K.RCPT, K.DATA, K.BDAT})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +138,8 @@ class ClientConnection:
         self._greeted = False  # an EHLO or HELO got 250 (since connect or STARTTLS)
         self._mail_smtputf8 = False
         self._stuffer: DotStuffer | None = None
+        #: The line endings of a text body sent in BDAT chunks, from the first to LAST.
+        self._chunk_lines: LineEndings | None = None
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
@@ -253,17 +257,20 @@ class ClientConnection:
         size: int | None = None,
         body_8bit: bool = False,
         smtputf8: bool = False,
+        binarymime: bool = False,
         ret: str | None = None,
         envid: str | None = None,
     ) -> bytes:
         """MAIL FROM; ``sender`` None is the null reverse-path ``<>`` (RFC 5321 4.5.5).
 
         Each parameter needs the server to have offered its extension:
-        SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), RET
-        and ENVID (RFC 3461 4.3, 4.4: DSN; ``envid`` is sent as xtext).
+        SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+        BODY=BINARYMIME (RFC 3030: BINARYMIME and CHUNKING; it wins over 8BITMIME),
+        RET and ENVID (RFC 3461 4.3, 4.4: DSN; ``envid`` is sent as xtext).
         """
         self._check_open(K.MAIL)
-        line = _mail_line(sender, self._capabilities, size, body_8bit, smtputf8)
+        body = _body_parameter(self._capabilities, body_8bit, binarymime)
+        line = _mail_line(sender, self._capabilities, size, body, smtputf8)
         if ret is not None or envid is not None:
             _require_extension(self._capabilities, "DSN")
             if ret is not None:
@@ -272,6 +279,7 @@ class ClientConnection:
                 line += f" ENVID={dsn.encode_xtext(envid)}"
         out = self._command(K.MAIL, line)
         self._mail_smtputf8 = smtputf8
+        self._chunk_lines = None  # a new message: nothing held from an unfinished one
         return out
 
     def rcpt(
@@ -308,7 +316,28 @@ class ClientConnection:
         self._pending.append(SentCommand(kind=K.END_OF_DATA, line="."))
         return tail
 
+    def bdat(self, chunk: bytes, *, last: bool = False, binary: bool = False) -> bytes:
+        """One BDAT command with its chunk (RFC 3030 2); ``b""`` when there is nothing to send.
+
+        A text body's line endings are made CRLF across the chunks, and the LAST
+        one ends its last line, so the message stored is the one DATA would
+        give; ``binary`` (BODY=BINARYMIME) sends the octets as they are.  A
+        chunk that is only a held CR sends nothing until the next one.  Each
+        BDAT gets its reply in order; without PIPELINING, wait for it first.
+        """
+        self._check_open(K.BDAT)
+        _require_extension(self._capabilities, "CHUNKING")
+        if not binary:
+            lines = self._chunk_lines or LineEndings()
+            chunk = lines.convert(chunk) + (lines.finish() if last else b"")
+            self._chunk_lines = None if last else lines
+        if not chunk and not last:
+            return b""
+        line = f"BDAT {len(chunk)}" + (" LAST" if last else "")
+        return self._command(K.BDAT, line) + chunk
+
     def rset(self) -> bytes:
+        self._chunk_lines = None
         return self._command(K.RSET, "RSET")
 
     def noop(self) -> bytes:
@@ -405,11 +434,23 @@ def _checked_address(address: Address, smtputf8: bool) -> str:
     return text
 
 
+def _body_parameter(capabilities: Capabilities, body_8bit: bool, binarymime: bool) -> str | None:
+    """BODY=BINARYMIME (RFC 3030 3: offered with CHUNKING, needed to send it), or 8BITMIME."""
+    if binarymime:
+        _require_extension(capabilities, "CHUNKING")
+        _require_extension(capabilities, "BINARYMIME")
+        return "BINARYMIME"
+    if body_8bit:
+        _require_extension(capabilities, "8BITMIME")
+        return "8BITMIME"
+    return None
+
+
 def _mail_line(
     sender: Address | None,
     capabilities: Capabilities,
     size: int | None,
-    body_8bit: bool,
+    body: str | None,
     smtputf8: bool,
 ) -> str:
     """MAIL FROM with its parameters, each checked against what the server offered."""
@@ -419,9 +460,8 @@ def _mail_line(
             raise LocalProtocolError("SIZE must not be negative")
         _require_extension(capabilities, "SIZE")
         params.append(f"SIZE={size}")
-    if body_8bit:
-        _require_extension(capabilities, "8BITMIME")
-        params.append("BODY=8BITMIME")
+    if body is not None:
+        params.append(f"BODY={body}")
     if smtputf8:
         _require_extension(capabilities, "SMTPUTF8")
         params.append("SMTPUTF8")

@@ -113,6 +113,11 @@ class Capabilities:
         return self.has("CHUNKING")
 
     @property
+    def binary_mime(self) -> bool:
+        """BODY=BINARYMIME can be sent: RFC 3030 3 offers it only with CHUNKING."""
+        return self.has("BINARYMIME") and self.has("CHUNKING")
+
+    @property
     def auth_mechanisms(self) -> tuple[str, ...]:
         return tuple(m.upper() for m in self.params("AUTH"))
 

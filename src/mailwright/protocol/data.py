@@ -1,4 +1,5 @@
-"""DATA framing both ways (RFC 5321 4.1.1.4, 4.5.2): end of data, dot-stuffing, size limit.
+"""DATA and BDAT framing (RFC 5321 4.1.1.4, 4.5.2; RFC 3030 2): end of data, dot-stuffing,
+size limit, counted chunks.
 
 The body is handled in large pieces: ``bytes.find`` for the end marker, one
 ``replace`` to undo dot-stuffing, ``count`` to find bare CR or LF.  Never line by
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from mailwright.protocol.buffer import LineBuffer
 
 _END = b"\r\n.\r\n"
 _KEEP = len(_END) - 1  # bytes held back: they may be the start of the end marker
@@ -105,7 +108,6 @@ class DataReader:
             return b""
         return data
 
-
     def _line_too_long(self, piece: bytes) -> bool:
         """Whether a line (counted on the wire, CRLF included) passes max_line.
 
@@ -126,18 +128,71 @@ class DataReader:
         return self._line_length > limit
 
 
-class DotStuffer:
-    """The sending side: normalise line endings to CRLF, stuff dots, add the end marker.
+class ChunkReader:
+    """One BDAT chunk (RFC 3030 2): exactly ``size`` octets, counted and never scanned.
 
-    Used by the client role; a message read from a file may have bare LF line
-    endings, which must never go on the wire (RFC 5321 2.3.8).
+    There is no end marker to look for, so nothing inside a chunk can end the
+    message early: BDAT is immune to end-of-data smuggling by construction.
+    The octets are taken from the command buffer as they arrive (``keep``
+    False: a refused chunk, read and dropped so the client stays in step).
+    """
+
+    def __init__(self, size: int, *, keep: bool) -> None:
+        self.remaining = size
+        self.keep = keep
+
+    def take(self, lines: LineBuffer) -> bytes:
+        """The chunk's octets buffered now; empty when there are none or they are dropped."""
+        piece = lines.take(self.remaining)
+        self.remaining -= len(piece)
+        return piece if self.keep else b""
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+
+class LineMeter:
+    """``max_body_line`` for a body in BDAT chunks, whose pieces may end anywhere (even
+    between CR and LF): a line ends at LF and is counted with its line ending.
+
+    One per message, since a line may run from one chunk into the next.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._current = 0  # octets of the line not ended yet
+
+    def too_long(self, piece: bytes) -> bool:
+        first = piece.find(b"\n")
+        if first == -1:
+            self._current += len(piece)
+            return self._current >= self.max_line  # its line ending is still to come
+        if self._current + first + 1 > self.max_line:
+            return True
+        last = piece.rfind(b"\n")
+        if last > first and any(
+            len(line) >= self.max_line for line in piece[first + 1 : last].split(b"\n")
+        ):
+            return True
+        self._current = len(piece) - last - 1
+        return self._current >= self.max_line
+
+
+class LineEndings:
+    """The sending side's lines: every line ending (CRLF, bare LF, bare CR) made CRLF.
+
+    A message read from a file may have bare LF line endings, which must never
+    go on the wire (RFC 5321 2.3.8), after DATA or in BDAT chunks of a text
+    body (RFC 3030 3: only BINARYMIME is sent as it is).  Pieces may split a
+    CRLF: a CR at the end of one is held until the next shows what it is.
     """
 
     def __init__(self) -> None:
-        self._at_line_start = True
+        self.at_line_start = True
         self._pending_cr = False
 
-    def stuff(self, data: bytes) -> bytes:
+    def convert(self, data: bytes) -> bytes:
         if not data:
             return b""
         if self._pending_cr:
@@ -146,21 +201,36 @@ class DotStuffer:
         if data.endswith(b"\r"):
             data = data[:-1]
             self._pending_cr = True
-        # Normalise every line ending (CRLF, bare LF, bare CR) to CRLF.
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        if self._at_line_start and data.startswith(b"."):
-            data = b"." + data
-        data = data.replace(b"\r\n.", b"\r\n..")
         if data:
-            self._at_line_start = data.endswith(b"\r\n")
+            self.at_line_start = data.endswith(b"\r\n")
         return data
 
     def finish(self) -> bytes:
+        """What ends the last line: a CRLF unless it has one."""
         tail = b""
         if self._pending_cr:
             tail = b"\r\n"
             self._pending_cr = False
-            self._at_line_start = True
-        if not self._at_line_start:
+            self.at_line_start = True
+        if not self.at_line_start:
             tail += b"\r\n"
-        return tail + b".\r\n"
+            self.at_line_start = True
+        return tail
+
+
+class DotStuffer:
+    """The sending side of DATA: lines made CRLF, dots stuffed, the end marker added."""
+
+    def __init__(self) -> None:
+        self._lines = LineEndings()
+
+    def stuff(self, data: bytes) -> bytes:
+        at_line_start = self._lines.at_line_start
+        data = self._lines.convert(data)
+        if at_line_start and data.startswith(b"."):
+            data = b"." + data
+        return data.replace(b"\r\n.", b"\r\n..")
+
+    def finish(self) -> bytes:
+        return self._lines.finish() + b".\r\n"

@@ -56,7 +56,7 @@ class Mail(Command):
 
     sender: Address | None
     size: int | None = None
-    body_type: str | None = None  # "7BIT" or "8BITMIME" (RFC 6152)
+    body_type: str | None = None  # "7BIT", "8BITMIME" (RFC 6152) or "BINARYMIME" (RFC 3030)
     smtputf8: bool = False  # RFC 6531
     ret: str | None = None  # RFC 3461 4.3: "FULL" or "HDRS"
     envid: str | None = None  # RFC 3461 4.4, xtext decoded
@@ -143,14 +143,42 @@ class AuthChallenge(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BodyChunk(Event):
-    """A piece of the message body, already dot-unstuffed, in large pieces."""
+    """A piece of the message body in large pieces: dot-unstuffed after DATA, as sent after BDAT."""
 
     data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Bdat(Event):
+    """BDAT <size> [LAST] taken (RFC 3030 2): needs no reply now.
+
+    The chunk's ``size`` octets follow as ``BodyChunk`` events, taken as they
+    are (no dot-unstuffing, no end-of-data scan), then ``EndOfChunk``, or
+    ``EndOfData`` after the LAST chunk: the reply comes after the octets.  The
+    first of a transaction is where the caller opens its spool.
+    """
+
+    size: int
+    last: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndOfChunk(Command):
+    """A BDAT chunk other than the LAST was read whole.
+
+    Answer ``replies.chunk_received(size)`` (250), or a 4xx/5xx that ends the
+    transaction (RFC 3030 2: a client sends no more chunks after an error).
+    ``total`` is the size of the message so far.
+    """
+
+    size: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EndOfData(Command):
-    """The body ended with CRLF.CRLF; answer 250 only once it is stored durably."""
+    """The body ended (CRLF.CRLF after DATA, or the LAST BDAT chunk); answer 250 only once
+    it is stored durably.  ``size`` is the body's size."""
 
     size: int
 

@@ -41,6 +41,8 @@ class ProtocolConfig:
     #: RCPTs answered 5xx before the session is closed with 421 (directory harvesting).
     max_refused_recipients: int = DEFAULT_MAX_REFUSED_RECIPIENTS
     smtputf8: bool = True
+    #: RFC 3030: BDAT chunks, and BODY=BINARYMIME with them.
+    chunking: bool = True
     extra_capabilities: tuple[str, ...] = ()
     #: A certificate is configured: STARTTLS is offered while TLS is not active.
     starttls: bool = False
@@ -56,6 +58,11 @@ class ProtocolConfig:
         unknown = [m for m in self.auth_mechanisms if m not in auth.MECHANISMS]
         if unknown:
             raise ValueError(f"unknown SASL mechanisms: {unknown}")
+
+    @property
+    def body_types(self) -> tuple[str, ...]:
+        """MAIL's BODY= values (RFC 6152); BINARYMIME only with CHUNKING (RFC 3030 3)."""
+        return ("7BIT", "8BITMIME", "BINARYMIME") if self.chunking else ("7BIT", "8BITMIME")
 
     @property
     def command_buffer_limit(self) -> int:
@@ -76,6 +83,8 @@ class ProtocolConfig:
         AUTH only with it, so that no password crosses in plain text (RFC 4954 4).
         """
         caps = ["PIPELINING", f"SIZE {self.max_message_size}", "8BITMIME"]
+        if self.chunking:
+            caps += ["CHUNKING", "BINARYMIME"]
         if self.smtputf8:
             caps.append("SMTPUTF8")
         if self.dsn:

@@ -21,7 +21,7 @@ HELP = Reply(
     214,
     "2.0.0",
     [
-        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
         "Send EHLO, MAIL FROM:<sender>, RCPT TO:<recipient>, DATA, then the message",
         "See RFC 5321; 'mailwright explain CODE' explains any reply",
     ],
@@ -36,6 +36,11 @@ def greeting(hostname: str) -> Reply:
 def greets(hostname: str, client: str, capabilities: tuple[str, ...] | list[str] = ()) -> Reply:
     """The answer to HELO, or to EHLO with the extension lines (RFC 5321 4.1.1.1)."""
     return Reply(250, None, [f"{hostname} greets {client}", *capabilities])
+
+
+def chunk_received(size: int) -> Reply:
+    """RFC 3030 2: each BDAT chunk but the LAST is answered once its octets are in."""
+    return Reply(250, "2.0.0", f"{size} octets received")
 
 
 def queued(queue_id: str) -> Reply:
@@ -75,7 +80,9 @@ EMPTY_COMMAND = Reply(500, "5.5.2", "Syntax error: empty command")
 VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax error: send VRFY <user>")
 #: MAIL's parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8) with a bad value.
 SIZE_SYNTAX = Reply(501, "5.5.4", "Syntax error: SIZE takes a number of octets")
-BODY_SYNTAX = Reply(501, "5.5.4", "Syntax error: BODY must be 7BIT or 8BITMIME")
+BODY_SYNTAX = Reply(501, "5.5.4", "Syntax error: BODY must be 7BIT, 8BITMIME or BINARYMIME")
+#: RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF.
+BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax error: send BDAT <size in octets> [LAST]")
 SMTPUTF8_SYNTAX = Reply(501, "5.5.4", "Syntax error: SMTPUTF8 takes no value")
 
 
@@ -97,6 +104,16 @@ NESTED_MAIL = Reply(
     503, "5.5.1", "Bad sequence of commands: nested MAIL command; send RSET to start over"
 )
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+DATA_AFTER_BDAT = Reply(
+    503, "5.5.1", "Bad sequence of commands: DATA after BDAT; end the message with BDAT <size> LAST"
+)
+RCPT_AFTER_BDAT = Reply(
+    503, "5.5.1", "Bad sequence of commands: RCPT after BDAT; send RSET to start over"
+)
+#: RFC 3030 3: binary content cannot be framed by DATA's end marker.
+BINARYMIME_NEEDS_BDAT = Reply(
+    503, "5.5.1", "Bad sequence of commands: BODY=BINARYMIME needs BDAT, not DATA"
+)
 
 
 def sender_not_owned(user: str) -> Reply:

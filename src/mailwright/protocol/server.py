@@ -16,27 +16,34 @@ with the credentials, which the caller verifies.
 Reading a command line into its event is server_parse.py's ``CommandParser``,
 given the session facts it needs; the limits and extensions are limits.py's
 ``ProtocolConfig``, re-exported here.  This file keeps the state: what a reply
-does to the session (``send``), and the body phase between 354 and end of data.
+does to the session (``send``), the body phase between 354 and end of data,
+and the BDAT chunks (RFC 3030): ``Bdat``, the chunk's octets as ``BodyChunk``
+events, then ``EndOfChunk`` (or ``EndOfData`` after LAST) to answer.  A refused
+BDAT's octets are read and dropped before its refusal is reported.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from mailwright.errors import LocalProtocolError
 from mailwright.protocol import replies
 from mailwright.protocol import state as st
 from mailwright.protocol.buffer import LineBuffer
-from mailwright.protocol.data import DataReader
+from mailwright.protocol.data import BodyProblem, ChunkReader, DataReader, LineMeter
 from mailwright.protocol.events import (
     NEED_DATA,
     Auth,
     AuthAborted,
     AuthChallenge,
+    Bdat,
     BodyChunk,
     BodyRejected,
     Command,
     ConnectionClosed,
     Data,
     Ehlo,
+    EndOfChunk,
     EndOfData,
     Event,
     Mail,
@@ -61,7 +68,12 @@ from mailwright.protocol.limits import (
     ProtocolConfig,
 )
 from mailwright.protocol.reply import Reply
-from mailwright.protocol.server_parse import CommandParser, Transaction, body_rejection
+from mailwright.protocol.server_parse import (
+    ChunkStart,
+    CommandParser,
+    Transaction,
+    body_rejection,
+)
 from mailwright.protocol.state import Fact, State
 
 # ProtocolConfig and its defaults live in limits.py; they are imported from here too.
@@ -83,6 +95,7 @@ __all__ = [
 #: answering otherwise breaks the protocol.  Other commands may get any (code 0).
 _POSITIVE_REPLY: dict[type[Command], tuple[str, int]] = {
     Data: ("DATA", 354),
+    EndOfChunk: ("EndOfChunk", 250),
     StartTls: ("STARTTLS", 220),
     Auth: ("Auth", 235),
 }
@@ -110,6 +123,9 @@ class ServerConnection:
         self._parser = CommandParser(self.config, self._lines)
         self._reader: DataReader | None = None
         self._data_finished = False
+        #: The BDAT chunk being read, with what to report once its octets are in.
+        self._chunk: ChunkReader | None = None
+        self._chunk_start: ChunkStart | None = None
         self._transaction: Transaction | None = None
         self._pending: Command | None = None
         self._eof = False
@@ -128,6 +144,8 @@ class ServerConnection:
             facts |= Fact.AUTHENTICATED
         if self.config.auth_required:
             facts |= Fact.AUTH_REQUIRED
+        if self._transaction is not None and self._transaction.binarymime:
+            facts |= Fact.BINARYMIME
         return facts
 
     def greeting(self, reply: Reply) -> bytes:
@@ -165,10 +183,14 @@ class ServerConnection:
             raise LocalProtocolError("send the greeting first")
         if self._reader is not None:
             return self._next_body_event(self._reader)
+        if self._chunk is not None:
+            return self._next_chunk_event(self._chunk)
         line = self._lines.next_line()
         if line is None:
             return ConnectionClosed() if self._eof else NEED_DATA
         event = self._parser.parse(line, self.state, self.facts, self.esmtp, self._transaction)
+        if isinstance(event, ChunkStart):
+            return self._start_chunk(event)
         self._pending = event
         return event
 
@@ -196,6 +218,12 @@ class ServerConnection:
             return out
         if isinstance(event, EndOfData):
             self._end_transaction()
+            return out
+        if isinstance(event, EndOfChunk):
+            if reply.code >= 400:
+                self._end_transaction()  # RFC 3030 2: no more chunks come after an error
+            elif reply.code != 250:
+                raise LocalProtocolError("EndOfChunk must be answered with 250 or a 4xx/5xx reply")
             return out
         if isinstance(event, AuthChallenge):
             if reply.code != 334:
@@ -227,8 +255,13 @@ class ServerConnection:
 
     @property
     def receiving_body(self) -> bool:
-        """True between the 354 and the reply to the end of data."""
-        return self._reader is not None or isinstance(self._pending, EndOfData | BodyRejected)
+        """True between the 354 and the reply to the end of data, and from a BDAT line to
+        the reply to its chunk."""
+        return (
+            self._reader is not None
+            or self._chunk is not None
+            or isinstance(self._pending, EndOfData | EndOfChunk | BodyRejected)
+        )
 
     @property
     def awaiting_reply(self) -> bool:
@@ -267,6 +300,7 @@ class ServerConnection:
         self.state = State.CLOSED
         self._parser.sasl = None
         self._reader = None
+        self._chunk = self._chunk_start = None
         self._transaction = None
         self._lines.clear()
 
@@ -305,7 +339,9 @@ class ServerConnection:
         elif isinstance(event, Rset):
             self._transaction = None
         elif isinstance(event, Mail):
-            self._transaction = Transaction(smtputf8=event.smtputf8)
+            self._transaction = Transaction(
+                smtputf8=event.smtputf8, binarymime=event.body_type == "BINARYMIME"
+            )
         elif isinstance(event, Rcpt):
             assert self._transaction is not None
             self._transaction.accepted += 1
@@ -336,6 +372,53 @@ class ServerConnection:
             event = EndOfData(size=reader.size)
         else:
             event = BodyRejected(reply=body_rejection(reader.problem, self.config))
+        self._pending = event
+        return event
+
+    def _start_chunk(self, start: ChunkStart) -> Event | _NeedData:
+        """A BDAT line: read its octets; ``Bdat`` first when the chunk is taken."""
+        self._chunk_start = start
+        self._chunk = ChunkReader(start.size, keep=start.refusal is None)
+        if start.refusal is not None:
+            return self._next_chunk_event(self._chunk)
+        transaction = self._transaction
+        assert transaction is not None
+        if transaction.chunked == 0 and self.config.max_body_line and not transaction.binarymime:
+            transaction.lines = LineMeter(self.config.max_body_line)
+        transaction.chunked += start.size
+        self.state = st.next_state(self.state, Bdat, True)
+        return Bdat(size=start.size, last=start.last)
+
+    def _next_chunk_event(self, chunk: ChunkReader) -> Event | _NeedData:
+        """The chunk's octets as they come, then what answers it (RFC 3030 2)."""
+        piece = chunk.take(self._lines)
+        lines = self._transaction.lines if self._transaction is not None else None
+        if piece and lines is not None and lines.too_long(piece):
+            # As after DATA: the message is refused, the rest of the chunk read and dropped.
+            chunk.keep = False
+            too_long = body_rejection(BodyProblem.LINE_TOO_LONG, self.config)
+            assert self._chunk_start is not None
+            self._chunk_start = replace(self._chunk_start, refusal=BodyRejected(reply=too_long))
+            piece = b""
+        if piece:
+            return BodyChunk(data=piece)
+        if not chunk.done:
+            if self._eof:
+                self._close()
+                return ConnectionClosed()
+            return NEED_DATA
+        start, transaction = self._chunk_start, self._transaction
+        assert start is not None
+        self._chunk = self._chunk_start = None
+        event: Command
+        if start.refusal is not None:
+            event = start.refusal
+        elif start.last:
+            assert transaction is not None
+            event = EndOfData(size=transaction.chunked)
+        else:
+            assert transaction is not None
+            event = EndOfChunk(size=start.size, total=transaction.chunked)
         self._pending = event
         return event
 

@@ -11,6 +11,10 @@ same reply: framing (length, bare CR or LF), encoding, the verb, its place in
 the session (state.py), ASCII outside MAIL and RCPT (RFC 6531 3.4), then the
 arguments.
 
+BDAT (RFC 3030 2) is read into a ``ChunkStart``, not an event: its octets
+follow on the wire whatever the answer, so the connection reads them (or
+drops them, for a refused chunk) before anything is answered.
+
 The SASL exchange of AUTH is the one piece of state kept here: between AUTH
 and the end of the exchange every line is a response to a 334, never a
 command (RFC 4954 4).  The connection ends the exchange (``sasl = None``).
@@ -35,11 +39,13 @@ from mailwright.protocol.commands import (
     split_command,
     split_mail_argument,
 )
-from mailwright.protocol.data import BodyProblem
+from mailwright.protocol.data import BodyProblem, LineMeter
 from mailwright.protocol.events import (
     Auth,
     AuthAborted,
     AuthChallenge,
+    Bdat,
+    BodyRejected,
     Command,
     Data,
     Ehlo,
@@ -83,17 +89,34 @@ _VERBS: dict[str, type[Command]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkStart:
+    """A BDAT line with a chunk size: ``size`` octets follow it (RFC 3030 2).
+
+    ``refusal`` None: the chunk is taken (the connection reports ``Bdat``);
+    else its octets are read and discarded and then ``refusal`` is the answer,
+    so a client that pipelined the chunk stays in step.
+    """
+
+    size: int
+    last: bool
+    refusal: ProtocolViolation | None = None
+
+
 @dataclass(slots=True)
 class Transaction:
     """MAIL ... end of data; RSET drops it without touching the session.
 
     The connection owns it; RCPT's parsing reads it: SMTPUTF8 on MAIL allows a
     non-ASCII recipient (RFC 6531 3.4), and ``accepted`` counts toward
-    ``max_recipients``.
+    ``max_recipients``; BDAT reads the octets of its chunks so far and BODY=.
     """
 
     smtputf8: bool
     accepted: int = 0
+    binarymime: bool = False  # BODY=BINARYMIME: BDAT only (RFC 3030 3)
+    chunked: int = 0  # octets of the BDAT chunks taken so far
+    lines: LineMeter | None = None  # max_body_line over the chunks of a text body
 
 
 class CommandParser:
@@ -120,7 +143,7 @@ class CommandParser:
         facts: Fact,
         esmtp: bool,
         transaction: Transaction | None,
-    ) -> Command:
+    ) -> Command | ChunkStart:
         """The event for one line received in ``state``: a SASL response in AUTH, else a command."""
         if state is State.AUTH:
             return self._sasl_response(line)
@@ -172,9 +195,11 @@ class CommandParser:
 
     def _command(
         self, text: str, state: State, facts: Fact, esmtp: bool, transaction: Transaction | None
-    ) -> Command:
+    ) -> Command | ChunkStart:
         cmd = split_command(text)
         verb = cmd.verb
+        if verb == "BDAT" and self._config.chunking:
+            return self._bdat(cmd.argument, state, facts, transaction)
         command_type = self._verbs.get(verb)
         if command_type is None:
             if verb in _NOT_IMPLEMENTED:
@@ -212,6 +237,36 @@ class CommandParser:
             return self._auth(cmd.argument)
         return Noop()
 
+    def _bdat(
+        self, argument: str, state: State, facts: Fact, transaction: Transaction | None
+    ) -> Command | ChunkStart:
+        """BDAT <size> [LAST] (RFC 3030 2), checked in the usual order, place then arguments.
+
+        Whenever the size can be read, the chunk's octets are read even when the
+        command is refused ("the receiver-SMTP MUST accept and discard the
+        associated message data before sending the appropriate 5XX or 4XX
+        code"); without a size there is nothing to count.
+        """
+        words = [word for word in argument.split(" ") if word]
+        first = words[0] if words else ""
+        size = int(first) if first.isascii() and first.isdigit() else None
+        if size is not None and len(first) > MAX_SIZE_DIGITS:
+            size = None
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        refusal = st.check(state, Bdat, facts)
+        if refusal is None and (size is None or len(words) > 2 or (len(words) == 2 and not last)):
+            refusal = replies.BDAT_SYNTAX
+        if size is None:
+            return ProtocolViolation(reply=refusal or replies.BDAT_SYNTAX)
+        if refusal is not None:
+            return ChunkStart(size, last, ProtocolViolation(reply=refusal))
+        assert transaction is not None  # state.py allows BDAT only inside a transaction
+        if transaction.chunked + size > self._config.max_message_size:
+            # RFC 1870 6.3 over the sum of the chunks; the transaction ends with it.
+            too_big = replies.message_too_big(self._config.max_message_size)
+            return ChunkStart(size, last, BodyRejected(reply=too_big))
+        return ChunkStart(size, last)
+
     def _auth(self, argument: str) -> Command:
         """AUTH mechanism [initial-response] (RFC 4954 4)."""
         words = argument.strip(" ").split(" ")
@@ -242,7 +297,7 @@ class CommandParser:
                     raise CommandSyntaxError(replies.SIZE_SYNTAX)
                 size = int(value)
             elif key == "BODY":
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                if value is None or value.upper() not in self._config.body_types:
                     raise CommandSyntaxError(replies.BODY_SYNTAX)
                 body_type = value.upper()
             elif key == "SMTPUTF8" and self._config.smtputf8:

@@ -25,10 +25,12 @@ from mailwright.protocol import replies
 from mailwright.protocol.events import (
     Auth,
     AuthChallenge,
+    Bdat,
     BodyChunk,
     BodyRejected,
     Data,
     Ehlo,
+    EndOfChunk,
     Event,
     Help,
     Mail,
@@ -96,6 +98,12 @@ class SessionHandler:
                 if self.transaction is not None:
                     self.transaction.feed(data)
                 return None
+            case Bdat():
+                self._start_chunks()
+                return None  # the reply follows the chunk's octets (RFC 3030 2)
+            case EndOfChunk(size=size):
+                refusal = self._chunks_refused()
+                return refusal or replies.chunk_received(size)
             case BodyRejected(reply=reply):
                 self.drop_transaction()
                 self.refused("DATA", reply)
@@ -154,6 +162,9 @@ class SessionHandler:
 
     async def end_data(self, size: int) -> Reply:
         """The end of the body: loop check, then 250 only once the queue has it on disk."""
+        refusal = self._chunks_refused()
+        if refusal is not None:
+            return refusal
         txn, self.transaction = self.transaction, None
         assert txn is not None and txn.spool is not None
         if txn.loops(self.services.config.smtp.max_received_headers):
@@ -336,6 +347,27 @@ class SessionHandler:
             txn.discard()
             return replies.STORAGE_FULL
         return replies.START_DATA
+
+    def _start_chunks(self) -> None:
+        """The first BDAT chunk of a transaction starts the body as DATA does (trace
+        header, spool, signing); a failure is answered once the chunk is read."""
+        txn = self.transaction
+        assert txn is not None  # the core takes BDAT only after an accepted MAIL and RCPT
+        if txn.spool is not None or txn.refusal is not None:
+            return  # a later chunk
+        reply = self._start_data()
+        if reply is not replies.START_DATA:
+            txn.refusal = reply
+
+    def _chunks_refused(self) -> Reply | None:
+        """The refusal of a BDAT transaction whose body could not be started; it ends there."""
+        txn = self.transaction
+        if txn is None or txn.refusal is None:
+            return None
+        reply = txn.refusal
+        self.drop_transaction()
+        self.refused("BDAT", reply)
+        return reply
 
     def _plan_seal(self, txn: MailTransaction) -> None:
         """``[arc] seal``: mail forwarded to another host is sealed, whoever sent it (as

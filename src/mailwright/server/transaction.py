@@ -27,6 +27,7 @@ from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import JUNK_FOLDER, NOTIFY_NOT_GIVEN, Address, Notify
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
+from mailwright.protocol.reply import Reply
 from mailwright.queue.base import BodySpool, QueueStore, Target
 
 HEADER_SCAN_LIMIT = 256 * 1024  # octets of the header section scanned for Received: lines
@@ -145,6 +146,8 @@ class MailTransaction:
     enforce_dmarc: bool = False
     #: The message's checks ask the DNS through this, each question once.
     lookups: SharedLookups | None = None
+    #: BDAT: the body could not be started (no spool); the answer to the chunk's end.
+    refusal: Reply | None = None
     #: ``[verify] arc`` or ``[arc] seal``: the ARC chain is checked, and sealed if planned.
     arc: ArcPlan | None = None
 
