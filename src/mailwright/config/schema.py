@@ -308,6 +308,11 @@ def postgresql_url(value: object, at: Place) -> str:
         raise at.fail(f"not a valid PostgreSQL URL: {str(exc).strip()}") from None
     if parts.get("password"):
         raise at.fail("must not hold the password: put it in password_file or PGPASSWORD")
+    # libpq reads the port only when it connects: a typo there would pass for a database
+    # that is down (exit 75, retried for ever) rather than a mistake in the file.
+    for port in str(parts.get("port") or "5432").split(","):
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise at.fail(f"not a valid PostgreSQL URL: port {port!r} is not a number 1-65535")
     return text
 
 

@@ -68,10 +68,12 @@ class Bodies:
         self._new_queue_id = ClusterQueueIds()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, *, clean: bool) -> None:
-        """Make the spool folder; ``clean``: remove what a previous run left in it (a server
-        opening, before its acceptors start: nothing there was ever acknowledged)."""
-        make_directories(self._tmp_dir)
+    def start(self, *, receives: bool, clean: bool) -> None:
+        """``receives``: make the spool folder (not for ``mailwright queue``); ``clean``:
+        remove what a previous run left in it (a server opening, before its acceptors
+        start: nothing there was ever acknowledged)."""
+        if receives:
+            make_directories(self._tmp_dir)
         if clean:
             for entry in os.scandir(self._tmp_dir):
                 if not entry.is_dir(follow_symlinks=False):

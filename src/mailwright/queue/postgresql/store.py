@@ -176,7 +176,7 @@ class PostgresQueueStore:
                     )
                 self._leases.start()
             self._committer.start()
-            self._bodies.start(clean=self._role == "server")
+            self._bodies.start(receives=self._role != "admin", clean=self._role == "server")
         except BaseException:
             await self.close()
             raise
