@@ -341,12 +341,25 @@ def test_enqueue_while_the_database_refuses_connections_fails_as_unavailable_the
                     await store.claim_due(time.time(), 10)
             finally:
                 allow(True)
-            kept = await put(store, b"kept")
+            kept = await stored_once_back(store)
             assert [m.queue_id for m in await store.list()] == [kept]
         finally:
             await store.close()
 
     run(test)
+
+
+async def stored_once_back(store: PostgresQueueStore, timeout: float = 30) -> str:
+    """Enqueue as soon as the pool has a connection again (it reconnects with back-off):
+    until then every attempt fails as unavailable, never otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await put(store, b"kept")
+        except QueueUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 def test_ids_made_by_nodes_at_once_differ(tmp_path: Path) -> None:

@@ -36,10 +36,9 @@ class Admin:
             sql += " AND queue_id = %s"
             params = (queue_id,)
         async with pooled(self._pool, "cannot reschedule", synchronous_commit=True) as connection:
-            count = (await connection.execute(sql, params)).rowcount
-            if count:
-                await connection.execute("SELECT pg_notify(%s, %s)", (NEW_MAIL_CHANNEL, self._node))
-            return count
+            updated = await connection.execute(sql, params)
+            await connection.execute("SELECT pg_notify(%s, %s)", (NEW_MAIL_CHANNEL, self._node))
+        return updated.rowcount  # known once the pipeline has synced, at the commit
 
     async def list_all(self) -> list[QueuedMessage]:
         async with pooled(self._pool, "cannot list the queue") as connection:

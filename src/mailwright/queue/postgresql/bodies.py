@@ -156,7 +156,7 @@ class Bodies:
             raise StorageError(f"cannot store the message: {exc}") from exc
         try:
             async with pooled(
-                self._pool, "cannot store the message", synchronous_commit=True
+                self._pool, "cannot store the message", synchronous_commit=True, pipeline=False
             ) as connection:
                 await connection.execute(INSERT_MESSAGE, message)
                 async with connection.cursor() as cursor:
@@ -193,23 +193,31 @@ class Bodies:
             raise StorageError(f"the body of {queue_id} is gone from the queue")
         return bytes(row[0])
 
-    async def _chunk_count(self, queue_id: str) -> int:
+    async def _first_chunk(self, queue_id: str) -> tuple[int, bytes]:
+        """How many chunks the body has, and the first (b"" for an empty body): one query,
+        so a body of one chunk (most mail) costs one round trip to read."""
         async with pooled(self._pool, f"cannot read the body of {queue_id}") as connection:
             cursor = await connection.execute(
-                "SELECT chunks FROM messages WHERE queue_id = %s", (queue_id,)
+                "SELECT m.chunks, c.data FROM messages m LEFT JOIN body_chunks c"
+                " ON c.queue_id = m.queue_id AND c.seq = 0 WHERE m.queue_id = %s",
+                (queue_id,),
+                binary=True,
             )
             row = await cursor.fetchone()
         if row is None:
             raise StorageError(f"no message {queue_id} in the queue")
-        return int(row[0])
+        count, first = int(row[0]), row[1]
+        if first is None and count:
+            raise StorageError(f"the body of {queue_id} is gone from the queue")
+        return count, b"" if first is None else bytes(first)
 
     @contextlib.asynccontextmanager
     async def read_body(self, queue_id: str) -> AsyncIterator[BodyReader]:
         """See ``PostgresQueueStore.read_body``."""
         if self._loop is None:
             raise StorageError("the queue store is not open")
-        count = await self._chunk_count(queue_id)
-        yield ChunkedBody(lambda seq: self.fetch_chunk(queue_id, seq), count)
+        count, first = await self._first_chunk(queue_id)
+        yield ChunkedBody(lambda seq: self.fetch_chunk(queue_id, seq), count, first)
 
     def open_body(self, queue_id: str) -> BinaryIO:
         """See ``PostgresQueueStore.open_body``: each chunk fetched on the store's loop."""
@@ -218,19 +226,20 @@ class Bodies:
             raise StorageError("the queue store is not open")
         if _on_event_loop():
             raise RuntimeError("open_body blocks: on the event loop, use read_body")
-        count = _wait_on(loop, self._chunk_count(queue_id))
-        raw = ChunkFile(lambda seq: _wait_on(loop, self.fetch_chunk(queue_id, seq)), count)
+        count, first = _wait_on(loop, self._first_chunk(queue_id))
+        raw = ChunkFile(lambda seq: _wait_on(loop, self.fetch_chunk(queue_id, seq)), count, first)
         return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)
 
 
 class ChunkedBody:
-    """A ``BodyReader`` (queue/base.py) over ``count`` chunks, one in memory at a time."""
+    """A ``BodyReader`` (queue/base.py) over ``count`` chunks, one in memory at a time;
+    ``first`` is chunk 0, fetched when the body was opened."""
 
-    def __init__(self, fetch: FetchChunk, count: int) -> None:
+    def __init__(self, fetch: FetchChunk, count: int, first: bytes) -> None:
         self._fetch = fetch
         self._count = count
-        self._next = 0
-        self._chunk = b""
+        self._next = 1
+        self._chunk = first
         self._at = 0
 
     async def read(self, size: int) -> bytes:
@@ -262,12 +271,12 @@ class ChunkedBody:
 class ChunkFile(io.RawIOBase):
     """The blocking side for worker threads: ``fetch`` waits for a chunk from the loop."""
 
-    def __init__(self, fetch: Callable[[int], bytes], count: int) -> None:
+    def __init__(self, fetch: Callable[[int], bytes], count: int, first: bytes) -> None:
         super().__init__()
         self._fetch = fetch
         self._count = count
-        self._next = 0
-        self._chunk = memoryview(b"")
+        self._next = 1
+        self._chunk = memoryview(first)
 
     def readable(self) -> bool:
         return True

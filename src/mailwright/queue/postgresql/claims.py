@@ -109,36 +109,27 @@ class Claims:
         ) as connection:
             # The message row first: results of one message take turns, so the last
             # one to finish sees every other recipient final and removes the message.
-            locked = await (
-                await connection.execute(
-                    "SELECT 1 FROM messages WHERE queue_id = %(id)s FOR UPDATE", params
-                )
-            ).fetchone()
-            updated = (
-                locked is not None
-                and (
-                    await connection.execute(
-                        "UPDATE recipients SET state = %(state)s,"
-                        " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
-                        " next_attempt = %(next)s, last_reply = %(reply)s,"
-                        " lease_until = 0, lease_node = NULL"
-                        f" WHERE queue_id = %(id)s AND idx = %(idx)s AND {PENDING_SQL}",
-                        params,
-                    )
-                ).rowcount
-                > 0
+            # The three statements leave together (pipeline mode): the DELETE finds
+            # nothing to do unless the UPDATE made the last pending recipient final.
+            await connection.execute(
+                "SELECT 1 FROM messages WHERE queue_id = %(id)s FOR UPDATE", params
             )
-            if not updated:
-                logger.debug(
-                    "queue %s: result for recipient %d ignored (final or removed)",
-                    queue_id,
-                    index,
-                )
-                return
+            updated = await connection.execute(
+                "UPDATE recipients SET state = %(state)s,"
+                " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
+                " next_attempt = %(next)s, last_reply = %(reply)s,"
+                " lease_until = 0, lease_node = NULL"
+                f" WHERE queue_id = %(id)s AND idx = %(idx)s AND {PENDING_SQL}",
+                params,
+            )
             await connection.execute(
                 "DELETE FROM messages WHERE queue_id = %(id)s AND NOT EXISTS"
                 f" (SELECT 1 FROM recipients WHERE queue_id = %(id)s AND {PENDING_SQL})",
                 params,
+            )
+        if updated.rowcount == 0:
+            logger.debug(
+                "queue %s: result for recipient %d ignored (final or removed)", queue_id, index
             )
 
     async def renew(self, now: float) -> int:

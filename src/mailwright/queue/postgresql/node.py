@@ -40,6 +40,8 @@ from mailwright.queue.postgresql.writer import NEW_MAIL_CHANNEL
 
 logger = logging.getLogger("mailwright.queue.postgresql")
 
+#: Seconds ``NodeLink.stop`` waits for its listening task to end.
+STOP_WAIT = 2.0
 #: Seconds between attempts to reconnect: doubling from the first to the last.
 RECONNECT_BACKOFF = (0.5, 10.0)
 
@@ -70,8 +72,9 @@ class NodeLink:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Bounded: should psycopg absorb the cancellation (see LeaseKeeper.stop), closing
+            # the connection below ends the wait for notifications anyway.
+            await asyncio.wait({task}, timeout=STOP_WAIT)
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()  # ends the session: the name's lock goes with it
@@ -153,23 +156,30 @@ class LeaseKeeper:
         self._interval = lease_seconds / 3
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.renewals = 0
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="mailwright-queue-leases")
 
     async def stop(self) -> None:
+        """Let a renewal under way finish, then end.  Not by cancelling: a cancellation
+        that lands inside psycopg's pool may be absorbed there, and the task run on."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            await task
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                return
             try:
                 await self._claims.renew(self._clock())
                 self.renewals += 1
             except StorageError as exc:  # tried again at the next interval
                 logger.warning("queue: %s", exc)
+            except Exception:  # a bug: logged, and the leases are still renewed
+                logger.exception("queue: renewing the leases failed")
