@@ -239,3 +239,35 @@ def mounted_tmpfs(mount_point: Path, size: str | int) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+class AdminClient:
+    """The admin listener (``[http]``) over real HTTP: (status, decoded JSON or text)."""
+
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
+        self.base = f"http://{host}:{port}"
+        self.token = token
+
+    def request(
+        self, method: str, path: str, *, token: str | None = None, timeout: float = 30
+    ) -> tuple[int, Any]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.base + path, method=method)
+        if (token or self.token) is not None:
+            req.add_header("Authorization", f"Bearer {token or self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                status, body, kind = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            status, body, kind = error.code, error.read(), error.headers
+        text = body.decode("utf-8")
+        return status, json.loads(text) if "json" in kind.get("Content-Type", "") else text
+
+    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return self.request("POST", path, **kwargs)

@@ -885,6 +885,10 @@ def test_bad_relay_networks_are_refused(networks, message):
         ("[queue]\nretry = [60, true]", "queue.retry: expected a positive integer, got true"),
         ("[queue]\nmax_age = -1", "queue.max_age: expected a positive integer, got -1"),
         (
+            "[queue]\ndelay_warning = -1",
+            "queue.delay_warning: expected a number of seconds, 0 or more, got -1",
+        ),
+        (
             '[routes]\n"elsewhere.test" = "127.0.0.1:0"',
             'routes."elsewhere.test": "127.0.0.1:0": bad port "0": expected a number from 1 to 65535',
         ),
@@ -923,6 +927,14 @@ def test_max_body_line_length_is_zero_or_at_least_1000(tmp_path: Path) -> None:
     assert parse("", source="t", base_dir=tmp_path).smtp.max_body_line_length == 0
     with pytest.raises(ConfigError, match=r"smtp\.max_body_line_length"):
         parse("[smtp]\nmax_body_line_length = 80\n", source="t", base_dir=tmp_path)
+
+
+def test_delay_warning_is_four_hours_unless_set_and_zero_turns_it_off(tmp_path: Path) -> None:
+    from mailwright.config import parse_config as parse
+
+    assert parse("", source="t", base_dir=tmp_path).queue.delay_warning == 14400
+    assert parse("[queue]\ndelay_warning = 0\n", source="t", base_dir=tmp_path).queue.delay_warning == 0
+    assert parse("[queue]\ndelay_warning = 1.5\n", source="t", base_dir=tmp_path).queue.delay_warning == 1.5
 
 
 def test_processes_is_a_count_or_auto(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailwright.protocol.reply import Reply
-from tests.helpers import RunningServer, make_config, wait_for
+from tests.helpers import BASE_CONFIG, RunningServer, make_config, wait_for
 from tests.sink import Behaviour, SinkServer
 
 
@@ -90,3 +90,18 @@ def test_dsn_parameters_survive_a_restart_of_the_server(tmp_path: Path, sink: Si
         assert received.rcpt_params == ({"NOTIFY": "DELAY", "ORCPT": "rfc822;b@old.test"},)
     finally:
         second.stop()
+
+
+def test_members_of_an_alias_are_passed_on_without_success(
+    server_factory: Callable[..., RunningServer], sink: SinkServer
+) -> None:
+    """RFC 3461 6.2.7.3: the alias's own "expanded" report answers SUCCESS; the members'
+    next hop is not asked for success reports that would list them to the sender."""
+    base = BASE_CONFIG.replace(
+        "[aliases]\n", '[aliases]\n"list@example.test" = ["x@elsewhere.test", "y@elsewhere.test"]\n'
+    )
+    server = server_factory(routed(sink), base=base)
+    send_with_dsn(server, [("list@example.test", ["NOTIFY=SUCCESS,FAILURE"])])
+    [received] = sink.wait_for_messages(1)
+    assert sorted(str(r) for r in received.recipients) == ["x@elsewhere.test", "y@elsewhere.test"]
+    assert received.rcpt_params == ({"NOTIFY": "FAILURE", "ORCPT": "rfc822;list@example.test"},) * 2

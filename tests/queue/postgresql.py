@@ -56,7 +56,7 @@ def empty_queue(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
         exists = connection.execute("SELECT to_regclass('messages') IS NOT NULL").fetchone()
         if exists and exists[0]:
-            connection.execute("TRUNCATE messages, recipients, body_chunks, nodes")
+            connection.execute("TRUNCATE messages, recipients, body_chunks, attempts, nodes")
 
 
 def pg_store(

@@ -137,6 +137,39 @@ def test_dsn_parameters_and_mail_options_survive_claim_list_and_restart(
     run(test)
 
 
+def test_a_delay_report_mark_is_kept_per_recipient_through_claims_and_restart(
+    make_store: StoreFactory,
+) -> None:
+    """At most one "delayed" report per recipient (RFC 3464 2.3.3): the mark outlives the
+    claim, the deferral that follows and a restart, and is only on the recipients named."""
+    carol = Address("carol", "example.test")
+    targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False), Target(carol, carol, False)]
+
+    async def test() -> None:
+        async with opened(make_store) as store:
+            queue_id = await put(store, b"x", targets)
+            (fresh,) = await store.claim_due(time.time() + 1, 10)
+            assert [r.delay_reported for r in fresh.recipients] == [False, False, False]
+            later = Reply.parse("451 4.4.1 later")
+            for index in (0, 1, 2):
+                await store.record_result(
+                    queue_id, index, RecipientResult(RecipientState.DEFERRED, later, 1.0)
+                )
+            await store.mark_delay_reported(queue_id, [1, 2])
+            await store.mark_delay_reported("no-such-message", [0])  # ignored
+        async with opened(make_store) as store:
+            (claimed,) = await store.claim_due(time.time() + 1, 10)
+            assert [r.delay_reported for r in claimed.recipients] == [False, True, True]
+            await store.record_result(
+                queue_id, 1, RecipientResult(RecipientState.DEFERRED, later, 1.0)
+            )
+            stored = await store.get(queue_id)
+        assert stored is not None
+        assert [r.delay_reported for r in stored.recipients] == [False, True, True]
+
+    run(test)
+
+
 def test_a_local_copy_keeps_its_folder_through_claim_and_restart(
     make_store: StoreFactory,
 ) -> None:

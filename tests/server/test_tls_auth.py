@@ -529,7 +529,7 @@ def test_mailwright_serve_does_tls_and_auth_and_reloads_on_sighup(
 
         write_pems(ca, tmp_path, "renewed.example.test")
         server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "event=tls-reloaded" in server.log())
+        wait_for(lambda: "event=reloaded" in server.log())
         assert before.noop()[0] == 250
         before.quit()
         with pytest.raises(ssl.SSLCertVerificationError):

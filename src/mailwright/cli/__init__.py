@@ -1,6 +1,6 @@
 """The ``mailwright`` command: one module per subcommand, registered here.
 
-serve, check_config, passwd, explain, queue, send, probe, check and dkim each have a
+serve, reload, check_config, passwd, explain, queue, send, probe, check and dkim each have a
 module with ``add_<command>_parser`` (which sets ``func``) and
 ``run_<command>``.  What several share is beside them: common.py (exit
 statuses, reading the configuration) for all; for the client tools (send,
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mailwright.cli.passwd import add_passwd_parser
     from mailwright.cli.probe import add_probe_parser
     from mailwright.cli.queue import add_queue_parser
+    from mailwright.cli.reload import add_reload_parser
     from mailwright.cli.send import add_send_parser
     from mailwright.cli.serve import add_serve_parser
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(sub)
+    add_reload_parser(sub)
     add_check_config_parser(sub)
     add_passwd_parser(sub)
     add_explain_parser(sub)

@@ -1,10 +1,12 @@
 """``mailwright queue``: look at and act on the queue of a running (or stopped) server.
 
-Works beside a running server: it opens the same queue (SQLite or the
+Works beside a running server: it opens the same queue (SQLite, or the
 PostgreSQL one of ``[queue] backend``) in the admin role, which never touches
 the server's claims.  ``retry`` makes recipients due now; the server's worker
 picks them up at its next look at the queue (a PostgreSQL queue wakes every
-node at once).
+node at once).  ``hold`` puts a message aside (never delivered, never expired)
+until ``release``.  ``list --json`` and ``show --json`` print the JSON of the
+admin API (http/shapes.py), so one script reads both.
 
 Run as root (``sudo mailwright queue ...``) on a data_dir that belongs to the
 service's account, it first becomes that account (``become_owner_of``): the
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures.thread  # noqa: F401 - imported before dropping root, see below
+import json
+import logging
 import os
 import pwd
 import sys
@@ -36,11 +40,14 @@ from mailwright.cli.common import (
     load_config_or_say_why,
 )
 from mailwright.errors import StorageError
-from mailwright.logfmt import printable
+from mailwright.http.shapes import page_shape, read_detail
+from mailwright.logfmt import kv, printable
 from mailwright.queue.base import QueuedMessage, QueueStore
 from mailwright.queue.choose import build_queue_store
 
 EXIT_NOT_FOUND = 1
+
+log = logging.getLogger("mailwright")
 
 
 def _when(ts: float) -> str:
@@ -116,9 +123,18 @@ async def _run(args: argparse.Namespace, store: QueueStore) -> int:
         action = args.action
         if action == "list":
             messages = await store.list()
+            if args.json:
+                print(json.dumps(page_shape(messages, None), indent=2))
+                return EXIT_OK
             for message in messages:
                 print(format_message(message, verbose=False))
             print(f"{len(messages)} message(s) in the queue")
+            return EXIT_OK
+        if action == "show" and args.json:
+            detail = await read_detail(store, args.id, body=False)
+            if detail is None:
+                return _not_found(args.id)
+            print(json.dumps(detail, indent=2))
             return EXIT_OK
         if action == "show":
             found = await store.get(args.id)
@@ -136,13 +152,33 @@ async def _run(args: argparse.Namespace, store: QueueStore) -> int:
             return EXIT_OK
         if action == "delete":
             if not await store.remove(args.id):
-                print(f"mailwright: no message {args.id} in the queue", file=sys.stderr)
-                return EXIT_NOT_FOUND
+                return _not_found(args.id)
+            log.info(kv(event="queue-delete", id=args.id, by=_who()))
             print(f"deleted {args.id}")
+            return EXIT_OK
+        if action in ("hold", "release"):
+            change = store.hold if action == "hold" else store.release
+            changed = await change(args.id)
+            if changed is None:
+                return _not_found(args.id)
+            log.info(kv(event=f"queue-{action}", id=args.id, recipients=changed, by=_who()))
+            print(f"{changed} recipient(s) {'held' if action == 'hold' else 'released'}")
             return EXIT_OK
         raise AssertionError(action)  # pragma: no cover - argparse restricts the choices
     finally:
         await store.close()
+
+
+def _not_found(queue_id: str) -> int:
+    print(f"mailwright: no message {printable(queue_id)} in the queue", file=sys.stderr)
+    return EXIT_NOT_FOUND
+
+
+def _who() -> str:
+    try:
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:
+        return f"cli:uid={os.getuid()}"
 
 
 def run_queue(args: argparse.Namespace) -> int:
@@ -169,14 +205,16 @@ def run_queue(args: argparse.Namespace) -> int:
 def add_queue_parser(subcommands: Subcommands) -> None:
     """Register ``queue`` and its actions; each runs ``run_queue``."""
     queue = add_command(
-        subcommands, "queue", None, help="list, show, retry or delete queued messages"
+        subcommands, "queue", None, help="list, show, retry, hold, release or delete queued mail"
     )
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, id_mode in (
         ("list", "every message still queued, with each recipient's state", None),
         ("show", "one message: recipients, attempts, last replies and headers", "required"),
         ("retry", "make deferred recipients due now (one message, or all)", "optional"),
-        ("delete", "remove a message from the queue", "required"),
+        ("hold", "put a message aside: never delivered, never expired", "required"),
+        ("release", "put a held message back on its schedule", "required"),
+        ("delete", "remove a message from the queue (no bounce)", "required"),
     ):
         p = actions.add_parser(name, help=help_text)
         if id_mode == "required":
@@ -184,4 +222,6 @@ def add_queue_parser(subcommands: Subcommands) -> None:
         elif id_mode == "optional":
             p.add_argument("id", metavar="ID", nargs="?")
         p.add_argument("--config", metavar="FILE", help="the server's configuration")
+        if name in ("list", "show"):
+            p.add_argument("--json", action="store_true", help="the admin API's JSON shapes")
         p.set_defaults(func=run_queue)

@@ -2,13 +2,15 @@
 
 The operator summary goes to standard error before the listeners open; with
 ``[smtp] processes`` above one, a supervisor runs that many workers
-(server/processes.py).  SIGTERM and SIGINT stop it gracefully.
+(server/processes.py).  SIGTERM and SIGINT stop it gracefully; SIGHUP (or
+``mailwright reload``, through the pid file in data_dir) reloads the configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -40,7 +42,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from mailwright.app import App
     from mailwright.config import describe
     from mailwright.logfmt import setup_logging
+    from mailwright.server.pidfile import pid_file_of
 
+    # A SIGHUP (reload) before the server handles it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load_config_or_say_why(args.config)
     if config is None:
         return EXIT_USAGE
@@ -51,7 +56,7 @@ def run_serve(args: argparse.Namespace) -> int:
             from mailwright.server.processes import Supervisor
 
             return Supervisor(config, run_event_loop).run()
-        run_event_loop(App(config).serve_forever())
+        run_event_loop(App(config).serve_forever(pid_file=pid_file_of(config.data_dir)))
     except QueueUnavailable as exc:  # the database is down now: let the manager retry
         print(f"mailwright: cannot start: {exc}", file=sys.stderr)
         return EXIT_TEMPFAIL

@@ -9,6 +9,7 @@ ConfigError naming the key to change, in the order below.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 from mailwright.config.place import dotted, show
@@ -32,6 +33,7 @@ def check(config: Config) -> None:
     dkim_keys(config)
     arc_seal_has_a_key(config)
     one_name_for_dns_servers(config)
+    http_token_beyond_loopback(config)
     queue_backend_has_its_keys(config)
 
 
@@ -45,6 +47,21 @@ def deprecations(config: Config) -> list[str]:
     if config.delivery.dns_servers:
         lines.append("[delivery] dns_servers is deprecated: use [dns] servers instead")
     return lines
+
+
+def http_token_beyond_loopback(config: Config) -> None:
+    """The admin API can delete mail: beyond loopback it needs ``[http] token_file``."""
+    if config.http.listen is None or config.http.token_file is not None:
+        return
+    host, _port = split_host_port(config.http.listen, allow_port_zero=True)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: where it points may change
+        loopback = host.lower() == "localhost"
+    if not loopback:
+        raise ConfigError(
+            "http.listen", f"{show(config.http.listen)} is not loopback: set http.token_file"
+        )
 
 
 def queue_backend_has_its_keys(config: Config) -> None:

@@ -71,6 +71,9 @@ def describe(config: Config) -> str:
         lines.append(f"  SRS             forwarded mail sent as SRS0=...@{domain}")
         if config.arc.seal:
             lines.append(f"  ARC sealing     forwarded mail sealed by {domain}")
+    if config.http.listen is not None:
+        guard = "token required for /api/" if config.http.token_file else "no token (loopback)"
+        lines.append(f"  admin HTTP      {config.http.listen}: /metrics, /api/, the page; {guard}")
     return "\n".join(lines)
 
 

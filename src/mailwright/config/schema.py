@@ -125,6 +125,9 @@ class SmtpConfig:
     auth_lockout: float = setting(300.0, v.seconds)
     #: Server processes sharing the listening ports (SO_REUSEPORT); see server/processes.py.
     processes: int = setting(1, v.processes)
+    #: Seconds a message body being received at SIGTERM may take to finish (and delivery
+    #: attempts under way, at the same time); 0 ends everything at once (app.py).
+    shutdown_timeout: float = setting(30.0, v.delay)
 
     @property
     def listen_endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -326,11 +329,14 @@ def node_name(value: object, at: Place) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """``[queue]``: where the queue is, how long and how often delivery is tried, the space
-    kept free."""
+    """``[queue]``: where the queue is, how long and how often delivery is tried, when a
+    delay is reported, and the space kept free."""
 
     retry: tuple[int, ...] = setting((60, 300, 900, 3600, 14400), v.retry_intervals)
     max_age: int = setting(432_000, v.positive_int)
+    #: Seconds after arrival when a recipient still undelivered gets one "delayed" report
+    #: (RFC 3464, when its NOTIFY asks for DELAY or is not given); 0: never.
+    delay_warning: float = setting(14_400.0, v.delay)
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
     backend: str = setting("sqlite", queue_backend)
     #: The PostgreSQL queue (backend = "postgresql"): ``postgresql://user@host:5432/db``.
@@ -465,6 +471,21 @@ class ArcConfig:
     seal: bool = setting(False, v.boolean)
 
 
+# ---------------------------------------------------------------- [http]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """``[http]``: the admin listener (metrics, JSON API, web page; docs/operations.md).
+
+    Off while ``listen`` is unset.  ``token_file`` holds the bearer token that the
+    API and the page require; checks.py refuses a listener beyond loopback without one.
+    """
+
+    listen: str | None = setting(None, v.http_listen_address)
+    token_file: Path | None = setting(None, v.readable_file)
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -514,6 +535,7 @@ class Config:
     srs: SrsConfig = section(SrsConfig)
     verify: VerifyConfig = section(VerifyConfig)
     arc: ArcConfig = section(ArcConfig)
+    http: HttpConfig = section(HttpConfig)
     source: str = EMBEDDED_SOURCE
 
     @property

@@ -216,6 +216,12 @@ def listen_addresses(value: object, at: Place) -> tuple[str, ...]:
     return tuple(items)
 
 
+def http_listen_address(value: object, at: Place) -> str:
+    """One ``host:port`` for the admin listener (port 0: any free port)."""
+    host_port(value, at, allow_port_zero=True)
+    return string(value, at)
+
+
 def optional_listen_addresses(value: object, at: Place) -> tuple[str, ...]:
     """Like ``listen_addresses``, but an empty array turns the listener off."""
     return listen_addresses(value, at) if array(value, at) else ()

@@ -1,7 +1,7 @@
 """Taking mail out of the queue: into a Maildir, or to another server.
 
 schedule.py decides when (pure functions), maildir.py writes local mail; the
-worker, remote delivery and bounces live in the modules beside them.
+worker, remote delivery and delivery reports (DSN) live in the modules beside them.
 """
 
 from mailwright.delivery.maildir import deliver_to_maildir

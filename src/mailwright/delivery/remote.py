@@ -47,6 +47,7 @@ from mailwright.client import (
     open_session,
 )
 from mailwright.config import Config
+from mailwright.delivery.notify import expansions
 from mailwright.delivery.outcome import (
     INTERNAL_ERROR,
     NO_END_OF_DATA_REPLY,
@@ -58,7 +59,7 @@ from mailwright.delivery.routes import NextHop, RouteResolver
 from mailwright.errors import DeliveryError
 from mailwright.logfmt import kv
 from mailwright.mailauth import srs
-from mailwright.model import Address, Target
+from mailwright.model import Address, Notify, Target
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
 
@@ -201,6 +202,12 @@ class SmtpDeliverer:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    def reload(self, config: Config, resolver: RouteResolver) -> None:
+        """SIGHUP (app.py): ``[routes]``, their TLS modes and SRS as ``config`` says, from
+        the next connection on; slots, limits and kept connections stay.  The keys read
+        only here at start (``[delivery]``) keep their values (config/reload.py)."""
+        self.config, self.srs, self.resolver = config, srs.from_config(config), resolver
 
     async def deliver(
         self,
@@ -468,9 +475,28 @@ def dsn_request(message: QueuedMessage, rcpts: Sequence[QueuedRecipient]) -> Dsn
     ENVID as given, and each recipient's NOTIFY (only when given: the next hop has
     its own default) and ORCPT.  None when nothing was asked."""
     options = message.options
+    grouped = expansions(message.recipients)
     recipients = tuple(
-        (str(r.target.notify) if r.target.notify.given else None, r.target.orcpt) for r in rcpts
+        (_notify_passed_on(r.target, r.target.original.key in grouped), r.target.orcpt)
+        for r in rcpts
     )
     if options.ret is None and options.envid is None and not any(n or o for n, o in recipients):
         return None
     return DsnRequest(options.ret, options.envid, recipients)
+
+
+def _notify_passed_on(target: Target, alias_member: bool) -> str | None:
+    """The NOTIFY a next hop is given for ``target``: as the sender gave it, except that a
+    member of an alias with several targets loses SUCCESS, since the alias's one
+    ``expanded`` report answers it (RFC 3461 6.2.7.3; Postfix does the same): the
+    members' own success reports would tell the sender who is on the list.  The
+    members are seen among the recipients of this claim; one delivered in an
+    earlier attempt is not, which at worst lets a next hop report one more success.
+    """
+    notify = target.notify
+    if not notify.given:
+        return None
+    if alias_member and notify.wants("SUCCESS"):
+        rest = notify.keywords - {"SUCCESS"}
+        return str(Notify(rest, given=True)) if rest else "NEVER"
+    return str(notify)

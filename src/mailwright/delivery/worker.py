@@ -2,8 +2,9 @@
 
 Local recipients go to their Maildir; remote ones to the SMTP deliverer.  The
 outcome of each attempt is recorded in the queue, with the next attempt time
-from schedule.py; permanent failures and expired recipients are collected per
-message and reported to the sender in one bounce (dsn.py).
+from schedule.py; what the sender asked to hear of (failures, delays, success:
+RFC 3461 NOTIFY) is collected per message and attempt and reported to the
+sender in one DSN (results.py, dsn.py).
 
 A failure stays in the delivery where it happened (DESIGN rule 9).  An error of
 a transport becomes a temporary failure of the recipients it concerned; a
@@ -35,8 +36,9 @@ from mailwright.delivery.outcome import (
     REMOTE_NOT_AVAILABLE,
     Outcome,
 )
-from mailwright.delivery.results import Bouncer, ResultRecorder
+from mailwright.delivery.results import Reporter, ResultRecorder
 from mailwright.logfmt import kv
+from mailwright.metrics import Metrics
 from mailwright.queue.base import (
     QueuedMessage,
     QueuedRecipient,
@@ -87,14 +89,16 @@ class DeliveryWorker:
         store: QueueStore,
         *,
         remote: RemoteDeliverer | None = None,
-        bouncer: Bouncer | None = None,
+        reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         max_claimed: int = DEFAULT_MAX_CLAIMED,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self.store = store
         self.remote = remote
-        self.bouncer = bouncer
+        self.reporter = reporter
         self.clock = clock
         self.max_claimed = max(1, max_claimed)
         #: Messages being delivered at once, at most: every SMTP slot busy and every
@@ -113,7 +117,7 @@ class DeliveryWorker:
         self._results = ResultRecorder(
             config,
             store,
-            bouncer=bouncer,
+            reporter=reporter,
             clock=clock,
             wake=self._wakeup.set,
             wake_at=self._wake_at,
@@ -179,7 +183,9 @@ class DeliveryWorker:
         for message in claimed:
             if self._stopping:
                 break  # unstarted claims lapse; after a restart they are due again
-            task = asyncio.create_task(self._deliver_message(message, deadline))
+            task = asyncio.create_task(
+                self._deliver_message(message, deadline), name=message.queue_id
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._done)
         return len(claimed) >= limit
@@ -226,8 +232,11 @@ class DeliveryWorker:
     async def stop(self, grace: float) -> None:
         """Claim nothing more; let attempts in flight finish within ``grace``.
 
-        An attempt still running after that is abandoned: its lease lapses and it
-        is tried again after restart (at-least-once).
+        An attempt still running after that is cancelled, its result not recorded:
+        its claim stays until the next start releases it (the queue's recovery),
+        and it is tried again (at-least-once).  One cut after the end of its data
+        was sent may reach the next hop twice.  A Maildir write once begun ends in
+        its thread (delivery/local.py).
         """
         self._stopping = True
         self._results.stopping = True
@@ -237,6 +246,12 @@ class DeliveryWorker:
             self._timer.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
+        cut = set(self._in_flight)
+        for task in cut:
+            log.warning(kv(event="delivery-interrupted", id=task.get_name()))
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut)
         self._local.shutdown()
 
     # ------------------------------------------------------------ one message
@@ -244,12 +259,12 @@ class DeliveryWorker:
     async def _deliver_message(self, message: QueuedMessage, deadline: float) -> None:
         """One attempt at a claimed message, ended by ``deadline`` (``loop.time()``).
 
-        Order matters: the results of recipients delivered or deferred are
-        recorded before the bounce is made, so that a bounce that fails never
-        causes a delivered copy to be made again.  The failed recipients are
-        recorded last (the message and its body stay until then, for the
-        bounce to quote): BOUNCED once the bounce is queued, else BOUNCING,
-        and the bounce alone is tried again later.
+        Order matters (delivery/results.py): the attempt's report is made
+        first, the results of recipients delivered or deferred are recorded
+        before it is queued, so that a report that fails never causes a
+        delivered copy to be made again.  The failed recipients are recorded
+        last: BOUNCED once their report is queued, else BOUNCING, and that
+        report alone is tried again later.
         """
         try:
             await self._attempt_message(message, deadline)
@@ -260,7 +275,27 @@ class DeliveryWorker:
         bouncing = [r for r in message.recipients if r.state is RecipientState.BOUNCING]
         to_deliver = [r for r in message.recipients if r.state is not RecipientState.BOUNCING]
         outcomes = await self._attempts(message, to_deliver, deadline)
+        self._count(message, to_deliver, outcomes)
         await self._results.record_attempt(message, to_deliver, outcomes, bouncing)
+
+    def _count(
+        self,
+        message: QueuedMessage,
+        recipients: Sequence[QueuedRecipient],
+        outcomes: dict[int, Outcome],
+    ) -> None:
+        """The metrics of one attempt: by relay and status, the next hops' replies, and
+        how long a delivered message took from its acceptance."""
+        metrics = self.metrics
+        for rcpt in recipients:
+            outcome = outcomes[rcpt.index]
+            status = "sent" if outcome.success else "bounced" if outcome.permanent else "deferred"
+            relay = "local" if rcpt.target.local else "remote"
+            metrics.delivery_attempts.labels(relay, status).inc()
+            if outcome.relay and relay == "remote":  # a next hop answered
+                metrics.remote_replies.labels(str(outcome.reply.code)).inc()
+            if outcome.success:
+                metrics.delivery_seconds.observe(max(0.0, self.clock() - message.received_at))
 
     async def _attempts(
         self, message: QueuedMessage, recipients: Sequence[QueuedRecipient], deadline: float

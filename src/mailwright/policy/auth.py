@@ -37,6 +37,7 @@ checks in threads.
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import time
 from collections import OrderedDict
@@ -45,7 +46,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mailwright import passwords
-from mailwright.config import AUTH_TRACKED_ENTRIES, MAX_CONCURRENT_PASSWORD_CHECKS, Config
+from mailwright.config import (
+    AUTH_TRACKED_ENTRIES,
+    MAX_CONCURRENT_PASSWORD_CHECKS,
+    Config,
+    SmtpConfig,
+)
 from mailwright.model import Address
 from mailwright.policy.clientkey import client_key
 from mailwright.protocol import replies
@@ -144,6 +150,13 @@ class AuthGuard:
         self.by_client = FailureTable(smtp.auth_lockout, max_entries)
         self.by_client_account = FailureTable(smtp.auth_lockout, max_entries)
         self.by_account = FailureTable(smtp.auth_lockout, max_entries)
+
+    def reloaded(self, smtp: SmtpConfig) -> AuthGuard:
+        """The same failure tables (a reload forgives no guesser), judged by ``smtp``'s
+        limits.  How long a failure is remembered (``auth_lockout``) waits for a restart."""
+        guard = copy.copy(self)
+        guard._smtp = smtp
+        return guard
 
     def locked_out(self, client: str) -> bool:
         """True while ``client`` has ``auth_max_failures`` recent failures: answer 454."""
@@ -244,6 +257,14 @@ class Authenticator:
         self._sleep = sleep
         self._checks = asyncio.Semaphore(max_checks)
         self._per_client = _KeyedLocks()
+
+    def reloaded(self, config: Config) -> Authenticator:
+        """``config``'s passwords and limits, with this one's failure counts, per-client
+        locks and check slots (config/reload.py): nothing a guesser earned is forgiven."""
+        authenticator = copy.copy(self)
+        authenticator._mailboxes = config.mailboxes
+        authenticator.guard = self.guard.reloaded(config.smtp)
+        return authenticator
 
     async def authenticate(self, peer_ip: str, username: str, password: str) -> AuthResult:
         """Decide one AUTH: locked out, or wait the account's delay and check the password."""

@@ -49,7 +49,7 @@ def queued(queue_id: str) -> Reply:
 
 
 # 4xx
-SHUTTING_DOWN = Reply(421, "4.3.2", "Server shutting down; try again later")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again later")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded; closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again later")

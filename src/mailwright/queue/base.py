@@ -14,6 +14,7 @@ already run in a worker thread.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -26,8 +27,10 @@ from mailwright.protocol.reply import Reply
 
 __all__ = [
     "BODY_READ_SIZE",
+    "Attempt",
     "BodyReader",
     "BodySpool",
+    "QueueStats",
     "QueueStore",
     "QueuedMessage",
     "QueuedRecipient",
@@ -49,6 +52,9 @@ class RecipientState(enum.StrEnum):
     #: it is tried again at next_attempt.  Never delivered to again.  ``last_reply`` is
     #: the reply it failed with (5xx: refused for good; anything else: it expired).
     BOUNCING = "bouncing"
+    #: Put aside by the operator (``queue hold``): never claimed, so never delivered and
+    #: never expired, until released back to QUEUED (no attempt yet) or DEFERRED.
+    HELD = "held"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,29 @@ class RecipientResult:
     state: RecipientState
     reply: Reply
     next_attempt: float = 0.0
+    relay: str = ""  # the host that gave ``reply`` ("" when none did), for the history
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt of one recipient, as the history keeps it."""
+
+    index: int  # the recipient's
+    at: float  # unix time the result was recorded
+    relay: str  # the host that answered, "" when none did (local delivery, no host reached)
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What the metrics show of the queue: messages by state, and the oldest arrival.
+
+    A message counts once, in the first of held, deferred, queued it has a
+    recipient in (a BOUNCING recipient counts as deferred).
+    """
+
+    messages: dict[str, int]
+    oldest_received_at: float | None
 
 
 class BodySpool(Protocol):
@@ -219,6 +248,16 @@ class QueueStore(Protocol):
         simply record it again.
         """
 
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """Record durably (fsync) that a "delayed" report was made for these recipients:
+        from then on their ``delay_reported`` is True, across restarts.
+
+        delivery/results.py calls it before it queues the report, so that no
+        crash ever makes a second one (at most once).  Recipients that are gone,
+        or a message that is, are ignored.  Raises StorageError when it could
+        not be recorded; then nothing was.
+        """
+
     def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
         """The stored body, from its start, for a reader on the event loop::
 
@@ -253,3 +292,28 @@ class QueueStore(Protocol):
 
         A BOUNCING recipient's bounce is then tried again now.
         """
+
+    async def retry_domain(self, domain: str) -> int:
+        """Make the pending recipients at ``domain`` (any case) due now; returns how many."""
+
+    async def hold(self, queue_id: str) -> int | None:
+        """Put the QUEUED and DEFERRED recipients of a message on hold; returns how many,
+        None when there is no such message.  A recipient being delivered (claimed) keeps
+        its attempt and is not held; a BOUNCING one keeps its bounce."""
+
+    async def release(self, queue_id: str) -> int | None:
+        """Back from hold, on the schedule they had; returns how many, None: no message."""
+
+    async def page(
+        self, *, state: str | None, domain: str | None, limit: int, after: str | None
+    ) -> builtins.list[QueuedMessage]:
+        """Up to ``limit`` messages, oldest first, after the queue id ``after``, that have
+        a recipient in ``state`` and at ``domain`` (when given), with all recipients."""
+
+    async def history(self, queue_id: str) -> builtins.list[Attempt]:
+        """Every delivery attempt recorded for the message still in the queue, oldest first."""
+
+    async def stats(self) -> QueueStats: ...
+
+    async def check_writable(self) -> None:
+        """Take and release the queue's write lock; StorageError when that fails."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailwright.config.schema import DKIM_HELD_IN_MEMORY, MAX_VERIFIED_SIGNATURES
@@ -67,8 +68,18 @@ class SessionHandler:
     are read from the protocol core, the one record of them.
     """
 
-    def __init__(self, services: SessionServices, conn: ServerConnection, peer: Peer) -> None:
-        self.services = services
+    def __init__(
+        self,
+        services: SessionServices,
+        conn: ServerConnection,
+        peer: Peer,
+        *,
+        current: Callable[[], SessionServices] | None = None,
+    ) -> None:
+        """``current``: the listener's services now (a reload swaps them); None: always
+        ``services``."""
+        self._services = services
+        self._current = current or (lambda: services)
         self.conn = conn
         self.peer = peer
         self.transaction: MailTransaction | None = None
@@ -76,6 +87,15 @@ class SessionHandler:
         self._auth_key: str | None = None
         self.messages = 0  # queued in this session
         self.quit = False
+
+    @property
+    def services(self) -> SessionServices:
+        """The current services between transactions; from MAIL to the end of the
+        message, the ones MAIL was decided with (a reload meanwhile waits for the
+        next transaction: see SessionServices)."""
+        if self.transaction is None:
+            self._services = self._current()
+        return self._services
 
     @property
     def authenticated_user(self) -> str | None:
@@ -149,6 +169,7 @@ class SessionHandler:
                 kv(event="auth", client=str(self.peer), user=result.user, mechanism=event.mechanism)
             )
         else:
+            self.services.metrics.auth_failures.inc()
             log.info(
                 kv(
                     event=f"auth-{result.outcome.value}",
@@ -165,9 +186,10 @@ class SessionHandler:
         refusal = self._chunks_refused()
         if refusal is not None:
             return refusal
+        services = self.services  # the transaction's, before it ends here
         txn, self.transaction = self.transaction, None
         assert txn is not None and txn.spool is not None
-        if txn.loops(self.services.config.smtp.max_received_headers):
+        if txn.loops(services.config.smtp.max_received_headers):
             txn.discard()
             self.refused("DATA", replies.TOO_MANY_HOPS)
             return replies.TOO_MANY_HOPS
@@ -175,8 +197,8 @@ class SessionHandler:
             signed_by: list[SigningKey] = []
             if txn.held is not None:
                 finished = await txn.finish_held(
-                    self.services.dkim,
-                    authserv_id=self.services.config.hostname,
+                    services.dkim,
+                    authserv_id=services.config.hostname,
                     max_signatures=MAX_VERIFIED_SIGNATURES,
                 )
                 if finished.verdict is not None:
@@ -187,7 +209,7 @@ class SessionHandler:
                     self.refused("DATA", reply)
                     return reply
                 signed_by = finished.signed_by
-            queue_id = await txn.commit(self.services.store)
+            queue_id = await txn.commit(services.store)
         except QueueUnavailable as exc:  # the database is away: not a full disk
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
             self.refused("DATA", replies.LOCAL_ERROR)
@@ -197,6 +219,8 @@ class SessionHandler:
             self.refused("DATA", replies.STORAGE_FULL)
             return replies.STORAGE_FULL
         self.messages += 1
+        self.services.metrics.messages.inc()
+        self.services.metrics.message_bytes.inc(size)
         log.info(
             kv(
                 event="queued",
@@ -210,7 +234,7 @@ class SessionHandler:
                 result=250,
             )
         )
-        self.services.on_enqueued(queue_id)
+        services.on_enqueued(queue_id)
         return replies.queued(queue_id)
 
     def refused(self, command: str, reply: Reply) -> None:

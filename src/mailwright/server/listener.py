@@ -54,7 +54,11 @@ def configured_endpoints(config: Config) -> tuple[tuple[ListenerKind, str, int],
 
 
 class SmtpListener:
-    """All listening sockets of the SMTP service and the sessions they accepted."""
+    """All listening sockets of the SMTP service and the sessions they accepted.
+
+    ``services`` is what new sessions and transactions read; a reload (app.py)
+    replaces it with one assignment (see SessionServices).
+    """
 
     def __init__(
         self,
@@ -136,7 +140,12 @@ class SmtpListener:
             on_close=self._closed,
             refuse_with=self._admit,
             kind=kind,
+            current=self._current_services,
         )
+
+    def _current_services(self) -> SessionServices:
+        """What a session's next transaction reads: ``services``, swapped by a reload."""
+        return self.services
 
     # ------------------------------------------------------- implicit TLS
 
@@ -168,6 +177,7 @@ class SmtpListener:
             refuse_with=self._admit,
             kind=ListenerKind.IMPLICIT_TLS,
             admitted=True,
+            current=self._current_services,
         )
         session.peer_host, session.peer_port = host, port
         # Counted with the handshakes under way, itself included, like a session in ``sessions``.

@@ -18,13 +18,18 @@ before any thread or event loop exists:
    after each message to wake the server's delivery.
 
 The supervisor then only waits: SIGTERM, SIGINT and SIGHUP are passed on to
-every process (each shuts down gracefully, or re-reads its TLS files).  An
+every process (each shuts down gracefully, or reloads its configuration, app.py).
+On SIGHUP the supervisor reads the file again too, silently (the processes log),
+so that an acceptor it starts later runs what the others reloaded.  It writes the
+pid file ``mailwright reload`` signals (server/pidfile.py).  An
 acceptor that dies is started again; if the server process dies, the others
 are stopped and ``serve`` exits 1, for the service manager to restart it.
 Children get SIGTERM if the supervisor itself dies (Linux PR_SET_PDEATHSIG).
 
 Connection limits (``max_connections``, ``max_connections_per_ip``) are
-counted by each process for its own connections.
+counted by each process for its own connections.  Metrics are kept by every
+process in files of ``data_dir/metrics`` and summed by the server process's
+``/metrics`` (metrics.py says why).
 """
 
 from __future__ import annotations
@@ -43,9 +48,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mailwright.config import Config
-from mailwright.errors import StorageError
+from mailwright.config.reload import reread
+from mailwright.errors import ConfigError, StorageError
 from mailwright.logfmt import kv
+from mailwright.metrics import prepare_shared_directory, process_exited, use_shared_directory
 from mailwright.server.listener import configured_endpoints
+from mailwright.server.pidfile import pid_file_of, remove_pid_file, write_pid_file
 
 log = logging.getLogger("mailwright")
 
@@ -128,6 +136,7 @@ class Supervisor:
         self._children: dict[int, int] = {}  # pid -> process index
         self._started: dict[int, float] = {}
         self._stopping = False
+        self._metrics_dir = prepare_shared_directory(config.data_dir)
 
     @property
     def ports(self) -> list[int]:
@@ -148,8 +157,10 @@ class Supervisor:
             return pid
         code = 1
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            # Until the App handles it: a reload passed on now must not end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             _die_with_parent(supervisor)
             code = self._child(index, ready_fd)
         except (OSError, StorageError) as exc:  # e.g. the queue is held by another server
@@ -172,12 +183,14 @@ class Supervisor:
                     sock.close()
         server = index == 0
         os.close(self._wake_write if server else self._wake_read)
+        use_shared_directory(self._metrics_dir)
         app = App(
             self.config,
             role="server" if server else "acceptor",
             sockets=None if server else mine,
             receive=not server,
             wake_fd=self._wake_read if server else self._wake_write,
+            shared_metrics=self._metrics_dir,
         )
         self._run_loop(app.serve_forever(ready_fd))
         return 0
@@ -197,11 +210,22 @@ class Supervisor:
             return os.waitstatus_to_exitcode(status) or 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        signal.signal(signal.SIGHUP, self._pass_on)
-        for index in range(1, self.count + 1):
-            self._fork(index, None)
-        log.info(kv(event="processes", count=self.count, supervisor=os.getpid()))
-        return self._wait()
+        signal.signal(signal.SIGHUP, self._reload)
+        pid_file = pid_file_of(self.config.data_dir)
+        write_pid_file(pid_file)
+        try:
+            for index in range(1, self.count + 1):
+                self._fork(index, None)
+            log.info(kv(event="processes", count=self.count, supervisor=os.getpid()))
+            return self._wait()
+        finally:
+            remove_pid_file(pid_file)
+
+    def _reload(self, signum: int, _frame: object) -> None:
+        """SIGHUP: keep the file's new content for acceptors started later, pass it on."""
+        with contextlib.suppress(ConfigError):  # the processes say why; the old one stays
+            self.config = reread(self.config).config
+        self._pass_on(signum, None)
 
     def _stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
@@ -222,6 +246,7 @@ class Supervisor:
             index = self._children.pop(pid, None)
             if index is None:
                 continue
+            process_exited(self._metrics_dir, pid)
             code = os.waitstatus_to_exitcode(status)
             if self._stopping:
                 result = result or (1 if code else 0)

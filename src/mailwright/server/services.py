@@ -11,6 +11,7 @@ from mailwright.config import Config
 from mailwright.mailauth import srs
 from mailwright.mailauth.dkim import MessageSigner, SigningKey
 from mailwright.mailauth.dns import Resolver
+from mailwright.metrics import Metrics
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
@@ -34,11 +35,23 @@ class ListenerKind(enum.Enum):
 
 @dataclass
 class SessionServices:
-    """What every session of a listener shares; built once by app.py.
+    """What every session of a listener reads its configuration through; built by app.py.
 
     ``tls`` None means no certificate: no STARTTLS, no AUTH, no submission.
     ``auth`` (failure counts, lockouts) and ``space`` (the free-space reserve)
     are shared by every session of this process.
+
+    Never changed once built, so that what a session decides with it fits
+    together: a reload (SIGHUP) builds a new one from the new Config
+    (``reloaded``) and the listener swaps it in with one assignment.  A session
+    starts with the one current at its accept (its limits, its greeting), and
+    its handler takes the current one again at each command outside a mail
+    transaction, and keeps it from MAIL to the end of the message
+    (server/handler.py): a transaction in progress finishes with the routing,
+    relay networks, DKIM keys and verdicts it started with, and the session's
+    next one gets the new ones, without the connection being dropped.  Mutating
+    the parts one by one instead would let a transaction route a recipient by the
+    new mailboxes and sign with the old keys, or read a half-applied reload.
     """
 
     config: Config
@@ -49,6 +62,8 @@ class SessionServices:
     tls: ServerTls | None = None
     #: The one DNS resolver (app.py), for the verdicts on inbound mail (``[verify]``).
     resolver: Resolver | None = None
+    #: What sessions count (connections, replies, messages); app.py's, shared with /metrics.
+    metrics: Metrics = field(default_factory=Metrics)
     protocol_configs: dict[ListenerKind, ProtocolConfig] = field(init=False)
     auth: Authenticator = field(init=False)
     space: SpaceGuard = field(init=False)
@@ -60,6 +75,29 @@ class SessionServices:
     forwarder_key: SigningKey | None = field(init=False)
     #: ``[arc] seal``: the forwarder's key seals forwarded mail too; None when off.
     arc_seal_key: SigningKey | None = field(init=False)
+
+    def reloaded(self, config: Config) -> SessionServices:
+        """The services of ``config``, sharing this process's queue, resolver, wake-up
+        and AUTH failure counts; the TLS files and DKIM keys are read again.
+
+        Raises what reading those files raises (OSError, ssl.SSLError, DkimKeyError):
+        then nothing was swapped and this one stays in force.
+        """
+        from mailwright.server.tls import ServerTls
+
+        services = SessionServices(
+            config=config,
+            router=Router(config),
+            relay=RelayPolicy(config),
+            store=self.store,
+            on_enqueued=self.on_enqueued,
+            tls=ServerTls(config.tls) if config.tls is not None else None,
+            resolver=self.resolver,
+            metrics=self.metrics,
+        )
+        services.auth = self.auth.reloaded(config)
+        services.received_stamp = self.received_stamp
+        return services
 
     def __post_init__(self) -> None:
         smtp = self.config.smtp

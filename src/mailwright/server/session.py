@@ -44,6 +44,7 @@ from mailwright.protocol.events import (
 from mailwright.protocol.reply import Reply
 from mailwright.protocol.server import ServerConnection
 from mailwright.protocol.state import State
+from mailwright.server.counting import ReplyCounter
 from mailwright.server.deadlines import Deadlines, SessionTimer
 from mailwright.server.handler import Peer, SessionHandler
 from mailwright.server.output import ReplyOutput
@@ -96,9 +97,12 @@ class SmtpSession(asyncio.Protocol):
         kind: ListenerKind = ListenerKind.SMTP,
         on_open: Callable[[SmtpSession], None] = lambda session: None,
         admitted: bool = False,
+        current: Callable[[], SessionServices] | None = None,
     ) -> None:
         """``admitted``: the listener already counted this connection against the limits
-        (implicit TLS, counted at accept before its handshake)."""
+        (implicit TLS, counted at accept before its handshake).  ``services`` hold for
+        the whole session (limits, greeting); ``current`` gives the handler the newest
+        after a reload, for its next transaction (SessionServices)."""
         self.services = services
         self.kind = kind
         self._admitted = admitted
@@ -111,7 +115,9 @@ class SmtpSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_host = "?"
         self.peer_port = 0
-        self.handler = SessionHandler(services, self.conn, Peer(self.peer_host, self.peer_port))
+        self.handler = SessionHandler(
+            services, self.conn, Peer(self.peer_host, self.peer_port), current=current
+        )
         self._loop = asyncio.get_running_loop()
         #: Resolved when the session has ended (the listener waits on it at shutdown).
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -122,6 +128,7 @@ class SmtpSession(asyncio.Protocol):
         )
         self._timer = SessionTimer(self._loop, self._deadlines, self._safely, self._timed_out)
         self._out = ReplyOutput()
+        self._counted = ReplyCounter(services.metrics)
         #: For the log; the core knows whether TLS is on.
         self._tls_version: str | None = None
         self._tls_cipher: str | None = None
@@ -159,6 +166,8 @@ class SmtpSession(asyncio.Protocol):
         self.handler.peer = Peer(self.peer_host, self.peer_port)
         if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
             self._tls_started(self.transport)
+        self.services.metrics.connections.labels(self.kind.value).inc()
+        self.services.metrics.sessions.labels(self.kind.value).inc()
         self._on_open(self)
         self._safely(self._open)
 
@@ -210,8 +219,10 @@ class SmtpSession(asyncio.Protocol):
         self._input_arrived()
 
     def abort(self) -> None:
-        """End the session now (shutdown grace is over); nothing half-received is kept."""
+        """End the session now (shutdown grace is over): 421, nothing half-received kept,
+        no 250 for a message still being committed (the client keeps it and retries)."""
         if self.phase is not Phase.CLOSED:
+            self._write_close(replies.SHUTTING_DOWN)  # RFC 5321 3.8: 421 at any time
             self._result = "shutdown"
             self._finish()
 
@@ -289,6 +300,7 @@ class SmtpSession(asyncio.Protocol):
                 result=self._result,
             )
         )
+        self.services.metrics.sessions.labels(self.kind.value).dec()
         self._on_close(self)
         if not self.done.done():
             self.done.set_result(None)
@@ -299,15 +311,18 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ writing
 
     def _write(self, data: bytes) -> None:
+        self._counted.sent(data)
         self._out.write(data)
 
     def _reply(self, data: bytes) -> None:
+        self._counted.sent(data)
         self._out.reply(
             data, more_input=self.conn.buffered_bytes > 0 and self.conn.state is not State.CLOSED
         )
 
     def _write_close(self, reply: Reply) -> None:
         if self.conn.state is not State.CLOSED:
+            self._counted.unsolicited()
             if reply.code == 421:
                 self._write(self.conn.close_with(reply))
             else:
@@ -329,6 +344,7 @@ class SmtpSession(asyncio.Protocol):
                 return
             if not isinstance(event, BodyChunk):
                 self._deadlines.command_arrived()
+                self._counted.answering(event)
             if isinstance(event, ConnectionClosed):
                 if conn.state is not State.CLOSED:
                     self._result = "lost"
@@ -407,6 +423,7 @@ class SmtpSession(asyncio.Protocol):
     def _tls_started(self, transport: asyncio.Transport) -> None:
         self.transport = self._out.transport = transport
         self._tls_version, self._tls_cipher = negotiated(transport)
+        self.services.metrics.tls_handshakes.labels(self.kind.value, self._tls_version).inc()
 
     def _log_tls(self) -> None:
         log.info(
@@ -420,7 +437,9 @@ class SmtpSession(asyncio.Protocol):
 
     async def _starttls(self) -> bool:
         """Answer STARTTLS and run the handshake; False when the session must end."""
-        tls = self.services.tls
+        # The certificate in force now (a reload may have renewed it); STARTTLS was offered
+        # by the services of the session's start, so those have one if no newer does.
+        tls = self.handler.services.tls or self.services.tls
         assert tls is not None and self.transport is not None  # STARTTLS is offered only then
         # Pause before the 220 leaves: whatever the client sent after STARTTLS in plain
         # text is either buffered (the core drops it now) or arrives inside TLS.

@@ -18,11 +18,13 @@ attempt is repeated, as for a delivery in flight; a message is never lost
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.postgresql.connect import PoolOf, pooled
 from mailwright.queue.postgresql.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, message_of
-from mailwright.queue.postgresql.schema import PENDING_SQL
+from mailwright.queue.postgresql.schema import PENDING_SQL, UNFINISHED_SQL
 
 logger = logging.getLogger("mailwright.queue.postgresql")
 
@@ -103,6 +105,8 @@ class Claims:
             "state": result.state.value,
             "next": result.next_attempt if waits else 0.0,
             "reply": str(result.reply),
+            "relay": result.relay,
+            "at": time.time(),
         }
         async with pooled(
             self._pool, f"cannot record the result for {queue_id}", synchronous_commit=False
@@ -114,6 +118,13 @@ class Claims:
             await connection.execute(
                 "SELECT 1 FROM messages WHERE queue_id = %(id)s FOR UPDATE", params
             )
+            # The history, for an attempt at delivery (not the retry of a bounce).
+            await connection.execute(
+                "INSERT INTO attempts (queue_id, idx, at, relay, reply)"
+                " SELECT queue_id, idx, %(at)s, %(relay)s, %(reply)s FROM recipients"
+                " WHERE queue_id = %(id)s AND idx = %(idx)s AND state IN ('queued', 'deferred')",
+                params,
+            )
             updated = await connection.execute(
                 "UPDATE recipients SET state = %(state)s,"
                 " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
@@ -124,12 +135,24 @@ class Claims:
             )
             await connection.execute(
                 "DELETE FROM messages WHERE queue_id = %(id)s AND NOT EXISTS"
-                f" (SELECT 1 FROM recipients WHERE queue_id = %(id)s AND {PENDING_SQL})",
+                f" (SELECT 1 FROM recipients WHERE queue_id = %(id)s AND {UNFINISHED_SQL})",
                 params,
             )
         if updated.rowcount == 0:
             logger.debug(
                 "queue %s: result for recipient %d ignored (final or removed)", queue_id, index
+            )
+
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """See ``PostgresQueueStore.mark_delay_reported``."""
+        async with pooled(
+            self._pool,
+            f"cannot record the delay report of {queue_id}",
+            synchronous_commit=True,  # a mark lost in a crash would send a second report
+        ) as connection:
+            await connection.execute(
+                "UPDATE recipients SET delay_reported = true WHERE queue_id = %s AND idx = ANY(%s)",
+                (queue_id, [int(index) for index in indexes]),
             )
 
     async def renew(self, now: float) -> int:

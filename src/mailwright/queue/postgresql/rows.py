@@ -7,9 +7,23 @@ from typing import Any
 import psycopg
 
 from mailwright.queue.base import QueuedMessage
-from mailwright.queue.sqlite.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, message_of, split
+from mailwright.queue.sqlite.rows import (
+    MESSAGE_COLUMNS,
+    RECIPIENT_COLUMNS,
+    message_of,
+    split,
+    stored_reply,
+)
 
-__all__ = ["MESSAGE_COLUMNS", "RECIPIENT_COLUMNS", "load", "load_all", "message_of", "split"]
+__all__ = [
+    "MESSAGE_COLUMNS",
+    "RECIPIENT_COLUMNS",
+    "load",
+    "load_all",
+    "message_of",
+    "split",
+    "stored_reply",
+]
 
 
 async def load(connection: psycopg.AsyncConnection[Any], queue_id: str) -> QueuedMessage | None:

@@ -17,7 +17,8 @@ import psycopg
 
 from mailwright.errors import StorageError
 
-#: 1: messages, recipients (with the DSN columns, folder, leases by node), body_chunks, nodes.
+#: 1: messages, recipients (with the DSN columns, folder, leases by node, the state 'held'),
+#: body_chunks, attempts (the history), nodes.
 SCHEMA_VERSION = 1
 #: The statements that take a queue of version N to N + 1: ``UPGRADES[N]``.
 UPGRADES: dict[int, tuple[str, ...]] = {}
@@ -27,6 +28,8 @@ NODE_LOCK = 0x6D77_0002  # "mw" 2: held by a live node, keyed by its nodes.id
 
 PENDING = ("queued", "deferred", "bouncing")
 PENDING_SQL = "state IN ('queued', 'deferred', 'bouncing')"
+#: Not final: pending, or held (``queue hold``).  A message stays while any recipient is.
+UNFINISHED_SQL = "state IN ('queued', 'deferred', 'bouncing', 'held')"
 
 #: Body pieces are rows of this many octets: a reader holds one at a time.
 CHUNK_SIZE = 256 * 1024
@@ -54,7 +57,7 @@ _TABLES = (
         original_domain text NOT NULL,
         local           boolean NOT NULL,
         state           text NOT NULL CHECK (state IN
-                            ('queued', 'deferred', 'delivered', 'bounced', 'bouncing')),
+                            ('queued', 'deferred', 'delivered', 'bounced', 'bouncing', 'held')),
         attempts        integer NOT NULL DEFAULT 0,
         next_attempt    double precision NOT NULL,
         last_reply      text,
@@ -77,6 +80,14 @@ _TABLES = (
     )""",
     # Mail is mostly compressed or base64 already: spare the CPU of compressing it again.
     "ALTER TABLE body_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        queue_id text NOT NULL REFERENCES messages ON DELETE CASCADE,
+        idx      integer NOT NULL,              -- the recipient's
+        at       double precision NOT NULL,     -- unix time the result was recorded
+        relay    text NOT NULL,                 -- the host that answered, '' when none did
+        reply    text NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS attempts_of_message ON attempts (queue_id, at)",
     """CREATE TABLE IF NOT EXISTS nodes (
         id         serial PRIMARY KEY,
         name       text NOT NULL UNIQUE,

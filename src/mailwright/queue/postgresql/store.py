@@ -40,7 +40,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mailwright.errors import QueueUnavailable, StorageError
 from mailwright.model import NO_OPTIONS, Address, MailOptions
-from mailwright.queue.base import BodyReader, BodySpool, QueuedMessage, RecipientResult, Target
+from mailwright.queue.base import (
+    Attempt,
+    BodyReader,
+    BodySpool,
+    QueuedMessage,
+    QueueStats,
+    RecipientResult,
+    Target,
+)
 from mailwright.queue.postgresql import schema
 from mailwright.queue.postgresql.admin import Admin
 from mailwright.queue.postgresql.bodies import Bodies
@@ -234,6 +242,11 @@ class PostgresQueueStore:
         """Record one attempt, end its claim; remove the message once all are final."""
         await self._claims.record_result(queue_id, index, result)
 
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """Set ``delay_reported`` of these recipients, committed with synchronous_commit on,
+        so that no crash ever makes a second "delayed" report."""
+        await self._claims.mark_delay_reported(queue_id, indexes)
+
     def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
         """The stored body, fetched one chunk (256 KiB) at a time."""
         return self._bodies.read_body(queue_id)
@@ -253,6 +266,36 @@ class PostgresQueueStore:
     async def retry_now(self, queue_id: str | None = None) -> int:
         """Make pending recipients due now (claims are left alone) and wake every node."""
         return await self._admin.retry_now(queue_id)
+
+    async def retry_domain(self, domain: str) -> int:
+        """Make the pending remote recipients at ``domain`` due now; returns how many."""
+        return await self._admin.retry_domain(domain)
+
+    async def hold(self, queue_id: str) -> int | None:
+        """QUEUED and DEFERRED recipients not being delivered now go on hold (how many)."""
+        return await self._admin.hold(queue_id)
+
+    async def release(self, queue_id: str) -> int | None:
+        """Held recipients back to QUEUED or DEFERRED, on their schedule (how many)."""
+        return await self._admin.release(queue_id)
+
+    async def page(
+        self, *, state: str | None, domain: str | None, limit: int, after: str | None
+    ) -> list[QueuedMessage]:
+        """Messages with a recipient in ``state`` at ``domain``, after ``after``, oldest first."""
+        return await self._admin.page(state=state, domain=domain, limit=limit, after=after)
+
+    async def history(self, queue_id: str) -> list[Attempt]:
+        """The delivery attempts of a message still in the queue, oldest first."""
+        return await self._admin.history(queue_id)
+
+    async def stats(self) -> QueueStats:
+        """Messages by state (held, deferred, queued) and the oldest arrival."""
+        return await self._admin.stats()
+
+    async def check_writable(self) -> None:
+        """The database answers and takes writes (``/readyz``); StorageError when not."""
+        await self._admin.check_writable()
 
     # Last, so that the name ``list`` in annotations above means the builtin.
     async def list(self) -> list[QueuedMessage]:

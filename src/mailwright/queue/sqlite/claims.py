@@ -1,14 +1,17 @@
-"""Delivery's side of the store: claim due recipients (a lease), record each attempt."""
+"""Delivery's side of the store: claim due recipients (a lease), record each attempt and
+each "delayed" report."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
+from collections.abc import Sequence
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.sqlite.files import QueueLayout
 from mailwright.queue.sqlite.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, delete, message_of
-from mailwright.queue.sqlite.schema import PENDING_SQL
+from mailwright.queue.sqlite.schema import PENDING_SQL, UNFINISHED_SQL
 from mailwright.queue.sqlite.writer import Effects, JobRunner
 
 logger = logging.getLogger("mailwright.queue.sqlite")
@@ -77,6 +80,13 @@ class Claims:
         spool_dir = self._layout.spool_dir
 
         def record(connection: sqlite3.Connection, effects: Effects) -> None:
+            # The history, for an attempt at delivery (not the retry of a bounce).
+            connection.execute(
+                "INSERT INTO attempts (queue_id, idx, at, relay, reply)"
+                " SELECT queue_id, idx, ?, ?, ? FROM recipients"
+                " WHERE queue_id = ? AND idx = ? AND state IN ('queued', 'deferred')",
+                (time.time(), result.relay, str(result.reply), queue_id, index),
+            )
             updated = connection.execute(
                 "UPDATE recipients SET state = ?,"
                 " attempts = attempts + (CASE state WHEN 'bouncing' THEN 0 ELSE 1 END),"
@@ -90,7 +100,7 @@ class Claims:
                 )
                 return
             pending = connection.execute(
-                f"SELECT 1 FROM recipients WHERE queue_id = ? AND {PENDING_SQL} LIMIT 1",
+                f"SELECT 1 FROM recipients WHERE queue_id = ? AND {UNFINISHED_SQL} LIMIT 1",
                 (queue_id,),
             ).fetchone()
             if pending is None:
@@ -99,3 +109,15 @@ class Claims:
         # Lost only in an OS crash (not kill -9), and then the attempt is repeated:
         # at-least-once, like a delivery in flight at the crash.
         await self._jobs.call(record, f"cannot record the result for {queue_id}", durable=False)
+
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """See ``SqliteQueueStore.mark_delay_reported``."""
+        rows = [(queue_id, int(index)) for index in indexes]
+
+        def mark(connection: sqlite3.Connection, effects: Effects) -> None:
+            connection.executemany(
+                "UPDATE recipients SET delay_reported = 1 WHERE queue_id = ? AND idx = ?", rows
+            )
+
+        # Durable, unlike a result: a mark lost in an OS crash would send a second report.
+        await self._jobs.call(mark, f"cannot record the delay report of {queue_id}")

@@ -35,7 +35,7 @@ from mailwright.queue.base import QueuedMessage
 from mailwright.queue.spool import SPOOL_DIRECTORY_MODE, make_directories
 from mailwright.queue.sqlite.files import QueueLayout, open_regular_file, unlink_if_present
 from mailwright.queue.sqlite.rows import load
-from mailwright.queue.sqlite.schema import PENDING
+from mailwright.queue.sqlite.schema import UNFINISHED
 from mailwright.queue.sqlite.writer import Effects
 
 logger = logging.getLogger("mailwright.queue.sqlite")
@@ -118,7 +118,7 @@ def _quarantine(
     )
     connection.execute("DELETE FROM recipients WHERE queue_id = ?", (queue_id,))
     connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
-    pending = [str(r.target.address) for r in message.recipients if r.state.value in PENDING]
+    pending = [str(r.target.address) for r in message.recipients if r.state.value in UNFINISHED]
     logger.warning(
         "queue %s: %s; moved aside to %s, not delivered to %s; the rest of the queue goes on",
         queue_id,

@@ -86,6 +86,7 @@ def delete(
     if row is None:
         return False
     connection.execute("DELETE FROM recipients WHERE queue_id = ?", (queue_id,))
+    connection.execute("DELETE FROM attempts WHERE queue_id = ?", (queue_id,))
     connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
     if row[0] is not None:
         # After the commit: a crash before it must leave the body in place.

@@ -17,7 +17,9 @@ from mailwright.queue.base import RecipientState
 #: mailwright would not understand it, so it refuses the queue.
 #: 3: recipients.folder, the Maildir++ folder of a local copy (DMARC quarantine), and
 #: the DSN parameters (RFC 3461) of the message and of each recipient; an older
-#: mailwright would deliver quarantined mail to the inbox and ignore NOTIFY.
+#: mailwright would deliver quarantined mail to the inbox and ignore NOTIFY.  Also the
+#: state 'held' (``queue hold``) and the table of attempts (the history the admin API
+#: shows), which an older mailwright would ignore.
 SCHEMA_VERSION = 3
 
 #: Columns added since schema 2 (ALTER TABLE ADD COLUMN, so a queue keeps its rows):
@@ -44,6 +46,9 @@ PENDING = (
     RecipientState.BOUNCING.value,
 )
 PENDING_SQL = "state IN ('queued', 'deferred', 'bouncing')"
+#: Not final: pending, or held.  A message stays while any recipient is.
+UNFINISHED = (*PENDING, RecipientState.HELD.value)
+UNFINISHED_SQL = "state IN ('queued', 'deferred', 'bouncing', 'held')"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS messages (
@@ -81,6 +86,14 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (queue_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt) WHERE {PENDING_SQL};
+CREATE TABLE IF NOT EXISTS attempts (
+    queue_id  TEXT NOT NULL,
+    idx       INTEGER NOT NULL,   -- the recipient's
+    at        REAL NOT NULL,      -- unix time the result was recorded
+    relay     TEXT NOT NULL,      -- the host that answered, '' when none did
+    reply     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_of_message ON attempts (queue_id, at);
 CREATE TABLE IF NOT EXISTS quarantine (
     queue_id       TEXT PRIMARY KEY,
     quarantined_at REAL NOT NULL,

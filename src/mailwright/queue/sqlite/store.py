@@ -42,9 +42,11 @@ from typing import BinaryIO, Literal
 from mailwright.errors import StorageError
 from mailwright.model import NO_OPTIONS, Address, MailOptions
 from mailwright.queue.base import (
+    Attempt,
     BodyReader,
     BodySpool,
     QueuedMessage,
+    QueueStats,
     RecipientResult,
     Target,
 )
@@ -280,6 +282,11 @@ class SqliteQueueStore:
         """
         await self._claims.record_result(queue_id, index, result)
 
+    async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:
+        """Set ``delay_reported`` of these recipients, in a commit of its own kind: fsynced
+        (group commit), so that no crash ever makes a second "delayed" report."""
+        await self._claims.mark_delay_reported(queue_id, indexes)
+
     def read_body(self, queue_id: str) -> AbstractAsyncContextManager[BodyReader]:
         """The stored body for the event loop: opened and read on the store's read pool
         (a BLOB is fetched whole when opened, then read from memory); see ``bodies``."""
@@ -312,6 +319,36 @@ class SqliteQueueStore:
         alone: a recipient in flight keeps its lease.
         """
         return await self._admin.retry_now(queue_id)
+
+    async def retry_domain(self, domain: str) -> int:
+        """Make the pending recipients at ``domain`` due now; returns how many."""
+        return await self._admin.retry_domain(domain)
+
+    async def hold(self, queue_id: str) -> int | None:
+        """QUEUED and DEFERRED recipients not being delivered now go on hold (how many)."""
+        return await self._admin.hold(queue_id)
+
+    async def release(self, queue_id: str) -> int | None:
+        """Held recipients back to QUEUED or DEFERRED, on their schedule (how many)."""
+        return await self._admin.release(queue_id)
+
+    async def page(
+        self, *, state: str | None, domain: str | None, limit: int, after: str | None
+    ) -> list[QueuedMessage]:
+        """Messages with a recipient in ``state`` at ``domain``, after ``after``, oldest first."""
+        return await self._admin.page(state=state, domain=domain, limit=limit, after=after)
+
+    async def history(self, queue_id: str) -> list[Attempt]:
+        """The delivery attempts of a message still in the queue, oldest first."""
+        return await self._admin.history(queue_id)
+
+    async def stats(self) -> QueueStats:
+        """Messages by state (held, deferred, queued) and the oldest arrival."""
+        return await self._admin.stats()
+
+    async def check_writable(self) -> None:
+        """Take the write lock once (``/readyz``); StorageError when it cannot."""
+        await self._admin.check_writable()
 
     async def quarantined(self) -> list[tuple[str, float, str]]:
         """Messages moved aside at start-up: (queue id, when, why), oldest first."""

@@ -1,0 +1,65 @@
+"""config/reload.py: which keys a running server takes from its file read again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mailwright.config import load_config
+from mailwright.config.reload import RESTART_KEYS, merge, reread, value_at
+from mailwright.config.schema import DEFAULTS
+from mailwright.errors import ConfigError
+from tests.helpers import BASE_CONFIG, make_config
+
+WITH_ERIN = BASE_CONFIG.replace(
+    '"dave@example.test" = {}', '"dave@example.test" = {}\n"erin@example.test" = {}'
+)
+
+
+def test_keys_that_need_a_restart_keep_their_running_values_and_are_named(
+    tmp_path: Path,
+) -> None:
+    running = make_config(tmp_path)
+    changed = WITH_ERIN.replace('data_dir = "data"', 'data_dir = "elsewhere"').replace(
+        '"127.0.0.1:0"', '"127.0.0.1:2526"'
+    )
+    new = make_config(tmp_path, "[queue]\nretry = [5]\nmin_free_space = 0\n", base=changed)
+    result = merge(running, new)
+    assert result.needs_restart == ("data_dir", "smtp.listen", "queue.retry")
+    config = result.config
+    assert config.data_dir == running.data_dir and config.smtp.listen == running.smtp.listen
+    assert config.queue.retry == running.queue.retry
+    # What a running server can apply comes from the new file.
+    assert "erin@example.test" in config.mailboxes
+    assert config.queue.min_free_space.off
+
+
+def test_an_unchanged_file_needs_no_restart(tmp_path: Path) -> None:
+    assert merge(make_config(tmp_path), make_config(tmp_path)).needs_restart == ()
+
+
+def test_running_values_that_no_longer_fit_the_file_are_refused(tmp_path: Path) -> None:
+    """A running submission listener needs [tls]: a file without it does not check."""
+    base = make_config(tmp_path)
+    listening = replace(base, submission=replace(base.submission, listen=("127.0.0.1:0",)))
+    with pytest.raises(ConfigError) as caught:
+        merge(listening, base)
+    assert caught.value.key == "submission.listen"
+
+
+def test_reread_reads_the_file_the_running_configuration_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "mailwright.toml"
+    path.write_text(BASE_CONFIG)
+    running = load_config(path)
+    path.write_text(WITH_ERIN)
+    assert "erin@example.test" in reread(running).config.mailboxes
+    path.write_text(BASE_CONFIG + "\n[smtp.nonsense]\n")
+    with pytest.raises(ConfigError):
+        reread(running)
+
+
+def test_every_restart_key_names_a_setting() -> None:
+    for key in RESTART_KEYS:
+        value_at(DEFAULTS, key)  # AttributeError for a key the schema does not have
