@@ -100,7 +100,7 @@ def test_serve_without_a_reachable_database_exits_75_never_showing_the_password(
     assert "s3cret" not in result.stderr
 
 
-def test_mailwright_queue_lists_shows_retries_and_deletes_on_postgresql(
+def test_mailwright_queue_lists_shows_holds_releases_retries_and_deletes_on_postgresql(
     pg_database: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -143,6 +143,12 @@ def test_mailwright_queue_lists_shows_retries_and_deletes_on_postgresql(
     shown = cli("show", queue_id)
     assert shown.returncode == 0, shown.stderr
     assert "451 4.7.1 greylisted" in shown.stdout and "queued on a cluster" in shown.stdout
+    held = cli("hold", queue_id)
+    assert held.returncode == 0, held.stderr
+    assert "held" in cli("show", queue_id).stdout
+    released = cli("release", queue_id)
+    assert released.returncode == 0, released.stderr
+    assert "deferred" in cli("show", queue_id).stdout
     retried = cli("retry", queue_id)
     assert retried.returncode == 0 and "1 recipient(s) due now" in retried.stdout
     deleted = cli("delete", queue_id)
