@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from mailwright.config.checks import deprecations
@@ -113,5 +112,7 @@ def _queue(config: Config) -> str:
     queue = config.queue
     if queue.backend != "postgresql":
         return "SQLite, in the data directory"
+    import socket  # here: importing mailwright loads no socket (tests/protocol)
+
     node = queue.node or f"{socket.gethostname()} (the host name)"
     return f"PostgreSQL {queue.url}, node {node}, lease {queue.lease:g} s"
