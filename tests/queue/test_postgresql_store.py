@@ -5,10 +5,12 @@ a node lives, LISTEN/NOTIFY, bodies read in chunks, and a database that is not t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -23,6 +25,24 @@ from tests.helpers import run
 from tests.peers import free_port
 from tests.queue.contract import ALICE, BOB, body_of, put
 from tests.queue.postgresql import empty_queue, pg_database, pg_store  # noqa: F401 - a fixture
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(
+    url: str, tmp_path: Path, lease_seconds: float = 60.0
+) -> AsyncIterator[tuple[PostgresQueueStore, PostgresQueueStore]]:
+    """Nodes mx1 and mx2 on one database, open; closed (mx2 first) after the block."""
+    one = pg_store(url, tmp_path / "a", node="mx1", lease_seconds=lease_seconds)
+    two = pg_store(url, tmp_path / "b", node="mx2", lease_seconds=lease_seconds)
+    await one.open()
+    try:
+        await two.open()
+        try:
+            yield one, two
+        finally:
+            await two.close()
+    finally:
+        await one.close()  # a clean stop ends its claims: due again at once
 
 
 @pytest.fixture
@@ -78,11 +98,7 @@ def test_two_nodes_claiming_at_once_never_claim_the_same_recipient(
     count = 120
 
     async def test() -> None:
-        one = pg_store(url, tmp_path / "a", node="mx1")
-        two = pg_store(url, tmp_path / "b", node="mx2")
-        await one.open()
-        await two.open()
-        try:
+        async with two_nodes(url, tmp_path) as (one, two):
             targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
             queued = set(await asyncio.gather(*(put(one, b"x", targets) for _ in range(count))))
             now = time.time() + 1
@@ -96,9 +112,6 @@ def test_two_nodes_claiming_at_once_never_claim_the_same_recipient(
                         ]
 
             await asyncio.gather(drain(one), drain(two), drain(one), drain(two))
-        finally:
-            await one.close()
-            await two.close()
         everything = claimed["mx1"] + claimed["mx2"]
         assert len(everything) == len(set(everything)) == 2 * count  # each exactly once
         assert {queue_id for queue_id, _ in everything} == queued
@@ -109,11 +122,7 @@ def test_two_nodes_claiming_at_once_never_claim_the_same_recipient(
 
 def test_an_expired_lease_of_one_node_is_taken_by_another(url: str, tmp_path: Path) -> None:
     async def test() -> None:
-        one = pg_store(url, tmp_path / "a", node="mx1", lease_seconds=60)
-        two = pg_store(url, tmp_path / "b", node="mx2", lease_seconds=60)
-        await one.open()
-        await two.open()
-        try:
+        async with two_nodes(url, tmp_path, lease_seconds=60) as (one, two):
             queue_id = await put(one, b"body")
             now = time.time() + 1
             assert len(await one.claim_due(now, 10)) == 1
@@ -126,9 +135,6 @@ def test_an_expired_lease_of_one_node_is_taken_by_another(url: str, tmp_path: Pa
             await one.record_result(queue_id, 0, delivered)
             await two.record_result(queue_id, 0, delivered)
             assert await two.get(queue_id) is None
-        finally:
-            await one.close()
-            await two.close()
 
     run(test)
 
@@ -147,11 +153,7 @@ def test_a_live_node_renews_its_leases_so_no_other_node_takes_a_long_delivery(
     url: str, tmp_path: Path
 ) -> None:
     async def test() -> None:
-        one = pg_store(url, tmp_path / "a", node="mx1", lease_seconds=0.6)
-        two = pg_store(url, tmp_path / "b", node="mx2", lease_seconds=0.6)
-        await one.open()
-        await two.open()
-        try:
+        async with two_nodes(url, tmp_path, lease_seconds=0.6) as (one, two):
             await put(one, b"body")
             claimed_at = time.time()
             assert len(await one.claim_due(claimed_at, 10)) == 1
@@ -161,9 +163,6 @@ def test_a_live_node_renews_its_leases_so_no_other_node_takes_a_long_delivery(
             while leases(url)[0][0] < first_until + 0.6:
                 await asyncio.sleep(0.05)
             assert await two.claim_due(first_until + 0.1, 10) == []  # the first lease is over
-        finally:
-            await two.close()
-            await one.close()  # a clean stop ends the claims: due again at once
         assert leases(url) == [(0.0, None)]
 
     run(test)
