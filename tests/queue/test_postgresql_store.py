@@ -377,3 +377,50 @@ def test_ids_made_by_nodes_at_once_differ(tmp_path: Path) -> None:
         thread.join()
     assert len(set(made)) == len(made) == 20000
     assert all(len(queue_id) == 16 for queue_id in made)
+
+
+def test_a_claim_the_node_never_received_lapses_while_its_deliveries_are_renewed(
+    url: str, tmp_path: Path
+) -> None:
+    """A claim committed while its answer was lost (the connection cut at that moment)
+    carries the node's name but no delivery runs it: it must lapse after one lease and go
+    to another node, not be renewed for as long as the node lives."""
+
+    async def test() -> None:
+        # The same node name in the admin role makes such a claim: no delivery of mx1's
+        # runs it, though the lease says mx1.
+        lost = PostgresQueueStore(
+            DatabaseAddress(url),
+            node="mx1",
+            data_dir=tmp_path / "c",
+            role="admin",
+            lease_seconds=0.6,
+        )
+        async with two_nodes(url, tmp_path, lease_seconds=0.6) as (one, two):
+            await lost.open()
+            try:
+                orphan = await put(one, b"its claim's answer was lost")
+                running = await put(one, b"being delivered")
+                [claimed] = await lost.claim_due(time.time(), 1)
+                assert claimed.queue_id == orphan
+                [delivering] = await one.claim_due(time.time(), 10)
+                assert delivering.queue_id == running
+                orphan_until = lease_of(url, orphan)
+                while lease_of(url, running) < orphan_until + 0.6:  # renewed, twice over
+                    await asyncio.sleep(0.05)
+                assert lease_of(url, orphan) == orphan_until  # never renewed
+                [taken] = await two.claim_due(time.time(), 10)
+                assert taken.queue_id == orphan
+            finally:
+                await lost.close()
+
+    run(test)
+
+
+def lease_of(url: str, queue_id: str) -> float:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT lease_until FROM recipients WHERE queue_id = %s", (queue_id,)
+        ).fetchone()
+    assert row is not None
+    return float(row[0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.postgresql.connect import PoolOf, pooled
@@ -41,6 +42,11 @@ class Claims:
         self._pool = pool
         self._node = node
         self._lease_seconds = lease_seconds
+        #: The recipients this node's deliveries hold: claimed and handed out, no result
+        #: recorded yet.  Only these are renewed.  A claim whose commit went through but
+        #: whose answer was lost (the connection cut at that moment) was never handed out:
+        #: it must lapse and go to whichever node claims next, not be renewed for ever.
+        self._held: set[tuple[str, int]] = set()
 
     async def claim_due(self, now: float, limit: int) -> list[QueuedMessage]:
         """See ``PostgresQueueStore.claim_due``."""
@@ -84,9 +90,10 @@ class Claims:
                     params,
                 )
             ).fetchall()
-        by_message: dict[str, list[tuple[object, ...]]] = {}
+        by_message: dict[str, list[tuple[Any, ...]]] = {}
         for row in sorted(recipients, key=lambda r: (r[0], r[1])):
             by_message.setdefault(str(row[0]), []).append(row)
+            self._held.add((row[0], row[1]))
         by_id = {str(row[0]): row for row in messages}
         return [
             message_of(by_id[queue_id], by_message[queue_id])
@@ -138,6 +145,7 @@ class Claims:
                 f" (SELECT 1 FROM recipients WHERE queue_id = %(id)s AND {UNFINISHED_SQL})",
                 params,
             )
+        self._held.discard((queue_id, index))  # recorded: the claim is over
         if updated.rowcount == 0:
             logger.debug(
                 "queue %s: result for recipient %d ignored (final or removed)", queue_id, index
@@ -156,12 +164,21 @@ class Claims:
             )
 
     async def renew(self, now: float) -> int:
-        """Extend every lease this node holds to ``now + lease``; how many it holds."""
+        """Extend the leases of the deliveries under way to ``now + lease``; how many."""
+        held = list(self._held)
+        if not held:
+            return 0
         async with pooled(self._pool, "cannot renew the leases") as connection:
             cursor = await connection.execute(
                 "UPDATE recipients SET lease_until = %s"
-                f" WHERE lease_node = %s AND lease_until > 0 AND {PENDING_SQL}",
-                (now + self._lease_seconds, self._node),
+                " WHERE (queue_id, idx) IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
+                f" AND lease_node = %s AND lease_until > 0 AND {PENDING_SQL}",
+                (
+                    now + self._lease_seconds,
+                    [queue_id for queue_id, _ in held],
+                    [index for _, index in held],
+                    self._node,
+                ),
             )
             return cursor.rowcount
 
@@ -172,4 +189,5 @@ class Claims:
                 "UPDATE recipients SET lease_until = 0, lease_node = NULL WHERE lease_node = %s",
                 (self._node,),
             )
-            return cursor.rowcount
+        self._held.clear()
+        return cursor.rowcount

@@ -16,9 +16,11 @@ When that connection is cut (the database restarted, pg_terminate_backend),
 the link reconnects with back-off, takes the name again, listens again and
 wakes the worker once for whatever it missed.
 
-``LeaseKeeper`` renews the leases this node holds every third of a lease,
-so only a node that stopped renewing (dead, or cut from the database for a
-whole lease) has its work taken over.
+``LeaseKeeper`` renews, every third of a lease, the leases of the deliveries
+this node has under way (``Claims.renew``), so only a node that stopped
+renewing (dead, or cut from the database for a whole lease) has its work
+taken over, and a claim it never received (its answer lost with a cut
+connection) lapses after one lease.
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ class NodeLink:
 
 
 class LeaseKeeper:
-    """Renews this node's leases every third of a lease while the store is open."""
+    """Renews the leases of this node's deliveries every third of a lease while the store
+    is open."""
 
     def __init__(
         self, claims: Claims, lease_seconds: float, clock: Callable[[], float] = time.time
