@@ -63,3 +63,19 @@ def test_reread_reads_the_file_the_running_configuration_came_from(tmp_path: Pat
 def test_every_restart_key_names_a_setting() -> None:
     for key in RESTART_KEYS:
         value_at(DEFAULTS, key)  # AttributeError for a key the schema does not have
+
+
+def test_a_changed_admin_listener_or_token_file_needs_a_restart(tmp_path: Path) -> None:
+    """The admin listener ([http]) is bound, and its token read, once at start: a reload
+    that changed them must say so, not report the file applied while the old token still
+    opens the API."""
+    old_token, new_token = tmp_path / "old-token", tmp_path / "new-token"
+    old_token.write_text("old\n")
+    new_token.write_text("new\n")
+    running = make_config(
+        tmp_path, f'[http]\nlisten = "127.0.0.1:8025"\ntoken_file = "{old_token}"\n'
+    )
+    new = make_config(tmp_path, f'[http]\nlisten = "127.0.0.1:8026"\ntoken_file = "{new_token}"\n')
+    result = merge(running, new)
+    assert result.needs_restart == ("http",)
+    assert result.config.http == running.http

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from mailwright.client import ExtensionNotOffered, SmtpClient, Transcript, send
 from mailwright.client.transaction import BODY_CHUNK_SIZE, TransactionResult
 from mailwright.protocol.reply import Reply
 from tests.helpers import run
+from tests.peers import ScriptedPeer, read_line
 from tests.sink import Behaviour, SinkServer
 
 ALICE = "alice@sink.test"
@@ -126,9 +128,16 @@ def test_a_refused_last_chunk_is_the_end_of_data_reply(chunking_sink: SinkServer
     assert not result.delivered and result.end_of_data == refused
 
 
+#: Two chunks: with PIPELINING the LAST is on its way when the first one's reply comes.
+TWO_CHUNKS = b"Subject: two\n\n" + b"z" * BODY_CHUNK_SIZE
+
+
+@pytest.mark.parametrize("body", [BIG, TWO_CHUNKS], ids=["three-chunks", "two-chunks"])
 def test_after_a_refused_chunk_the_next_transaction_starts_with_rset(
-    chunking_sink: SinkServer,
+    chunking_sink: SinkServer, body: bytes
 ) -> None:
+    """A server may keep the transaction open after a refused chunk, whether its refusal
+    came before the LAST was sent or after: RSET first, or the next MAIL gets 503."""
     chunking_sink.script(Behaviour(chunk=Reply(452, "4.3.1", "Insufficient system storage")))
     transcript: Transcript = []
 
@@ -136,7 +145,7 @@ def test_after_a_refused_chunk_the_next_transaction_starts_with_rset(
         async with SmtpClient(transcript=transcript) as client:
             await client.connect(chunking_sink.host, chunking_sink.port, local_hostname="c.test")
             await client.ehlo()
-            first = await client.send_transaction("s@client.test", [ALICE], BIG)
+            first = await client.send_transaction("s@client.test", [ALICE], body)
             second = await client.send_transaction("s@client.test", [ALICE], b"Subject: 2\r\n\r\n")
             return first, second
 
@@ -146,3 +155,51 @@ def test_after_a_refused_chunk_the_next_transaction_starts_with_rset(
     assert commands[commands.index("MAIL", commands.index("MAIL") + 1) - 1] == "RSET"
     (message,) = chunking_sink.wait_for_messages(1)
     assert message.body == b"Subject: 2\r\n\r\n"
+
+
+def odd_chunk_replies(sock: socket.socket) -> None:
+    """A peer answering every chunk but the LAST with 251 (not the 250 of RFC 3030 2),
+    then refusing the LAST for the moment."""
+    buffer = bytearray()
+    sock.sendall(b"220 odd.test ESMTP\r\n")
+    # EHLO (no PIPELINING: one reply at a time), MAIL, RCPT
+    for reply in (b"250-odd.test\r\n250 CHUNKING\r\n", b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n"):
+        read_line(sock, buffer)
+        sock.sendall(reply)
+    while True:
+        words = read_line(sock, buffer).split()
+        if words[0] != b"BDAT":
+            return  # the client gave up on the message (QUIT or RSET)
+        size = int(words[1])
+        while len(buffer) < size:
+            received = sock.recv(65536)
+            if not received:
+                return
+            buffer += received
+        del buffer[:size]
+        if words[-1] == b"LAST":
+            sock.sendall(b"451 4.3.0 Not now\r\n")
+            return
+        sock.sendall(b"251 2.0.0 chunk taken\r\n")
+
+
+def test_a_2xx_to_a_chunk_is_not_the_end_of_the_message() -> None:
+    """Only the reply to the LAST chunk says whether the message was taken: a peer's odd
+    2xx to an earlier one never makes half a message count as delivered."""
+    peer = ScriptedPeer(odd_chunk_replies)
+    transcript: Transcript = []
+
+    async def go() -> TransactionResult:
+        async with SmtpClient(transcript=transcript) as client:
+            await client.connect(peer.host, peer.port, local_hostname="client.test")
+            await client.ehlo()
+            return await client.send_transaction("sender@client.test", [ALICE], BIG)
+
+    try:
+        result = run(go)
+    finally:
+        peer.stop()
+    assert not peer.errors
+    assert not result.delivered
+    assert result.end_of_data == Reply(451, "4.3.0", "Not now")
+    assert bdat_lines(transcript)[-1].endswith(" LAST")

@@ -16,7 +16,7 @@ from mailwright.protocol.client import (
     CommandKind,
     ReplyReceived,
 )
-from mailwright.protocol.events import NEED_DATA, ConnectionClosed
+from mailwright.protocol.events import NEED_DATA, ConnectionClosed, Mail, Rcpt
 from mailwright.protocol.reply import Reply
 from tests.protocol.conftest import Driver, make_driver
 
@@ -485,3 +485,39 @@ def test_dsn_parameters_go_as_xtext_only_to_a_server_offering_dsn() -> None:
     plain = greeted()
     with pytest.raises(LocalProtocolError, match="did not offer DSN"):
         plain.mail(SENDER, ret="FULL")
+
+
+def test_dsn_parameters_received_are_passed_on_with_the_same_value() -> None:
+    """RFC 3461 5.2.1 (b) and (c): a relay passes ORCPT and ENVID on with the value it was
+    given.  xtext stands for octets: "+C3" is the octet 0xC3, sent on as "+C3" again, never
+    re-encoded as if it were the character U+00C3 ("+C3+83")."""
+    driver = make_driver()
+    driver.feed(b"EHLO c.example\r\n")
+    driver.feed(b"MAIL FROM:<a@x.test> ENVID=id+C3+A9+0A\r\n")
+    driver.feed(b"RCPT TO:<b@y.test> ORCPT=rfc822;b+C3+A9+FF@y.test\r\n")
+    [mail] = [e for e in driver.events if isinstance(e, Mail)]
+    [rcpt] = [e for e in driver.events if isinstance(e, Rcpt)]
+    assert rcpt.orcpt is not None
+    dsn = greeted(EHLO_REPLY.replace(b"250-CHUNKING", b"250-DSN"))
+    assert dsn.mail(SENDER, envid=mail.envid).endswith(b" ENVID=id+C3+A9+0A\r\n")
+    reply_of(dsn, b"250 2.1.0 Ok\r\n")
+    assert dsn.rcpt(ALICE, orcpt=rcpt.orcpt).endswith(b" ORCPT=rfc822;b+C3+A9+FF@y.test\r\n")
+
+
+def test_a_utf8_orcpt_goes_as_8bit_only_in_an_smtputf8_transaction() -> None:
+    """RFC 6533 3: the utf-8 ORCPT type's utf-8-addr-unitext (raw UTF-8) only where SMTPUTF8
+    allows 8-bit in commands (RFC 6531 3.4); otherwise utf-8-addr-xtext, each non-ASCII
+    character as \\x{HEX}, never 8-bit octets in a command that may not carry them."""
+    driver = make_driver()
+    driver.feed(b"EHLO c.example\r\nMAIL FROM:<a@x.test> SMTPUTF8\r\n")
+    driver.feed("RCPT TO:<b@y.test> ORCPT=utf-8;jörg@y.test\r\n".encode())
+    [rcpt] = [e for e in driver.events if isinstance(e, Rcpt)]
+    assert rcpt.orcpt is not None
+    dsn = greeted(EHLO_REPLY.replace(b"250-CHUNKING", b"250-DSN"))
+    dsn.mail(SENDER)
+    reply_of(dsn, b"250 2.1.0 Ok\r\n")
+    assert dsn.rcpt(ALICE, orcpt=rcpt.orcpt).endswith(b" ORCPT=utf-8;j\\x{F6}rg@y.test\r\n")
+    reply_of(dsn, b"250 2.1.5 Ok\r\n")
+    dsn.mail(SENDER, smtputf8=True)
+    reply_of(dsn, b"250 2.1.0 Ok\r\n")
+    assert dsn.rcpt(ALICE, orcpt=rcpt.orcpt).endswith(" ORCPT=utf-8;jörg@y.test\r\n".encode())

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.delivery.test_remote_delivery import routed
+from mailwright.protocol.reply import Reply
+from tests.delivery.test_remote_delivery import ZONE, mx_config, routed
+from tests.dns_server import LoopbackDns
 from tests.helpers import RawClient, RunningServer, maildir_messages, wait_for
-from tests.sink import SinkServer
+from tests.sink import Behaviour, SinkServer
 
 BINARY = b"Subject: bin\r\n\r\n\x00\xff\n\r.\r\n" + bytes(range(256))
 
@@ -65,3 +67,34 @@ def test_binarymime_to_a_next_hop_without_it_bounces_554_5_6_3(
     assert b"554 5.6.3" in report and b"does not offer BINARYMIME" in report
     wait_for(lambda: server.call(lambda: server.app.store.list()) == [])
     assert sink.messages == [] and sink.connections >= 1
+
+
+def test_binarymime_waits_for_a_primary_that_is_down_when_the_backup_lacks_it(
+    server_factory,
+) -> None:
+    """The primary MX is down for the moment (421), the backup does not offer BINARYMIME:
+    the backup's 554 5.6.3 is not the last word, since the primary may take the message
+    later; it is retried, not bounced."""
+    primary = SinkServer(host="127.0.0.2", chunking=True)
+    backup = SinkServer(host="127.0.0.1", port=primary.port)
+    dns = LoopbackDns(ZONE)
+    try:
+        primary.script(Behaviour(greeting=Reply(421, "4.3.2", "Going away")))
+        server = server_factory(
+            base=mx_config(primary.port, dns, '"ext@example.test" = ["u@pref.test"]')
+        )
+        client = RawClient(server.host, server.port)
+        client.read_reply()
+        client.send(
+            b"EHLO client.example\r\nMAIL FROM:<sender@remote.test> BODY=BINARYMIME\r\n"
+            b"RCPT TO:<ext@example.test>\r\nBDAT %d LAST\r\n%s" % (len(BINARY), BINARY)
+        )
+        assert client.replies(4)[-1].startswith("250 2.0.0 Ok: queued as ")
+        client.close()
+        (message,) = primary.wait_for_messages(1)
+        assert message.body.endswith(b"\r\n" + BINARY)
+        assert backup.connections >= 1 and backup.messages == []
+    finally:
+        primary.stop()
+        backup.stop()
+        dns.stop()

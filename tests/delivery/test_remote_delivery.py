@@ -109,6 +109,21 @@ def test_551_from_next_hop_bounces_naming_the_address(server_factory, sink: Sink
     assert len([m for m in sink.messages if m.reply is not None and m.reply.code == 250]) == 0
 
 
+def test_a_next_hop_without_smtputf8_bounces_a_non_ascii_address_at_once(
+    server_factory, sink: SinkServer
+) -> None:
+    """RFC 6531 3.2: a message to a non-ASCII address cannot go to a server without
+    SMTPUTF8, and it never will: 5.6.7 (RFC 6531 3.6) now, as for BINARYMIME, not a
+    "connection problem" retried until max_age."""
+    sink.default = Behaviour(hide=frozenset({"SMTPUTF8"}))
+    base = BASE_CONFIG.replace('"bob@elsewhere.test"', '"jörg@elsewhere.test"')
+    server = server_factory(routed(sink), base=base)
+    send(server, "alice@example.test", ["bob@example.test"], "Subject: s\r\n\r\nb\r\n")
+    raw = dsn_for(server, "alice@example.test").as_bytes()
+    assert b"Status: 5.6.7" in raw and b"does not offer SMTPUTF8" in raw
+    assert sink.messages == [] and sink.connections >= 1
+
+
 def test_251_from_next_hop_counts_as_delivered(server_factory, sink: SinkServer) -> None:
     sink.default = Behaviour(
         rcpt=Reply(251, "2.1.5", "User not local; will forward to <b@far.test>")

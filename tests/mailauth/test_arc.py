@@ -21,10 +21,12 @@ from mailwright.mailauth.dkim import (
 )
 from mailwright.mailauth.dns import Resolver
 from tests.dns_server import LoopbackDns, silent_dns
+from tests.mailauth.keys import huge_exponent_rsa_key
 
 UP = generate_private_key("rsa")  # the first intermediary, d=up.test
 HOP = generate_private_key("rsa")  # a second one, d=hop.test
 UP_RECORD = record_text(*public_key_value(UP))
+COSTLY = huge_exponent_rsa_key()  # a good key that takes long to verify with
 SELECTORS = [f"k{n}" for n in range(MAX_ARC_KEYS + 1)]  # one key, many names
 
 ZONE = "\n".join(
@@ -32,6 +34,7 @@ ZONE = "\n".join(
         record_line("up.test", "s1", UP_RECORD),
         record_line("hop.test", "s2", record_text(*public_key_value(HOP))),
         record_line("junk.test", "s1", "v=DKIM1; k=rsa; p=!!not*base64!!"),
+        record_line("costly.test", "s1", record_text(*public_key_value(COSTLY))),
         *(record_line("many.test", selector, UP_RECORD) for selector in SELECTORS),
     ]
 )
@@ -137,6 +140,15 @@ def test_missing_key_bad_base64_key_and_bad_base64_seal_fail(resolver: Resolver)
     ):
         verdict = arc(resolver, message)
         assert (verdict.result, verdict.temporary) == ("fail", False), message[:60]
+
+
+def test_a_key_with_a_huge_public_exponent_is_not_used(resolver: Resolver) -> None:
+    """Each seal of a chain is verified with dkimpy's pure-Python pow(), which holds the GIL:
+    a hostile key's huge exponent, once per seal of 50, would stop the event loop for
+    minutes.  Such a key is refused before it is used, though the chain is good."""
+    verdict = arc(resolver, sealed_by(BODY, "costly.test", "s1", COSTLY))
+    assert (verdict.result, verdict.temporary) == ("fail", False)
+    assert "exponent" in verdict.reason
 
 
 def test_newest_seal_saying_cv_fail_ends_the_chain(silent_resolver: Resolver) -> None:

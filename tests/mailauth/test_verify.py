@@ -19,9 +19,12 @@ from mailwright.mailauth.dns import Resolver
 from mailwright.mailauth.results import authserv_id, header, remove_ours
 from mailwright.mailauth.verify import DkimVerdict, SpfVerdict, check_dkim, check_spf
 from tests.dns_server import LoopbackDns, silent_dns
+from tests.mailauth.keys import huge_exponent_rsa_key
 
 PEM = generate_private_key("rsa")
 KEY_LINE = record_line("signed.test", "s1", record_text(*public_key_value(PEM)))
+COSTLY = huge_exponent_rsa_key()
+COSTLY_LINE = record_line("costly.test", "s1", record_text(*public_key_value(COSTLY)))
 
 ZONE = f"""
 pass.test.      60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
@@ -38,6 +41,7 @@ inc.test.       60 IN TXT "v=spf1 include:pass.test -all"
 helo.test.      60 IN TXT "v=spf1 a -all"
 helo.test.      60 IN A 127.0.0.1
 {KEY_LINE}
+{COSTLY_LINE}
 s1._domainkey.badkey.test. 60 IN TXT "v=DKIM1; k=rsa; p=!!!not*base64!!!"
 """
 
@@ -50,8 +54,8 @@ MESSAGE = (
 )
 
 
-def sign(message: bytes, domain: str, selector: str = "s1") -> bytes:
-    signature = dkim.sign(message, selector.encode(), domain.encode(), PEM)
+def sign(message: bytes, domain: str, selector: str = "s1", key: bytes = PEM) -> bytes:
+    signature = dkim.sign(message, selector.encode(), domain.encode(), key)
     return signature + message
 
 
@@ -132,6 +136,15 @@ def test_dkim_missing_key_permerror_and_dns_failure_temperror(resolver: Resolver
     assert missing.result == "permerror"
     [failed] = dkim_verdicts(resolver, sign(MESSAGE, "servfail.test"))
     assert failed.result == "temperror"
+
+
+def test_dkim_key_with_a_huge_public_exponent_is_not_used(resolver: Resolver) -> None:
+    """A key record from the DNS whose exponent would make dkimpy's pure-Python pow() (which
+    holds the GIL, so the event loop too) run for seconds is refused before it is used,
+    even though the signature is good."""
+    [verdict] = dkim_verdicts(resolver, sign(MESSAGE, "costly.test", key=COSTLY))
+    assert (verdict.result, verdict.domain) == ("permerror", "costly.test")
+    assert "exponent" in verdict.reason
 
 
 def test_dkim_unsigned_and_malformed_signature(resolver: Resolver) -> None:

@@ -127,7 +127,20 @@ def test_bad_bdat_gets_501_and_drops_the_octets_it_can_count(line: bytes, discar
     driver = in_transaction()
     out = codes(driver.feed(line + b"\r\n" + b"ab"[:discarded] + b"NOOP\r\n"))
     assert out == [BDAT_SYNTAX, "250 2.0.0 Ok"]
-    assert driver.conn.state is State.RCPT  # a syntax error leaves the transaction open
+    assert driver.conn.state is State.READY  # RFC 3030 2: a failed BDAT fails the transaction
+
+
+@pytest.mark.parametrize("first", [b"", b"BDAT 5\r\nhello"])
+@pytest.mark.parametrize("refused", [b"BDAT 3 FIRST\r\nxyz", b"BDAT x\r\n"])
+def test_chunks_pipelined_after_a_refused_bdat_are_discarded(first: bytes, refused: bytes) -> None:
+    """RFC 3030 2: after a failed BDAT the receiver MUST accept and discard the chunks
+    already pipelined behind it: a LAST among them must not store a message with a
+    chunk missing."""
+    driver = in_transaction()
+    out = codes(driver.feed(first + refused + b"BDAT 3 LAST\r\nabc"))
+    assert out[-2:] == [BDAT_SYNTAX, str(replies.NEED_MAIL)]
+    assert driver.bodies == []
+    assert driver.conn.state is State.READY and not driver.conn.in_transaction
 
 
 def test_size_is_enforced_over_the_sum_of_chunks() -> None:

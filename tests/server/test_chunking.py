@@ -163,21 +163,22 @@ def test_early_errors_still_read_the_chunk(chunking_server: RunningServer) -> No
     client.close()
 
 
-def test_bad_chunk_size_gets_501(chunking_server: RunningServer) -> None:
+def test_bad_chunk_size_gets_501_and_ends_the_transaction(chunking_server: RunningServer) -> None:
+    """RFC 3030 2: after a failed BDAT the chunks pipelined behind it are read and dropped,
+    so a LAST among them stores no message with a chunk missing."""
     client = open_transaction(chunking_server)
-    client.send(b"BDAT ten\r\nBDAT -1\r\nBDAT 3 NOTLAST\r\nabcBDAT\r\nNOOP\r\n")
+    client.send(b"BDAT 2\r\nokBDAT ten\r\nBDAT 3 NOTLAST\r\nabcBDAT 1 LAST\r\n!NOOP\r\n")
     assert client.replies(5) == [
+        "250 2.0.0 2 octets received",
         "501 5.5.4 Syntax error: send BDAT <size in octets> [LAST]",
-        "501 5.5.4 Syntax error: send BDAT <size in octets> [LAST]",
-        "501 5.5.4 Syntax error: send BDAT <size in octets> [LAST]",  # its 3 octets dropped
-        "501 5.5.4 Syntax error: send BDAT <size in octets> [LAST]",
+        "503 5.5.1 Bad sequence of commands: send MAIL FROM first",  # its 3 octets dropped
+        "503 5.5.1 Bad sequence of commands: send MAIL FROM first",
         "250 2.0.0 Ok",
     ]
-    # The transaction is still open after syntax errors.
-    client.send(b"BDAT 3 LAST\r\nok\n")
-    assert client.read_reply().startswith("250 2.0.0 Ok: queued as ")
+    client.send(ENVELOPE[16:] + b"BDAT 6 LAST\r\nnext\r\n")
+    assert client.replies(3)[-1].startswith("250 2.0.0 Ok: queued as ")
     client.close()
-    assert wait_for(lambda: stored(chunking_server)) == [b"ok\n"]
+    assert wait_for(lambda: stored(chunking_server)) == [b"next\r\n"]
 
 
 def test_data_after_bdat_is_503(chunking_server: RunningServer) -> None:

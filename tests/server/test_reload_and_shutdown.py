@@ -184,6 +184,8 @@ def test_mailwright_reload_signals_the_server_named_by_its_pid_file(tmp_path: Pa
     assert "no server is running" in result.stderr and str(pid_file) in result.stderr
 
     server = start(tmp_path)
+    # Written once serve handles SIGHUP, just after the listener is up: wait for it.
+    wait_for(pid_file.exists)
     assert pid_file.read_text().strip() == str(server.proc.pid)
     write_config(tmp_path, mailboxes='"bob@example.test" = {}')
     result = run_cli("reload", "--config", str(path))
@@ -277,6 +279,28 @@ def test_sigterm_lets_a_body_being_received_finish_and_says_421_to_idle_sessions
     server = start(tmp_path)
     bodies = wait_for(lambda: maildir_messages(tmp_path / "data", "alice@example.test"))
     assert bodies[0].endswith(b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n")  # type: ignore[index]
+    stop(server)
+
+
+def test_sigterm_lets_a_message_between_its_bdat_chunks_finish(tmp_path: Path) -> None:
+    """Between two BDAT chunks a message is half received, as in the middle of DATA: the
+    client may send the rest within shutdown_timeout and get its 250."""
+    server = start(tmp_path)
+    waiting = greet(server)
+    busy = greet(server)
+    first = b"Subject: chunked\r\n\r\nfirst half\r\n"
+    busy.send(b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
+    busy.send(b"BDAT %d\r\n%s" % (len(first), first))
+    assert busy.replies(3)[-1] == f"250 2.0.0 {len(first)} octets received"
+    server.proc.send_signal(signal.SIGTERM)
+    assert waiting.read_until_closed() == SHUTTING_DOWN  # the shutdown has begun
+    busy.send(b"BDAT 13 LAST\r\nsecond half\r\n")
+    assert busy.read_reply().startswith("250 2.0.0 Ok: queued as ")
+    assert busy.read_until_closed() == SHUTTING_DOWN
+    assert server.wait() == 0
+    server = start(tmp_path)
+    bodies = wait_for(lambda: maildir_messages(tmp_path / "data", "alice@example.test"))
+    assert bodies[0].endswith(first + b"second half\r\n")  # type: ignore[index]
     stop(server)
 
 

@@ -252,7 +252,7 @@ class SmtpClient(Channel):
                 while unanswered > in_flight and refusal is None:
                     unanswered -= 1
                     reply = await self._read_reply(self.timeouts.command)
-                    refusal = reply if reply.code != 250 else None
+                    refusal = None if _chunk_taken(reply) else reply
                 if refusal is not None:
                     break
             held = piece
@@ -264,11 +264,12 @@ class SmtpClient(Channel):
             reply = await self._read_reply(
                 self.timeouts.command if unanswered else self.timeouts.end_of_data
             )
-            if end is None and (reply.code != 250 or not unanswered):
+            if end is None and (not _chunk_taken(reply) or not unanswered):
                 end = reply
         assert end is not None
-        # A server may keep the transaction open after a refused chunk: RSET before the next.
-        self._needs_rset = refusal is not None
+        # A server may keep the transaction open after a refused chunk, whether the refusal
+        # came before the LAST was sent or after it: RSET before the next.
+        self._needs_rset = refusal is not None or not _chunk_taken(end)
         return end
 
     async def _send_chunk(self, chunk: bytes, *, last: bool, binary: bool) -> int:
@@ -387,6 +388,13 @@ class SmtpClient(Channel):
             return self._conn.rcpt(recipient)
         notify, orcpt = mail.dsn.of(index)
         return self._conn.rcpt(recipient, notify=notify, orcpt=orcpt)
+
+
+def _chunk_taken(reply: Reply) -> bool:
+    """A chunk other than the LAST was taken: RFC 3030 2 answers it with 250, and any 2xx
+    is read so (never as the end of the message: only the LAST chunk's reply says whether
+    the message was taken).  Anything else ends the message and is its result."""
+    return 200 <= reply.code < 300
 
 
 def _sender(sender: Address | str | None) -> Address | None:

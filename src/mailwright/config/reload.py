@@ -27,8 +27,9 @@ from mailwright.config.schema import EMBEDDED_SOURCE, Config
 #: Keys a running server keeps until it is restarted, in the order they are named:
 #: the listeners and the processes behind them, where the queue lives, the name it
 #: greets and bounces with, how long AUTH failures are remembered (the tables holding
-#: them outlive a reload), and what the delivery worker and the resolver were built
-#: with.  A dotted key is one setting of a table; a bare table name is all of it.
+#: them outlive a reload), what the delivery worker and the resolver were built
+#: with, and the admin listener (bound, its token read, at start).  A dotted key is
+#: one setting of a table; a bare table name is all of it.
 RESTART_KEYS: tuple[str, ...] = (
     "data_dir",
     "hostname",
@@ -41,6 +42,7 @@ RESTART_KEYS: tuple[str, ...] = (
     "queue.max_age",
     "queue.delay_warning",
     "dns",
+    "http",
 )
 
 

@@ -44,6 +44,7 @@ from mailwright.client import (
     TlsMode,
     TlsPolicy,
     TransactionResult,
+    needs_smtputf8,
     open_session,
 )
 from mailwright.config import Config
@@ -294,6 +295,9 @@ class SmtpDeliverer:
         except TimeoutError:
             return _all(rcpts, out_of_time(f"looking up {domain}"))
         last = no_exchanger_reached(domain)
+        #: A host that failed for now may take the message at a later attempt: then a
+        #: permanent failure of another host (no BINARYMIME) is not the destination's answer.
+        down_for_now: Reply | None = None
         destination = hops[0].host.lower() if hops else domain
         async with contextlib.AsyncExitStack() as turn:
             waits = self.limits.full(destination) or self.slots.locked()
@@ -318,6 +322,8 @@ class SmtpDeliverer:
                     result = await self._via(hop, message, sender, rcpts, mode, deadline)
                 except _HostFailed as exc:
                     last = exc.reply
+                    if exc.reply.is_transient:
+                        down_for_now = exc.reply
                     log.info(
                         kv(
                             event="host-failed",
@@ -329,6 +335,8 @@ class SmtpDeliverer:
                     )
                     continue
                 return _attempts(result, rcpts, hop)
+        if last.is_permanent and down_for_now is not None:
+            last = down_for_now
         return _all(rcpts, last)
 
     def _tls_mode(self, domain: str) -> TlsMode:
@@ -359,6 +367,11 @@ class SmtpDeliverer:
             # RFC 3030 3: a binary body is never converted; another host may take it.
             self.pool.give_back(key, client, used)
             raise _HostFailed(binarymime_not_offered(hop.host))
+        addresses = [r.target.address for r in rcpts]
+        if needs_smtputf8(sender, addresses) and not client.capabilities.smtputf8:
+            # RFC 6531 3.2: never to a server without SMTPUTF8; another host may take it.
+            self.pool.give_back(key, client, used)
+            raise _HostFailed(smtputf8_not_offered(hop.host))
         while True:
             replies_before = client.replies_read
             try:
@@ -367,7 +380,7 @@ class SmtpDeliverer:
                 async with self.store.read_body(message.queue_id) as body:
                     result = await client.send_transaction(
                         sender,
-                        [r.target.address for r in rcpts],
+                        addresses,
                         body,
                         size=message.size,
                         binarymime=binary,
@@ -415,6 +428,12 @@ def binarymime_not_offered(host: str) -> Reply:
         "5.6.3",
         f"{host} does not offer BINARYMIME; a binary message is not converted (RFC 3030 3)",
     )
+
+
+def smtputf8_not_offered(host: str) -> Reply:
+    """RFC 6531 3.2 and 3.6 (X.6.7): an address of the message is not ASCII and the next
+    hop does not offer SMTPUTF8; permanent, as the addresses will not change."""
+    return Reply(553, "5.6.7", f"{host} does not offer SMTPUTF8, which a non-ASCII address needs")
 
 
 def _open_failure(exc: SmtpClientError, hop: NextHop, policy: TlsPolicy) -> Reply:

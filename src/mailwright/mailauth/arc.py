@@ -40,7 +40,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailwright.config.schema import MAX_ARC_KEYS, MAX_ARC_SETS
 from mailwright.logfmt import kv
-from mailwright.mailauth.dkim import SigningKey
+from mailwright.mailauth.dkim import SigningKey, unusable_public_key
 from mailwright.mailauth.dns import DnsError, Resolver, TemporaryDnsError
 
 log = logging.getLogger("mailwright.arc")
@@ -100,6 +100,10 @@ class _KeyUnavailable(Exception):
     """A key dkimpy needs could not be fetched for now: no verdict on the chain.
 
     Deliberately not a DKIMException, which dkimpy would turn into ``fail``."""
+
+
+class _KeyRefused(Exception):
+    """A key that would cost too much to verify with (dkim.unusable_public_key): ``fail``."""
 
 
 class _NewestSignatureArc(dkim.ARC):  # type: ignore[misc]
@@ -251,12 +255,17 @@ def _validate(chain: _Chain, keys: dict[str, bytes | None]) -> ArcVerdict:
         key = keys.get(name.decode("ascii", "replace").rstrip(".").lower())
         if key is None:
             raise _KeyUnavailable(name.decode("ascii", "replace"))
+        problem = unusable_public_key(name, key) if key else None
+        if problem is not None:
+            raise _KeyRefused(f"key {name.decode('ascii', 'replace')} refused: {problem}")
         return key
 
     try:
         status, _results, reason = chain.verifier.verify(dnsfunc=dnsfunc)
     except _KeyUnavailable as exc:
         return _fail(f"key {exc} could not be fetched for now", chain.instances, temporary=True)
+    except _KeyRefused as exc:
+        return _fail(str(exc), chain.instances)
     if status == dkim.CV_Pass:
         return ArcVerdict("pass", chain.instances, "chain valid")
     return _fail(str(reason), chain.instances)

@@ -44,6 +44,12 @@ ALGORITHMS: Final[tuple[Algorithm, ...]] = ("rsa", "ed25519")
 DEFAULT_RSA_BITS: Final = 2048
 MIN_RSA_BITS: Final = 1024
 MAX_RSA_BITS: Final = 8192
+#: The longest RSA public exponent a key from the DNS may have, as OpenSSL's
+#: OPENSSL_RSA_MAX_PUBEXP_BITS (real keys use 65537, 17 bits).  dkimpy verifies with
+#: Python's pow(), which holds the GIL: a hostile key record's exponent as long as its
+#: modulus (12000 bits fit in a TXT record) would stop the event loop for seconds per
+#: signature, and an ARC chain is 50 of them.
+MAX_RSA_PUBLIC_EXPONENT_BITS: Final = 64
 
 #: A TXT record is made of strings of at most 255 octets each (RFC 1035 3.3.14).
 TXT_STRING_MAX: Final = 255
@@ -254,6 +260,31 @@ def _cryptography_rsa_key(pem: bytes) -> RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise DkimKeyError(f"algorithm rsa but a {type(key).__name__} key")
     return key
+
+
+def unusable_public_key(name: bytes, record: bytes) -> str | None:
+    """Why the key record ``record`` of ``name`` must not verify anything: an RSA key longer
+    than MAX_RSA_BITS (RFC 8301 3.2 asks verifiers for 1024 to 4096 bits, larger MAY be
+    refused) or with an exponent longer than MAX_RSA_PUBLIC_EXPONENT_BITS, which would
+    cost seconds of CPU per signature.  None when it may be used, or when dkimpy will
+    refuse it anyway (it says why)."""
+    import dkim
+
+    try:
+        key, bits, kind, _ = dkim.evaluate_pk(name, record)
+    except Exception:  # dkimpy's own refusal comes when the key is used
+        return None
+    if kind != b"rsa":
+        return None
+    if bits > MAX_RSA_BITS:
+        return f"an RSA key of {bits} bits, more than {MAX_RSA_BITS}"
+    exponent_bits = int(key["publicExponent"]).bit_length()
+    if exponent_bits > MAX_RSA_PUBLIC_EXPONENT_BITS:
+        return (
+            f"an RSA public exponent of {exponent_bits} bits,"
+            f" more than {MAX_RSA_PUBLIC_EXPONENT_BITS}"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- signing

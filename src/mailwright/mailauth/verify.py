@@ -31,6 +31,7 @@ import dkim
 import spf
 
 from mailwright.config.schema import MAX_VERIFIED_SIGNATURES, SPF_TOTAL_SECONDS
+from mailwright.mailauth.dkim import unusable_public_key
 from mailwright.mailauth.dns import DnsError, PermanentDnsError, Resolver, TemporaryDnsError
 
 log = logging.getLogger("mailwright.verify")
@@ -206,6 +207,9 @@ def _dkim_one(message: bytes, idx: int, lookups: _Lookups) -> DkimVerdict:
         dkim.evaluate_pk(name.encode("ascii", "replace"), key)
     except (dkim.DKIMException, binascii.Error, ValueError) as exc:
         return DkimVerdict("permerror", domain, selector, f"unusable key: {exc}")
+    problem = unusable_public_key(name.encode("ascii", "replace"), key)
+    if problem is not None:
+        return DkimVerdict("permerror", domain, selector, f"unusable key: {problem}")
 
     def dnsfunc(_name: bytes, timeout: float = 0) -> bytes:
         return key

@@ -297,7 +297,8 @@ class ClientConnection:
             if notify is not None:
                 line += f" NOTIFY={_checked(dsn.parse_notify, notify)}"
             if orcpt is not None:
-                line += f" ORCPT={dsn.orcpt_parameter(orcpt)}"
+                orcpt = dsn.orcpt_parameter(orcpt, smtputf8=self._mail_smtputf8)
+                line += f" ORCPT={orcpt}"
         return self._command(K.RCPT, line)
 
     def data(self) -> bytes:

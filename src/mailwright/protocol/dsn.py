@@ -45,11 +45,15 @@ def decode_xtext(text: str) -> str | None:
 def encode_xtext(text: str) -> str:
     """``text`` as xtext: "+", "=", and anything outside "!".."~" as +XX (RFC 3461 4).
 
-    Characters above 0xFF cannot be xtext; they are UTF-8 encoded first, octet by
-    octet, so nothing is lost (RFC 6533 3 does the same for its utf-8 type).
+    xtext stands for octets, and ``decode_xtext`` gives each as the character of its
+    code (0 to 0xFF): such text is encoded back octet for octet, so a value passed on
+    is the one received (RFC 3461 5.2.1).  Characters above 0xFF cannot be xtext;
+    text holding any is UTF-8 encoded first, so nothing is lost (RFC 6533 3 does the
+    same for its utf-8 type).
     """
+    octets = text.encode("latin-1") if max(text, default="\0") <= "\xff" else text.encode("utf-8")
     out = []
-    for octet in text.encode("utf-8"):
+    for octet in octets:
         char = chr(octet)
         out.append(char if 0x21 <= octet <= 0x7E and char not in "+=" else f"+{octet:02X}")
     return "".join(out)
@@ -114,9 +118,17 @@ def parse_orcpt(value: str | None, *, smtputf8: bool) -> str:
     return f"{addr_type};{decoded}"
 
 
-def orcpt_parameter(orcpt: str) -> str:
-    """A kept ORCPT (``addr-type;address``) as the parameter value to send on."""
+def orcpt_parameter(orcpt: str, *, smtputf8: bool = False) -> str:
+    """A kept ORCPT (``addr-type;address``) as the parameter value to send on.
+
+    A non-ASCII address of the utf-8 type goes as it is (RFC 6533 3,
+    utf-8-addr-unitext) in an SMTPUTF8 transaction (``smtputf8``) only; in any
+    other, where a command carries no 8-bit octet (RFC 6531 3.4), each non-ASCII
+    character is written \\x{HEX} (RFC 6533 3, utf-8-addr-xtext).
+    """
     addr_type, _, address = orcpt.partition(";")
     if addr_type.lower() == "utf-8" and not address.isascii():
-        return orcpt  # RFC 6533 utf-8-addr-unitext: only to a next hop with SMTPUTF8
+        if smtputf8:
+            return orcpt
+        address = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
     return f"{addr_type};{encode_xtext(address)}"

@@ -256,10 +256,14 @@ class CommandParser:
         refusal = st.check(state, Bdat, facts)
         if refusal is None and (size is None or len(words) > 2 or (len(words) == 2 and not last)):
             refusal = replies.BDAT_SYNTAX
-        if size is None:
-            return ProtocolViolation(reply=refusal or replies.BDAT_SYNTAX)
         if refusal is not None:
-            return ChunkStart(size, last, ProtocolViolation(reply=refusal))
+            failed = ProtocolViolation(reply=refusal)
+            if state in (State.RCPT, State.CHUNKING):
+                # RFC 3030 2: a failed BDAT fails the transaction; the chunks pipelined
+                # behind it are discarded, never stored as a message with one missing.
+                failed = BodyRejected(reply=refusal)
+            return failed if size is None else ChunkStart(size, last, failed)
+        assert size is not None  # no size is a syntax error
         assert transaction is not None  # state.py allows BDAT only inside a transaction
         if transaction.chunked + size > self._config.max_message_size:
             # RFC 1870 6.3 over the sum of the chunks; the transaction ends with it.

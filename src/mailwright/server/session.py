@@ -397,7 +397,8 @@ class SmtpSession(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
         receiving = self.conn.receiving_body
-        if self._stopping and not receiving:
+        # Between two BDAT chunks (RFC 3030) a message is half received, as inside DATA.
+        if self._stopping and not receiving and self.conn.state is not State.CHUNKING:
             self._write_close(replies.SHUTTING_DOWN)
             self._result = "shutdown"
             self._finish()
