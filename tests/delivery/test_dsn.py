@@ -126,6 +126,19 @@ def test_an_orcpt_or_envid_with_a_line_break_cannot_forge_a_field() -> None:
     assert "\r\nForged" not in text
 
 
+def test_a_utf8_address_is_of_type_utf8_in_a_global_delivery_status() -> None:
+    """RFC 6533 3 and 6: a non-ASCII address is never called rfc822, and the report
+    that names one is a message/global-delivery-status."""
+    text = section_report(address=Address("jörg", "elsewhere.test"))
+    assert "Final-Recipient: utf-8; jörg@elsewhere.test\r\n" in text
+    assert "Original-Recipient: rfc822; bob@example.test\r\n" in text
+    assert "report-type=global-delivery-status;" in text
+    assert "Content-Type: message/global-delivery-status\r\n" in text
+    ascii_only = section_report()
+    assert "report-type=delivery-status;" in ascii_only
+    assert "Content-Type: message/delivery-status\r\n" in ascii_only
+
+
 def test_a_printable_orcpt_is_given_back_as_the_sender_wrote_it() -> None:
     text = section_report(orcpt="rfc822;Bob+Tag@Original.test")
     assert "Original-Recipient: rfc822; Bob+Tag@Original.test\r\n" in text

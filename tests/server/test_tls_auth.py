@@ -19,7 +19,14 @@ import trustme
 from mailwright.model import SessionInfo
 from mailwright.passwords import hash_password
 from mailwright.server.session import ListenerKind
-from tests.helpers import BASE_CONFIG, RawClient, RunningServer, maildir_messages, wait_for
+from tests.helpers import (
+    BASE_CONFIG,
+    RawClient,
+    RunningServer,
+    maildir_messages,
+    make_config,
+    wait_for,
+)
 
 ALICE = "alice@example.test"
 ALICE_PASSWORD = "correct horse battery"
@@ -539,3 +546,30 @@ def test_mailwright_serve_does_tls_and_auth_and_reloads_on_sighup(
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+
+
+def test_an_account_removed_by_a_reload_can_no_longer_send_in_a_session_logged_in_before(
+    server: RunningServer, client_tls: ssl.SSLContext, tmp_path: Path
+) -> None:
+    """A reload that removes alice's password ends what her open session may do: MAIL
+    gets 530 5.7.0 (she cannot AUTH again in this session, RFC 4954 4), so a revoked
+    account stops relaying at once, not when the client disconnects."""
+    client = greet(server)
+    ehlo(client)
+    start_tls(client, client_tls)
+    ehlo(client)
+    client.send(b"AUTH PLAIN " + plain() + b"\r\n")
+    assert client.read_reply().startswith("235")
+    client.send(b"MAIL FROM:<alice@example.test>\r\n")
+    assert client.read_reply().startswith("250")
+    client.send(b"RSET\r\n")
+    assert client.read_reply().startswith("250")
+    assert server.app is not None
+    removed = make_config(tmp_path, base=TLS_CONFIG.replace(f'password = "{ALICE_HASH}", ', ""))
+    server.app.listener.services = server.app.listener.services.reloaded(removed)
+    client.send(b"MAIL FROM:<alice@example.test>\r\n")
+    assert client.read_reply() == (
+        "530 5.7.0 Authentication required: account alice@example.test no longer exists;"
+        " connect again"
+    )
+    client.close()

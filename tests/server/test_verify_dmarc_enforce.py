@@ -147,3 +147,16 @@ def test_a_dns_failure_of_the_aligned_key_is_never_a_refusal(server: RunningServ
     assert send(server, ["alice@example.test"], signed)[0] == 250
     [stored] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"))
     assert b"dmarc=temperror" in stored
+
+
+def test_an_aligned_signature_below_five_others_still_counts(server: RunningServer) -> None:
+    """Only 5 signatures are checked (MAX_VERIFIED_SIGNATURES); the aligned ones are
+    chosen first, so junk signatures on top cannot hide the one DMARC needs."""
+    body = message("sam@reject.test")
+    signed = dkim.sign(body, b"s1", b"reject.test", PEM) + body
+    for n in range(6):
+        signed = dkim.sign(signed, b"s1", f"junk{n}.test".encode(), PEM) + signed
+    assert send(server, ["alice@example.test"], signed)[0] == 250
+    [stored] = wait_for(lambda: maildir_messages(server.data_dir, "alice@example.test"))
+    assert b"dkim=pass header.d=reject.test" in stored and b"dmarc=pass" in stored
+    assert stored.count(b"header.d=junk") == 4  # 5 checked in all: the aligned one first

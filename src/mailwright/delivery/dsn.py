@@ -252,14 +252,29 @@ def _human_recipient(item: ReportedRecipient) -> list[str]:
     return [*lines, ""]
 
 
+def _address_type(address: Address) -> str:
+    """RFC 6533 3: an address with UTF-8 in it is of type ``utf-8``, never ``rfc822``."""
+    return "rfc822" if str(address).isascii() else "utf-8"
+
+
+def _is_global(recipients: Sequence[ReportedRecipient]) -> bool:
+    """RFC 6533 6: a report naming a non-ASCII address is a global delivery status."""
+    return any(
+        not str(item.address).isascii()
+        or not str(item.original).isascii()
+        or (item.orcpt is not None and not item.orcpt.isascii())
+        for item in recipients
+    )
+
+
 def _status_section(item: ReportedRecipient, date: str) -> list[str]:
     """RFC 3464 2.3: the per-recipient fields, in the RFC's order."""
     lines = [""]
     if item.orcpt is not None:
         lines.append(f"Original-Recipient: {orcpt_field(item.orcpt)}")
     elif item.original != item.address:
-        lines.append(f"Original-Recipient: rfc822; {item.original}")
-    lines.append(f"Final-Recipient: rfc822; {item.address}")
+        lines.append(f"Original-Recipient: {_address_type(item.original)}; {item.original}")
+    lines.append(f"Final-Recipient: {_address_type(item.address)}; {item.address}")
     lines.append(f"Action: {item.action}")
     lines.append(f"Status: {item.status}")
     if item.remote_mta:
@@ -315,6 +330,9 @@ def build_report(
     ]
     for item in recipients:
         status_lines += _status_section(item, date)
+    # RFC 6533 6.1, 6.2: with a UTF-8 address the status part is message/global-delivery-
+    # status (UTF-8 allowed in it), and the report's report-type says so.
+    status_type = "global-delivery-status" if _is_global(recipients) else "delivery-status"
     actions = {item.action for item in recipients}
     subject = next(text for action, text in _SUBJECTS if action in actions)
     if returned.whole:
@@ -331,7 +349,7 @@ def build_report(
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={status_type}; boundary="{boundary}"',
         "",
         "This is a MIME-encapsulated message.",
         "",
@@ -343,7 +361,7 @@ def build_report(
         "",
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: message/{status_type}",
         "",
         *status_lines,
         "",

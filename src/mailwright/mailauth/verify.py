@@ -23,7 +23,8 @@ import asyncio
 import binascii
 import concurrent.futures
 import logging
-from collections.abc import Coroutine, Sequence
+import re
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -235,11 +236,24 @@ def _selector(verifier: Any) -> str | None:
     return _text(value) if isinstance(value, bytes) else None
 
 
-def _dkim_all(message: bytes, lookups: _Lookups, limit: int) -> list[DkimVerdict]:
-    """In a worker thread: a verdict for each of the first ``limit`` signatures."""
-    count = sum(1 for name, _ in dkim.DKIM(message).headers if name.lower() == b"dkim-signature")
+def _dkim_all(
+    message: bytes, lookups: _Lookups, limit: int, first: Callable[[str], bool] | None
+) -> list[DkimVerdict]:
+    """In a worker thread: a verdict for each of ``limit`` signatures, in header order.
+
+    Which ones: those whose ``d=`` satisfies ``first`` (DMARC passes ones aligned
+    with the From: domain), then the others, topmost first.  Without it, a
+    message with more signatures than the limit could hide its one aligned
+    signature below junk ones and be refused by a DMARC policy it meets.
+    """
+    signatures = [
+        value for name, value in dkim.DKIM(message).headers if name.lower() == b"dkim-signature"
+    ]
+    order = list(range(len(signatures)))
+    if first is not None:
+        order.sort(key=lambda idx: not first(_d_tag(signatures[idx])))  # stable
     verdicts = []
-    for idx in range(min(count, limit)):
+    for idx in sorted(order[:limit]):
         try:
             verdicts.append(_dkim_one(message, idx, lookups))
         except Exception as exc:  # dkimpy on hostile input: a verdict, never a crash
@@ -248,13 +262,26 @@ def _dkim_all(message: bytes, lookups: _Lookups, limit: int) -> list[DkimVerdict
     return verdicts
 
 
+_D_TAG = re.compile(rb"(?:^|;)\s*d\s*=\s*([^;\s]*)")
+
+
+def _d_tag(value: bytes) -> str:
+    """The ``d=`` of a DKIM-Signature value, as written; "" when it has none."""
+    match = _D_TAG.search(value)
+    return match.group(1).decode("ascii", "replace") if match else ""
+
+
 async def check_dkim(
-    resolver: Resolver, message: bytes, limit: int = MAX_VERIFIED_SIGNATURES
+    resolver: Resolver,
+    message: bytes,
+    limit: int = MAX_VERIFIED_SIGNATURES,
+    first: Callable[[str], bool] | None = None,
 ) -> Sequence[DkimVerdict]:
-    """A verdict per DKIM-Signature of ``message`` (the first ``limit``); empty: none signed."""
+    """A verdict per DKIM-Signature of ``message`` (at most ``limit``, those whose ``d=``
+    satisfies ``first`` chosen first); empty: none signed."""
     lookups = _Lookups(resolver, asyncio.get_running_loop())
     try:
-        return await asyncio.to_thread(_dkim_all, message, lookups, limit)
+        return await asyncio.to_thread(_dkim_all, message, lookups, limit, first)
     except Exception as exc:  # the message could not even be parsed
         log.warning("dkim check failed: %r", exc)
         return [DkimVerdict("permerror", None, None, "message could not be read")]

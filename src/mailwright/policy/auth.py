@@ -266,6 +266,12 @@ class Authenticator:
         authenticator.guard = self.guard.reloaded(config.smtp)
         return authenticator
 
+    def has_account(self, account: str) -> bool:
+        """Whether ``account`` (an ``account_key``) may still log in: a reload may have
+        removed it, or its password, since a session authenticated as it."""
+        mailbox = self._mailboxes.get(account)
+        return mailbox is not None and mailbox.password_hash is not None
+
     async def authenticate(self, peer_ip: str, username: str, password: str) -> AuthResult:
         """Decide one AUTH: locked out, or wait the account's delay and check the password."""
         client = client_key(peer_ip)

@@ -143,6 +143,15 @@ def dmarc_rejected(domain: str) -> Reply:
     )
 
 
+def account_removed(user: str) -> Reply:
+    """The session authenticated as an account that a reload has since removed: what it
+    may send is decided anew, and AUTH cannot be repeated in a session (RFC 4954 4), so
+    the client must connect again (RFC 4954 6: 530 5.7.0, authentication required)."""
+    return Reply(
+        530, "5.7.0", f"Authentication required: account {user} no longer exists; connect again"
+    )
+
+
 # STARTTLS (RFC 3207)
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")

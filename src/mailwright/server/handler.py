@@ -250,6 +250,10 @@ class SessionHandler:
     def _mail(self, event: Mail) -> Reply:
         """Sender ownership for authenticated users, then room on the disk for the message."""
         sender, user = event.sender, self.authenticated_user
+        if user is not None and not self.services.auth.has_account(user):
+            reply = replies.account_removed(user)
+            self.refused(f"MAIL FROM:<{sender or ''}>", reply)
+            return reply
         if user is not None and not self.services.relay.sender_allowed(user, sender):
             reply = replies.sender_not_owned(user)
             self.refused(f"MAIL FROM:<{sender}>", reply)

@@ -10,8 +10,10 @@ it (``discard``); nothing of it outlives that.  It also counts the message's
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,7 +23,7 @@ from mailwright.errors import StorageError
 from mailwright.mailauth import results
 from mailwright.mailauth.arc import ArcPlan, check_arc, seal
 from mailwright.mailauth.dkim import MessageSigner, SigningKey, SigningPlan
-from mailwright.mailauth.dmarc import DmarcVerdict, check_dmarc
+from mailwright.mailauth.dmarc import DmarcVerdict, aligned, check_dmarc, from_domain
 from mailwright.mailauth.dns import SharedLookups
 from mailwright.mailauth.verify import SpfVerdict, check_dkim
 from mailwright.model import JUNK_FOLDER, NOTIFY_NOT_GIVEN, Address, Notify
@@ -86,6 +88,19 @@ class ReceivedStamp:
             self._second = second
             self._text = format_datetime(datetime.fromtimestamp(second, UTC))
         return self._text
+
+
+def _aligned_first(message: bytes) -> Callable[[str], bool] | None:
+    """Which DKIM signatures to check first: those aligned with the From: domain (relaxed,
+    RFC 7489 3.1.1), the only ones DMARC counts; None when there is no single one."""
+    author, _ = from_domain(message)
+    if author is None:
+        return None
+    return functools.partial(_aligned_with, author)
+
+
+def _aligned_with(author: str, domain: str) -> bool:
+    return aligned(domain, author, strict=False)
 
 
 def _read_held(held: tempfile.SpooledTemporaryFile[bytes], forged_of: str | None) -> bytes:
@@ -246,7 +261,9 @@ class MailTransaction:
                 assert lookups is not None
                 spf = await self.spf_check if self.spf_check is not None else None
                 dkim = (
-                    await check_dkim(lookups, message, max_signatures) if self.verify_dkim else None
+                    await check_dkim(lookups, message, max_signatures, _aligned_first(message))
+                    if self.verify_dkim
+                    else None
                 )
                 dmarc = (
                     await check_dmarc(lookups, message, spf, dkim or ())
