@@ -42,12 +42,27 @@ import loads
 import procstat
 import profiling
 from loads import DRAIN, LOADS, Load
-from servers import Aiosmtpd, Mailwright, Postfix, Server, ServerError, SmtpSink
+from servers import (
+    Aiosmtpd,
+    Mailwright,
+    MailwrightPostgres,
+    Postfix,
+    Server,
+    ServerError,
+    SmtpSink,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_KEYS = ("smtp-sink", "postfix", "aiosmtpd-noop", "aiosmtpd-fsync", "mailwright")
+SERVER_KEYS = (
+    "smtp-sink",
+    "postfix",
+    "aiosmtpd-noop",
+    "aiosmtpd-fsync",
+    "mailwright",
+    "mailwright-postgresql",
+)
 BASELINE = "postfix"
-DRAIN_SERVERS = ("postfix", "mailwright")
+DRAIN_SERVERS = ("postfix", "mailwright", "mailwright-postgresql")
 #: How long after the client's last 250 the stored count may take to catch up.
 STORE_TIMEOUT = 120.0
 SOURCE_TIMEOUT = 600.0
@@ -228,6 +243,8 @@ def spread_subdirectories(root: Path) -> None:
 def make_server(key: str, directory: Path) -> Server:
     if key == "mailwright":
         return Mailwright(directory)
+    if key == "mailwright-postgresql":
+        return MailwrightPostgres(directory)
     if key == "postfix":
         return Postfix(directory)
     if key == "smtp-sink":
@@ -325,11 +342,13 @@ def measure_drain(lab: Lab, key: str, count: int, run: int) -> Result:
     sink = SmtpSink(lab.directory("drain-sink"), counting=True)
     with lab.started(sink):
         directory = lab.directory(f"drain-{key}")
-        server: Server = (
-            Mailwright(directory, forward_to=sink.port)
-            if key == "mailwright"
-            else Postfix(directory, relay_to=sink.port)
-        )
+        server: Server
+        if key == "mailwright":
+            server = Mailwright(directory, forward_to=sink.port)
+        elif key == "mailwright-postgresql":
+            server = MailwrightPostgres(directory, forward_to=sink.port)
+        else:
+            server = Postfix(directory, relay_to=sink.port)
         with lab.started(server):
             cpu_before = procstat.cpu_seconds(server.pid)
             with procstat.PeakSampler(server.pid) as sampler:

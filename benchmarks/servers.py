@@ -238,6 +238,57 @@ class Mailwright(Server):
         return count_files(self.workdir / "data" / "mailboxes" / LOCAL_DOMAIN / "user" / "new")
 
 
+#: The PostgreSQL server of the ``mailwright-postgresql`` rows (a database is made on it
+#: for each measurement and dropped after); the tests' server by default.
+BENCH_PG_URL = os.environ.get(
+    "MAILWRIGHT_BENCH_PG_URL",
+    os.environ.get("MAILWRIGHT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+
+
+class MailwrightPostgres(Mailwright):
+    """``mailwright serve`` with ``[queue] backend = "postgresql"``: the shared queue of a
+    cluster, on one node, the database on this machine (BENCH_PG_URL's server)."""
+
+    name = "mailwright-postgresql"
+    label = "mailwright (PostgreSQL)"
+    stores = "PostgreSQL queue (synchronous_commit, group commit), then Maildir (fsync)"
+
+    def __init__(self, workdir: Path, *, forward_to: int | None = None) -> None:
+        super().__init__(workdir, forward_to=forward_to)
+        if forward_to is not None:
+            self.stores = "PostgreSQL queue (synchronous_commit), then SMTP to smtp-sink"
+        self.database = f"mailwright_bench_{random.getrandbits(32):08x}"
+
+    def config(self) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        parts = conninfo_to_dict(BENCH_PG_URL)
+        user = f"{parts['user']}@" if parts.get("user") else ""
+        port = f":{parts['port']}" if parts.get("port") else ""
+        url = f"postgresql://{user}{parts.get('host', 'localhost')}{port}/{self.database}"
+        make_conninfo(url)  # libpq's check, as mailwright's own
+        return super().config() + f'[queue]\nbackend = "postgresql"\nurl = "{url}"\n'
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(BENCH_PG_URL, autocommit=True, connect_timeout=5) as connection:
+                connection.execute(sql)
+        except psycopg.Error as exc:  # no PostgreSQL here: this row says so, the others run
+            raise ServerError(f"PostgreSQL at {BENCH_PG_URL}: {exc}") from None
+
+    def start(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.database}"')
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(Exception):  # a benchmark's clean-up never hides its result
+            self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
 class Postfix(Server):
     name = "postfix"
     label = "Postfix"

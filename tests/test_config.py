@@ -306,7 +306,7 @@ def test_toml_syntax_error_names_the_file_and_line(tmp_path):
         ("[smtpd]\n", "smtpd: unknown key; did you mean smtp?"),
         (
             "[delivery]\nzzz = 1",
-            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, destination_concurrency, connect_timeout, attempt_timeout, tls, ca_file",
+            "delivery.zzz: unknown key; known keys: port, dns_servers, concurrency, local_concurrency, destination_concurrency, connect_timeout, attempt_timeout, tls, ca_file, mailboxes_dir",
         ),
         (
             '[mailboxes]\n"alice@localhost" = { pasword = "$scrypt$x" }',

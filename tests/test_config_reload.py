@@ -79,3 +79,16 @@ def test_a_changed_admin_listener_or_token_file_needs_a_restart(tmp_path: Path) 
     result = merge(running, new)
     assert result.needs_restart == ("http",)
     assert result.config.http == running.http
+
+
+def test_a_changed_queue_database_or_node_name_needs_a_restart(tmp_path: Path) -> None:
+    """The queue store (its database, the node's name in leases) is built once at start."""
+    running = make_config(
+        tmp_path, '[queue]\nbackend = "postgresql"\nurl = "postgresql://mail@db1/q"\nnode = "a"\n'
+    )
+    new = make_config(
+        tmp_path, '[queue]\nbackend = "postgresql"\nurl = "postgresql://mail@db2/q"\nnode = "b"\n'
+    )
+    result = merge(running, new)
+    assert result.needs_restart == ("queue.url", "queue.node")
+    assert result.config.queue == running.queue

@@ -31,7 +31,7 @@ from mailwright.mailauth.dns import Resolver
 from mailwright.metrics import Metrics
 from mailwright.policy.relay import RelayPolicy
 from mailwright.policy.routing import Router
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.choose import build_queue_store, wake_on_new_mail
 from mailwright.server.listener import SmtpListener
 from mailwright.server.pidfile import remove_pid_file, write_pid_file
 from mailwright.server.services import SessionServices
@@ -75,9 +75,7 @@ class App:
         self.role = role
         self.receive = receive
         self._wake_fd = wake_fd
-        self.store = SqliteQueueStore(
-            config.data_dir, role="server" if role == "server" else "acceptor"
-        )
+        self.store = build_queue_store(config, "server" if role == "server" else "acceptor")
         router = Router(config)
         self.reporter = DsnReporter(
             hostname=config.hostname,
@@ -91,6 +89,8 @@ class App:
         self.worker = DeliveryWorker(
             config, self.store, remote=self.remote, reporter=self.reporter, metrics=self.metrics
         )
+        if role == "server":
+            wake_on_new_mail(self.store, self.worker.wake)  # mail queued by the other nodes
         services = SessionServices(
             config=config,
             router=router,

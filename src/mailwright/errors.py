@@ -53,6 +53,15 @@ class StorageError(MailwrightError):
     """The queue or a mailbox could not durably store a message."""
 
 
+class QueueUnavailable(StorageError):
+    """The queue's database cannot be reached now (PostgreSQL down, a connection cut).
+
+    Temporary by nature: new mail gets 451 4.3.0, deliveries pause, and at
+    start-up ``mailwright serve`` exits 75 (EX_TEMPFAIL) so a service manager
+    tries again.
+    """
+
+
 class ConfigError(MailwrightError):
     """A configuration key has a problem; the message names both."""
 

@@ -1,11 +1,11 @@
 """What the contract tests need of a store, and the helpers they share with the store tests.
 
 A store joins the contract suite (test_contract.py) with one entry in
-STORE_FACTORIES: a function of a fresh, empty temporary directory that
-returns a ``StoreFactory``.  The suite uses only the ``QueueStore`` interface
-(queue/base.py), so a PostgreSQL store passes the same tests by giving a
-factory whose stores share one fresh database or schema (and may ignore the
-directory).
+STORE_FACTORIES: a function of a fresh, empty temporary directory and the
+test's request (for fixtures such as a database) that returns a
+``StoreFactory``.  The suite uses only the ``QueueStore`` interface
+(queue/base.py); the PostgreSQL stores of a test share the module's fresh
+database, emptied before each test.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
+import pytest
+
 from mailwright.model import Address
 from mailwright.queue.base import QueueStore, Target
 from mailwright.queue.sqlite import SqliteQueueStore
+from tests.queue.postgresql import empty_queue, pg_store
 
 #: The lease every store of the suite is made with (the lease test waits it out in
 #: the stores' own time: ``claim_due(now)`` with ``now`` chosen by the test).
@@ -35,12 +38,22 @@ class StoreFactory(Protocol):
     def __call__(self) -> QueueStore: ...
 
 
-def sqlite_stores(place: Path) -> StoreFactory:
+def sqlite_stores(place: Path, request: pytest.FixtureRequest) -> StoreFactory:
     return lambda: SqliteQueueStore(place / "data", lease_seconds=LEASE_SECONDS)
 
 
+def postgresql_stores(place: Path, request: pytest.FixtureRequest) -> StoreFactory:
+    """Stores of one node on the module's database (the ``pg_database`` fixture)."""
+    url = request.getfixturevalue("pg_database")
+    empty_queue(url)
+    return lambda: pg_store(url, place / "data", lease_seconds=LEASE_SECONDS)
+
+
 #: Every store the contract suite runs against, by name.
-STORE_FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {"sqlite": sqlite_stores}
+STORE_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], StoreFactory]] = {
+    "sqlite": sqlite_stores,
+    "postgresql": postgresql_stores,
+}
 
 
 @contextlib.asynccontextmanager

@@ -31,11 +31,12 @@ from tests.queue.contract import (
     opened,
     put,
 )
+from tests.queue.postgresql import pg_database  # noqa: F401 - a fixture of this module
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    return STORE_FACTORIES[request.param](tmp_path)
+    return STORE_FACTORIES[request.param](tmp_path, request)
 
 
 # ---------------------------------------------------------------- enqueue, claim, record

@@ -13,6 +13,7 @@ from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from tests.helpers import run
 from tests.queue.contract import ALICE, BOB, STORE_FACTORIES, StoreFactory, opened, put
+from tests.queue.postgresql import pg_database  # noqa: F401 - a fixture of this module
 
 FAR_FUTURE = time.time() + 100 * 365 * 86400  # beyond any [queue] max_age
 DEFERRED = Reply(451, "4.4.1", "No answer")
@@ -20,7 +21,7 @@ DEFERRED = Reply(451, "4.4.1", "No answer")
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    return STORE_FACTORIES[request.param](tmp_path)
+    return STORE_FACTORIES[request.param](tmp_path, request)
 
 
 def test_a_held_recipient_is_never_claimed_until_released(make_store: StoreFactory) -> None:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
+#: sysexits.h EX_TEMPFAIL: a temporary failure (the queue's database unreachable at
+#: start-up); a service manager tries again.
+EXIT_TEMPFAIL: Final = 75
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run = Callable[[argparse.Namespace], int]

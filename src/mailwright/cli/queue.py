@@ -1,11 +1,12 @@
 """``mailwright queue``: look at and act on the queue of a running (or stopped) server.
 
-Works beside a running server: it opens the same SQLite queue in the admin
-role, which never touches the server's claims.  ``retry`` makes recipients due
-now; the server's worker picks them up at its next look at the queue.  ``hold``
-puts a message aside (never delivered, never expired) until ``release``.
-``list --json`` and ``show --json`` print the JSON of the admin API
-(http/shapes.py), so one script reads both.
+Works beside a running server: it opens the same queue (SQLite, or the
+PostgreSQL one of ``[queue] backend``) in the admin role, which never touches
+the server's claims.  ``retry`` makes recipients due now; the server's worker
+picks them up at its next look at the queue (a PostgreSQL queue wakes every
+node at once).  ``hold`` puts a message aside (never delivered, never expired)
+until ``release``.  ``list --json`` and ``show --json`` print the JSON of the
+admin API (http/shapes.py), so one script reads both.
 
 Run as root (``sudo mailwright queue ...``) on a data_dir that belongs to the
 service's account, it first becomes that account (``become_owner_of``): the
@@ -42,7 +43,7 @@ from mailwright.errors import StorageError
 from mailwright.http.shapes import page_shape, read_detail
 from mailwright.logfmt import kv, printable
 from mailwright.queue.base import QueuedMessage, QueueStore
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.choose import build_queue_store
 
 EXIT_NOT_FOUND = 1
 
@@ -184,15 +185,16 @@ def run_queue(args: argparse.Namespace) -> int:
     config = load_config_or_say_why(args.config)
     if config is None:
         return EXIT_USAGE
-    try:
-        become_owner_of(config.data_dir)
-    except OSError as exc:
-        print(
-            f"mailwright: cannot switch to the owner of {config.data_dir}: {exc}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    store = SqliteQueueStore(config.data_dir, role="admin")
+    if config.queue.backend == "sqlite":  # the PostgreSQL queue has no files here
+        try:
+            become_owner_of(config.data_dir)
+        except OSError as exc:
+            print(
+                f"mailwright: cannot switch to the owner of {config.data_dir}: {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    store = build_queue_store(config, role="admin")
     try:
         return asyncio.run(_run(args, store))
     except StorageError as exc:

@@ -17,12 +17,13 @@ from typing import Any
 
 from mailwright.cli.common import (
     EXIT_OK,
+    EXIT_TEMPFAIL,
     EXIT_USAGE,
     Subcommands,
     add_command,
     load_config_or_say_why,
 )
-from mailwright.errors import StorageError
+from mailwright.errors import QueueUnavailable, StorageError
 
 
 def add_serve_parser(subcommands: Subcommands) -> None:
@@ -56,6 +57,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
             return Supervisor(config, run_event_loop).run()
         run_event_loop(App(config).serve_forever(pid_file=pid_file_of(config.data_dir)))
+    except QueueUnavailable as exc:  # the database is down now: let the manager retry
+        print(f"mailwright: cannot start: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     except (OSError, StorageError) as exc:
         print(f"mailwright: cannot start: {exc}", file=sys.stderr)
         return 1

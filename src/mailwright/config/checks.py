@@ -34,6 +34,7 @@ def check(config: Config) -> None:
     arc_seal_has_a_key(config)
     one_name_for_dns_servers(config)
     http_token_beyond_loopback(config)
+    queue_backend_has_its_keys(config)
 
 
 def deprecations(config: Config) -> list[str]:
@@ -61,6 +62,17 @@ def http_token_beyond_loopback(config: Config) -> None:
         raise ConfigError(
             "http.listen", f"{show(config.http.listen)} is not loopback: set http.token_file"
         )
+
+
+def queue_backend_has_its_keys(config: Config) -> None:
+    """A PostgreSQL queue needs its URL; the SQLite queue would silently ignore one."""
+    queue = config.queue
+    if queue.backend == "postgresql" and queue.url is None:
+        raise ConfigError(
+            "queue.url", 'backend = "postgresql" needs url = "postgresql://user@host:5432/db"'
+        )
+    if queue.backend == "sqlite" and queue.url is not None:
+        raise ConfigError("queue.url", 'only for backend = "postgresql"; the queue is SQLite')
 
 
 def listeners_apart(config: Config) -> None:

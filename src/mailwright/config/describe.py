@@ -49,10 +49,13 @@ def describe(config: Config) -> str:
         f"  hostname        {config.hostname}",
         f"  data directory  {Path(config.data_dir).absolute()}",
         f"  free space      {_reserve(config.queue.min_free_space)}",
+        f"  queue           {_queue(config)}",
         f"  local domains   {domains}",
         f"  addresses       {counts}",
         f"  relaying        {relaying}",
     ]
+    if config.delivery.mailboxes_dir is not None:
+        lines.append(f"  mailboxes       {config.mailboxes_dir}")
     if config.routes:
         routes = ", ".join(f"{dom} -> {hop}" for dom, hop in sorted(config.routes.items()))
         lines.append(f"  routes          {routes}")
@@ -102,3 +105,14 @@ def _plural(count: int, noun: str) -> str:
     if count == 1:
         return f"1 {noun}"
     return f"{count} {noun}es" if noun.endswith(("s", "x")) else f"{count} {noun}s"
+
+
+def _queue(config: Config) -> str:
+    """The queue's backend; a PostgreSQL URL never holds a password (schema.postgresql_url)."""
+    queue = config.queue
+    if queue.backend != "postgresql":
+        return "SQLite, in the data directory"
+    import socket  # here: importing mailwright loads no socket (tests/protocol)
+
+    node = queue.node or f"{socket.gethostname()} (the host name)"
+    return f"PostgreSQL {queue.url}, node {node}, lease {queue.lease:g} s"

@@ -75,9 +75,16 @@ def parse_config(text: str, *, source: str, base_dir: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"TOML syntax error: {exc}") from None
     config = read_table(Config, raw, Place("", base_dir, read_table))
+    mailboxes_dir = config.delivery.mailboxes_dir
     config = replace(
         config,
         data_dir=(base_dir / config.data_dir.expanduser()).resolve(),
+        delivery=replace(
+            config.delivery,
+            mailboxes_dir=None
+            if mailboxes_dir is None
+            else (base_dir / mailboxes_dir.expanduser()).resolve(),
+        ),
         source=source,
     )
     checks.check(config)

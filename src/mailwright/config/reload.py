@@ -41,6 +41,11 @@ RESTART_KEYS: tuple[str, ...] = (
     "queue.retry",
     "queue.max_age",
     "queue.delay_warning",
+    "queue.backend",
+    "queue.url",
+    "queue.password_file",
+    "queue.node",
+    "queue.lease",
     "dns",
     "http",
 )

@@ -229,6 +229,9 @@ class DeliveryConfig:
     tls: str = setting("opportunistic", v.tls_mode)
     #: PEM CAs trusted by tls = "verify"; None: the system's.
     ca_file: Path | None = setting(None, v.readable_file)
+    #: Where the Maildirs of local mailboxes live; None: data_dir/mailboxes.  Nodes of
+    #: one PostgreSQL queue point this at storage they all share (docs/cluster.md).
+    mailboxes_dir: Path | None = setting(None, v.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +284,53 @@ def space_reserve(value: object, at: Place) -> SpaceReserve:
     )
 
 
+#: The queue stores: the embedded SQLite file, or a PostgreSQL database several nodes share.
+QUEUE_BACKENDS = ("sqlite", "postgresql")
+
+
+def queue_backend(value: object, at: Place) -> str:
+    if value not in QUEUE_BACKENDS:
+        raise at.fail(f"expected one of {', '.join(QUEUE_BACKENDS)}, got {show(value)}")
+    return str(value)
+
+
+def postgresql_url(value: object, at: Place) -> str:
+    """A ``postgresql://`` URL that libpq can parse, without a password in it.
+
+    The password comes from ``password_file`` or PGPASSWORD: a URL is shown in
+    logs and in ``check-config``, a password must never be.
+    """
+    from psycopg.conninfo import conninfo_to_dict  # only a PostgreSQL queue needs psycopg
+
+    text = v.string(value, at)
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise at.fail(f"expected a postgresql://user@host:port/database URL, got {show(value)}")
+    try:
+        parts = conninfo_to_dict(text)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's own words
+        raise at.fail(f"not a valid PostgreSQL URL: {str(exc).strip()}") from None
+    if parts.get("password"):
+        raise at.fail("must not hold the password: put it in password_file or PGPASSWORD")
+    # libpq reads the port only when it connects: a typo there would pass for a database
+    # that is down (exit 75, retried for ever) rather than a mistake in the file.
+    for port in str(parts.get("port") or "5432").split(","):
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise at.fail(f"not a valid PostgreSQL URL: port {port!r} is not a number 1-65535")
+    return text
+
+
+def node_name(value: object, at: Place) -> str:
+    """A node's name in leases and logs: printable, no spaces, at most 64 characters."""
+    text = v.string(value, at)
+    if len(text) > 64 or not text.isprintable() or any(c.isspace() for c in text):
+        raise at.fail(f"expected a name of at most 64 printable characters, got {show(value)}")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """``[queue]``: how long and how often delivery is tried, when a delay is reported,
-    and the space kept free."""
+    """``[queue]``: where the queue is, how long and how often delivery is tried, when a
+    delay is reported, and the space kept free."""
 
     retry: tuple[int, ...] = setting((60, 300, 900, 3600, 14400), v.retry_intervals)
     max_age: int = setting(432_000, v.positive_int)
@@ -292,6 +338,16 @@ class QueueConfig:
     #: (RFC 3464, when its NOTIFY asks for DELAY or is not given); 0: never.
     delay_warning: float = setting(14_400.0, v.delay)
     min_free_space: SpaceReserve = setting(SpaceReserve(), space_reserve)
+    backend: str = setting("sqlite", queue_backend)
+    #: The PostgreSQL queue (backend = "postgresql"): ``postgresql://user@host:5432/db``.
+    url: str | None = setting(None, postgresql_url)
+    #: A file holding the database password (else libpq's PGPASSWORD, or none).
+    password_file: Path | None = setting(None, v.readable_file)
+    #: This node's name in leases and logs; None: the host name.
+    node: str | None = setting(None, node_name)
+    #: PostgreSQL: how long a claim protects a delivery from other nodes.  The node renews
+    #: it while the delivery runs, so this is how soon a dead node's work is taken over.
+    lease: float = setting(60.0, v.seconds)
 
 
 # ---------------------------------------------------------------- [dns]
@@ -481,6 +537,11 @@ class Config:
     arc: ArcConfig = section(ArcConfig)
     http: HttpConfig = section(HttpConfig)
     source: str = EMBEDDED_SOURCE
+
+    @property
+    def mailboxes_dir(self) -> Path:
+        """The folder of the local Maildirs: ``[delivery] mailboxes_dir`` or data_dir/mailboxes."""
+        return self.delivery.mailboxes_dir or self.data_dir / "mailboxes"
 
 
 # ---------------------------------------------------------------- limits that are no keys

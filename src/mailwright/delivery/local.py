@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailwright.delivery.maildir import (
-    mailbox_path,
+    mailbox_in,
     mark_maildir_folder,
     sync_new_messages,
     write_to_maildir,
@@ -81,8 +81,17 @@ def _yield_to_receiving() -> None:
 class LocalDelivery:
     """Delivers one recipient of a queued message into its Maildir; used from one event loop."""
 
-    def __init__(self, *, data_dir: Path, hostname: str, store: QueueStore, threads: int) -> None:
-        self._data_dir = data_dir
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        hostname: str,
+        store: QueueStore,
+        threads: int,
+        mailboxes_dir: Path | None = None,
+    ) -> None:
+        """``mailboxes_dir``: ``[delivery] mailboxes_dir``; None: data_dir/mailboxes."""
+        self._mailboxes_dir = data_dir / "mailboxes" if mailboxes_dir is None else mailboxes_dir
         self._hostname = hostname
         self._store = store
         self._threads = max(1, threads)
@@ -94,7 +103,7 @@ class LocalDelivery:
         )
         self._syncer = DirectorySyncer()  # threads writing into one new/ share its fsyncs
         self._pending: list[_Pending] = []
-        # Per address and folder its Maildir (checked once: mailbox_path validates every part),
+        # Per address and folder its Maildir (checked once: mailbox_in validates every part),
         # and the Maildirs known to have tmp/, new/ and cur/.  Shared by the threads:
         # a dict and a set are safe to use from several threads under the GIL.
         self._mailboxes: dict[tuple[Address, str | None], str] = {}
@@ -190,7 +199,7 @@ class LocalDelivery:
         mailbox = self._mailboxes.get((address, folder))
         if mailbox is None:
             try:
-                mailbox = os.fspath(mailbox_path(self._data_dir, address, folder))
+                mailbox = os.fspath(mailbox_in(self._mailboxes_dir, address, folder))
             except ValueError as exc:
                 return Outcome(bad_mailbox(exc))
             if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:

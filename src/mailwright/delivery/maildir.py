@@ -29,6 +29,7 @@ from mailwright.syntax import is_domain_name, is_safe_local_part
 __all__ = [
     "DEFAULT_COPY_CHUNK_SIZE",
     "deliver_to_maildir",
+    "mailbox_in",
     "maildir_unique_name",
     "sync_new_messages",
     "write_to_maildir",
@@ -49,8 +50,15 @@ _FOLDER = re.compile(r"\.[A-Za-z0-9_-]{1,64}")
 
 
 def mailbox_path(data_dir: Path | str, address: Address, folder: str | None = None) -> Path:
-    """The Maildir of a local ``address``: data_dir/mailboxes/<domain>/<local part, lower case>,
-    or its Maildir++ sub-folder ``folder`` (``.Junk``: <mailbox>/.Junk).
+    """The Maildir of a local ``address`` under the default mailboxes folder, data_dir/mailboxes
+    (``mailbox_in``)."""
+    return mailbox_in(Path(data_dir) / "mailboxes", address, folder)
+
+
+def mailbox_in(mailboxes_dir: Path | str, address: Address, folder: str | None = None) -> Path:
+    """The Maildir of a local ``address``: <mailboxes_dir>/<domain>/<local part, lower case>,
+    or its Maildir++ sub-folder ``folder`` (``.Junk``: <mailbox>/.Junk).  ``mailboxes_dir`` is
+    ``[delivery] mailboxes_dir``, data_dir/mailboxes unless set.
 
     Raises ValueError when either part could step outside its directory or is
     not a plain name (``..``, ``/``, ``%``, quotes, a leading dot ...).  Delivery
@@ -63,7 +71,7 @@ def mailbox_path(data_dir: Path | str, address: Address, folder: str | None = No
         raise ValueError(f"local part is not safe as a mailbox name: {local_part!r}")
     if not is_domain_name(domain):
         raise ValueError(f"domain is not safe as a directory name: {domain!r}")
-    path = Path(data_dir) / "mailboxes" / domain / local_part
+    path = Path(mailboxes_dir) / domain / local_part
     if folder is None:
         return path
     if not _FOLDER.fullmatch(folder):

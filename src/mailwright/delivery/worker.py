@@ -124,6 +124,7 @@ class DeliveryWorker:
         )
         self._local = LocalDelivery(
             data_dir=config.data_dir,
+            mailboxes_dir=config.mailboxes_dir,
             hostname=config.hostname,
             store=store,
             threads=config.delivery.local_concurrency,

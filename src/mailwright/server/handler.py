@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailwright.config.schema import DKIM_HELD_IN_MEMORY, MAX_VERIFIED_SIGNATURES
-from mailwright.errors import StorageError
+from mailwright.errors import QueueUnavailable, StorageError
 from mailwright.logfmt import kv
 from mailwright.mailauth.arc import ArcPlan
 from mailwright.mailauth.dkim import SigningKey, SigningPlan
@@ -210,6 +210,10 @@ class SessionHandler:
                     return reply
                 signed_by = finished.signed_by
             queue_id = await txn.commit(services.store)
+        except QueueUnavailable as exc:  # the database is away: not a full disk
+            log.error(kv(event="store-error", client=str(self.peer), error=exc))
+            self.refused("DATA", replies.LOCAL_ERROR)
+            return replies.LOCAL_ERROR
         except StorageError as exc:
             log.error(kv(event="store-error", client=str(self.peer), error=exc))
             self.refused("DATA", replies.STORAGE_FULL)
