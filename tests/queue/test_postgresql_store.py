@@ -290,6 +290,52 @@ def test_bodies_of_several_chunks_held_in_memory_round_trip_through_group_commit
     run(test)
 
 
+def test_results_recorded_at_once_share_a_commit_and_are_there_after_a_restart(
+    url: str, tmp_path: Path
+) -> None:
+    """Each of four messages has two recipients: one delivered, one deferred. The eight
+    results are recorded at once; they share commits, and a store opened afterwards sees
+    every one (the deferred with its reply and retry time, the delivered final)."""
+
+    async def test() -> None:
+        later = time.time() + 3600
+        deferred = RecipientResult(RecipientState.DEFERRED, Reply.parse("451 later"), later)
+        delivered = RecipientResult(RecipientState.DELIVERED, Reply.parse("250 ok"))
+        store = pg_store(url, tmp_path)
+        await store.open()
+        try:
+            targets = [Target(ALICE, ALICE, True), Target(BOB, BOB, False)]
+            ids = [await put(store, b"body %d" % n, targets) for n in range(4)]
+            assert len(await store.claim_due(time.time(), 10)) == len(ids)
+            await asyncio.gather(
+                *(store.record_result(queue_id, 0, delivered) for queue_id in ids),
+                *(store.record_result(queue_id, 1, deferred) for queue_id in ids),
+            )
+            assert store.result_commit_stats.jobs == 2 * len(ids)
+            assert store.result_commit_stats.commits < 2 * len(ids)  # some shared a commit
+        finally:
+            await store.close()
+        again = pg_store(url, tmp_path)
+        await again.open()
+        try:
+            for queue_id in ids:
+                message = await again.get(queue_id)
+                assert message is not None
+                first, second = message.recipients
+                assert first.state is RecipientState.DELIVERED
+                assert second.state is RecipientState.DEFERRED
+                assert second.next_attempt == later
+                assert second.last_reply == Reply.parse("451 later")
+                assert len(await again.history(queue_id)) == 2
+            # The last result of each message removes it, batched too.
+            await asyncio.gather(*(again.record_result(queue_id, 1, delivered) for queue_id in ids))
+            assert [await again.get(queue_id) for queue_id in ids] == [None] * len(ids)
+        finally:
+            await again.close()
+
+    run(test)
+
+
 def test_no_database_listening_is_a_temporary_failure_naming_it_without_password(
     tmp_path: Path,
 ) -> None:

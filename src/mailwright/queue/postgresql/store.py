@@ -7,7 +7,7 @@ concern, as in the SQLite store:
 - ``schema``: the tables, their version and upgrades, made at open;
 - ``writer.GroupCommitter``: enqueues that finish together share a commit;
 - ``bodies``: spools, the large-body path, chunked reading;
-- ``claims``: SKIP LOCKED claims with leases by node, results;
+- ``claims``: SKIP LOCKED claims with leases by node, results (batched like enqueues);
 - ``admin``: list, get, retry, remove;
 - ``node``: the node's name (a session advisory lock), LISTEN/NOTIFY, the lease upkeep;
 - ``ids``: queue ids unique across hosts.
@@ -120,7 +120,14 @@ class PostgresQueueStore:
             clock=clock,
             memory_spool_limit=memory_spool_limit,
         )
-        self._claims = Claims(self._open_pool, node, lease_seconds)
+        self._result_stats = CommitStats()
+        self._claims = Claims(
+            self._open_pool,
+            node,
+            lease_seconds,
+            max_batch=max_batch,
+            result_stats=self._result_stats,
+        )
         self._admin = Admin(self._open_pool, node)
         self._link: NodeLink | None = None
         self._leases = LeaseKeeper(self._claims, lease_seconds, clock)
@@ -133,6 +140,11 @@ class PostgresQueueStore:
     @property
     def commit_stats(self) -> CommitStats:
         return self._stats
+
+    @property
+    def result_commit_stats(self) -> CommitStats:
+        """How well ``record_result`` calls share commits (as ``commit_stats`` for enqueues)."""
+        return self._result_stats
 
     def on_new_mail(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when any node commits new mail (LISTEN/NOTIFY; server role)."""
@@ -184,6 +196,7 @@ class PostgresQueueStore:
                     )
                 self._leases.start()
             self._committer.start()
+            self._claims.results.start()
             self._bodies.start(receives=self._role != "admin", clean=self._role == "server")
         except BaseException:
             await self.close()
@@ -195,6 +208,7 @@ class PostgresQueueStore:
         if self._pool is None:
             return
         await self._committer.stop()
+        await self._claims.results.stop()
         await self._leases.stop()
         self._bodies.stop()
         if self._link is not None:
@@ -239,7 +253,10 @@ class PostgresQueueStore:
         return await self._claims.claim_due(now, limit)
 
     async def record_result(self, queue_id: str, index: int, result: RecipientResult) -> None:
-        """Record one attempt, end its claim; remove the message once all are final."""
+        """Record one attempt, end its claim; remove the message once all are final.
+
+        Results recorded at once share one transaction (claims.ResultBatcher).
+        """
         await self._claims.record_result(queue_id, index, result)
 
     async def mark_delay_reported(self, queue_id: str, indexes: Sequence[int]) -> None:

@@ -10,6 +10,9 @@ the next batch gathers, as in the SQLite store's writer thread.
 
 The same transaction NOTIFYs ``NEW_MAIL_CHANNEL``: the delivery workers of
 every node wake (notifications are sent at commit, and one per transaction).
+
+``Batcher`` is the loop without the SQL; delivery results are batched by it
+too (claims.ResultBatcher).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
@@ -43,6 +46,8 @@ INSERT_RECIPIENT = (
 )
 INSERT_CHUNK = "INSERT INTO body_chunks (queue_id, seq, data) VALUES (%s, %s, %s)"
 
+J = TypeVar("J", bound="Job")
+
 
 @dataclass(eq=False, slots=True)
 class NewMessage:
@@ -59,6 +64,9 @@ class NewMessage:
     @property
     def queue_id(self) -> str:
         return str(self.message[0])
+
+    def outcome(self) -> str:
+        return self.queue_id
 
 
 @dataclass(slots=True)
@@ -83,29 +91,36 @@ async def insert_messages(
     await connection.execute("SELECT pg_notify(%s, %s)", (NEW_MAIL_CHANNEL, node))
 
 
-class GroupCommitter:
-    """One task that commits every waiting message in one transaction (see the module)."""
+class Job(Protocol):
+    """What a ``Batcher`` commits: the caller waits on ``future`` for ``outcome()``."""
 
-    def __init__(
-        self,
-        pool: PoolOf,
-        node: str,
-        *,
-        max_batch: int,
-        stats: CommitStats,
-    ) -> None:
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+    def outcome(self) -> Any: ...
+
+
+class Batcher(Generic[J]):
+    """One task that hands every waiting job to ``_commit`` as one batch, one transaction.
+
+    While one batch commits the next gathers, so callers that finish together
+    pay for one commit between them.  ``_commit`` settles each job's future.
+    """
+
+    task_name = "mailwright-queue-commits"
+
+    def __init__(self, pool: PoolOf, *, max_batch: int, stats: CommitStats) -> None:
         self._pool = pool
-        self._node = node
         self._max_batch = max_batch
         self._stats = stats
-        self._waiting: deque[NewMessage] = deque()
+        self._waiting: deque[J] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     def start(self) -> None:
         self._closing = False
-        self._task = asyncio.create_task(self._run(), name="mailwright-queue-commits")
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def stop(self) -> None:
         """Commit what was submitted, then end the task."""
@@ -115,28 +130,48 @@ class GroupCommitter:
         if task is not None:
             await task
 
-    async def store(self, message: NewMessage) -> str:
-        """Queue ``message`` for the next commit; its queue id once that commit is durable."""
+    async def submit(self, job: J) -> Any:
+        """Queue ``job`` for the next commit; its outcome once that commit is durable."""
         if self._task is None or self._closing:
             raise StorageError("the queue store is closed")
-        self._waiting.append(message)
+        self._waiting.append(job)
         self._wakeup.set()
-        return await message.future
+        return await job.future
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiting:
-                batch: list[NewMessage] = []
+                batch: list[J] = []
                 while self._waiting and len(batch) < self._max_batch:
-                    message = self._waiting.popleft()
-                    if not message.future.done():  # its session was cancelled before: skip
-                        batch.append(message)
+                    job = self._waiting.popleft()
+                    if not job.future.done():  # its caller was cancelled before: skip
+                        batch.append(job)
                 if batch:
                     await self._commit(batch)
             if self._closing:
                 return
+
+    def _committed(self, batch: list[J]) -> None:
+        self._stats.commits += 1
+        self._stats.jobs += len(batch)
+        settle(batch, None)
+
+    async def _commit(self, batch: list[J]) -> None:
+        raise NotImplementedError
+
+
+class GroupCommitter(Batcher[NewMessage]):
+    """New messages in memory, inserted together with synchronous_commit on (see the module)."""
+
+    def __init__(self, pool: PoolOf, node: str, *, max_batch: int, stats: CommitStats) -> None:
+        super().__init__(pool, max_batch=max_batch, stats=stats)
+        self._node = node
+
+    async def store(self, message: NewMessage) -> str:
+        """Queue ``message`` for the next commit; its queue id once that commit is durable."""
+        return str(await self.submit(message))
 
     async def _commit(self, batch: list[NewMessage]) -> None:
         try:
@@ -145,10 +180,10 @@ class GroupCommitter:
             ) as connection:
                 await insert_messages(connection, batch, self._node)
         except QueueUnavailable as exc:
-            _settle(batch, exc)
+            settle(batch, exc)
         except StorageError as exc:
             if len(batch) == 1:
-                _settle(batch, exc)
+                settle(batch, exc)
                 return
             # One message the database refuses (a queue id taken) must not fail its
             # neighbours: each is tried again in a commit of its own.
@@ -157,18 +192,17 @@ class GroupCommitter:
                 await self._commit([message])
         except Exception as exc:  # a bug: fail the batch, keep the committer running
             logger.exception("queue commit: unexpected error")
-            _settle(batch, StorageError(f"cannot store the message: {exc}"))
+            settle(batch, StorageError(f"cannot store the message: {exc}"))
         else:
-            self._stats.commits += 1
-            self._stats.jobs += len(batch)
-            _settle(batch, None)
+            self._committed(batch)
 
 
-def _settle(batch: list[NewMessage], error: BaseException | None) -> None:
-    for message in batch:
-        if message.future.done():
-            continue  # cancelled meanwhile: stored or not, nobody was told 250
+def settle(batch: Sequence[Job], error: BaseException | None) -> None:
+    """Tell each caller of ``batch`` its outcome, or ``error``."""
+    for job in batch:
+        if job.future.done():
+            continue  # cancelled meanwhile: committed or not, nobody was told
         if error is None:
-            message.future.set_result(message.queue_id)
+            job.future.set_result(job.outcome())
         else:
-            message.future.set_exception(error)
+            job.future.set_exception(error)
