@@ -46,13 +46,15 @@ class ClusterNode(MailwrightPostgres):
         Mailwright.stop(self)
 
 
-def measure(root: Path, nodes: int, count: int) -> float:
+def measure(root: Path, nodes: int, count: int, processes: str | int = "auto") -> float:
     """Messages stored per second with ``nodes`` nodes sharing 20 sessions."""
     database = f"mailwright_cluster_{random.getrandbits(32):08x}"
     cluster = [
         ClusterNode(root / name, node=name, database=database, mailboxes=root / "mailboxes")
         for name in "abc"[:nodes]
     ]
+    for node in cluster:
+        node.processes = processes
     first = cluster[0]
     first._admin(f'CREATE DATABASE "{database}"')
     try:
@@ -94,12 +96,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=4000, help="messages per measurement")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--processes", default="auto", help='[smtp] processes of each node (default "auto")'
+    )
     args = parser.parse_args()
     deps.require_tool("smtp-source")
     for round_ in range(1, args.rounds + 1):
         for nodes in (1, 2):
             with tempfile.TemporaryDirectory(prefix="mailwright-cluster-") as folder:
-                rate = measure(Path(folder), nodes, args.count)
+                processes = int(args.processes) if args.processes.isdigit() else args.processes
+                rate = measure(Path(folder), nodes, args.count, processes)
             print(f"round {round_}: {nodes} node(s), 20 sessions: {rate:,.0f} msg/s stored")
 
 
