@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class Job(Protocol):
     def outcome(self) -> Any: ...
 
 
-class Batcher(Generic[J]):
+class Batcher(ABC, Generic[J]):
     """One task that hands every waiting job to ``_commit`` as one batch, one transaction.
 
     While one batch commits the next gathers, so callers that finish together
@@ -158,8 +159,9 @@ class Batcher(Generic[J]):
         self._stats.jobs += len(batch)
         settle(batch, None)
 
+    @abstractmethod
     async def _commit(self, batch: list[J]) -> None:
-        raise NotImplementedError
+        """One transaction for ``batch``; settle every job (``_committed`` or ``settle``)."""
 
 
 class GroupCommitter(Batcher[NewMessage]):
