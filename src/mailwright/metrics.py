@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -120,3 +121,14 @@ class Metrics:
             "Replies of next hops that ended a delivery attempt, by code",
             "code",
         )
+        # Every reply a session writes is counted (server/counting.py): the labelled
+        # child of each (command, code) is looked up once, not per reply (``labels()``
+        # validates and locks, four times the cost of ``inc()``).
+        self._reply_children: dict[tuple[str, str], Any] = {}
+
+    def reply_sent(self, command: str, code: str) -> None:
+        """One reply of ``code`` to ``command`` (``mailwright_smtp_replies_total``)."""
+        child = self._reply_children.get((command, code))
+        if child is None:
+            child = self._reply_children[(command, code)] = self.replies.labels(command, code)
+        child.inc()

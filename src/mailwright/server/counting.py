@@ -70,4 +70,4 @@ class ReplyCounter:
 
     def sent(self, data: bytes) -> None:
         for code in reply_codes(data):
-            self._metrics.replies.labels(self._answering, code).inc()
+            self._metrics.reply_sent(self._answering, code)
