@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 
 def fsync_directory(path: Path | str) -> None:
@@ -86,3 +91,48 @@ class _SyncState:
         self.requested = 0
         self.completed = 0
         self.running = False
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux), or None.
+
+    Python has no ``os.syncfs``, so it is called through ctypes: one system call
+    that writes back every dirty file of one file system and flushes the disk's
+    cache, where the alternative is an fsync per file.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int], int]", function)
+
+
+_SYNCFS = _load_syncfs()
+
+
+def has_syncfs() -> bool:
+    """True where ``sync_file_system`` is one ``syncfs`` call (Linux)."""
+    return _SYNCFS is not None
+
+
+def sync_file_system(directory: Path | str) -> None:
+    """Make everything written on ``directory``'s file system durable: one ``syncfs``.
+
+    Raises OSError when the write-back failed (syncfs reports a write-back error
+    of the file system since the last call, Linux 5.8 and later) and
+    NotImplementedError where there is no syncfs (the caller syncs file by file).
+    """
+    if _SYNCFS is None:
+        raise NotImplementedError("syncfs is not available here")
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _SYNCFS(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error), os.fspath(directory))
+    finally:
+        os.close(fd)

@@ -6,17 +6,26 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
 import pytest
 
-from mailwright.delivery.local import MAX_BATCH, LocalDelivery
+from mailwright.delivery.local import DELIVERED, MAX_BATCH, LocalDelivery
+from mailwright.delivery.maildir import linked_name
 from mailwright.delivery.outcome import Outcome
 from mailwright.durable import DirectorySyncer
 from mailwright.model import Address
-from mailwright.queue.base import QueuedMessage, QueuedRecipient, Target
+from mailwright.queue.base import (
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientResult,
+    RecipientState,
+    Target,
+)
 from mailwright.queue.sqlite import SqliteQueueStore
 
 SENDER = Address("sender", "example.test")
@@ -193,3 +202,120 @@ def test_a_copy_not_begun_by_its_deadline_is_not_written(tmp_path: Path) -> None
         assert [body_of(m) for m in new_files(tmp_path, "alice")] == [b"in time\r\n"]
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- write once
+
+
+def test_a_message_for_one_local_recipient_is_linked_not_copied(tmp_path: Path) -> None:
+    """The Maildir file is the queue's own file (same inode, no copy, nothing left in tmp/),
+    with the trace lines once, and stays whole after the queue lets go of its name."""
+    body = b"Subject: once\r\n\r\nwritten once\r\n"
+
+    async def test() -> None:
+        async with delivering(tmp_path, threads=1) as (store, local):
+            (message,) = await queued(store, [body], ALICE)
+            assert message.local_copy is not None
+            inode = os.stat(message.local_copy).st_ino
+            assert await deliver_all(local, [message]) == [DELIVERED]
+            (path,) = (tmp_path / "mailboxes" / "example.test" / "alice" / "new").iterdir()
+            assert path.stat().st_ino == inode and path.stat().st_nlink == 2
+            assert message.queue_id in path.name
+            assert list((path.parent.parent / "tmp").iterdir()) == []
+            await store.record_result(
+                message.queue_id, 0, RecipientResult(RecipientState.DELIVERED, DELIVERED.reply)
+            )
+            assert not os.path.exists(message.local_copy)
+            assert path.stat().st_nlink == 1
+            assert path.read_bytes() == (
+                b"Return-Path: <sender@example.test>\r\nDelivered-To: alice@example.test\r\n" + body
+            )
+
+    asyncio.run(test())
+
+
+def test_a_delivery_repeated_after_its_link_leaves_one_copy(tmp_path: Path) -> None:
+    """An attempt that linked the copy but never recorded it (the state kill -9 leaves
+    there; tests/server/test_write_once.py kills a real server at that point) is made again
+    after the restart: the name is taken by the same file, so that is the delivery."""
+
+    async def test() -> None:
+        async with delivering(tmp_path, threads=1) as (store, local):
+            (message,) = await queued(store, [b"x\r\n"], ALICE)
+            assert await deliver_all(local, [message]) == [DELIVERED]
+        async with delivering(tmp_path, threads=1) as (store, local):
+            (again,) = await store.claim_due(time.time() + 1, 10)
+            assert again.queue_id == message.queue_id
+            assert await deliver_all(local, [again]) == [DELIVERED]
+        assert new_files(tmp_path, "alice") == [
+            b"Return-Path: <sender@example.test>\r\nDelivered-To: alice@example.test\r\nx\r\n"
+        ]
+
+    asyncio.run(test())
+
+
+def test_a_name_taken_by_another_file_gets_a_written_copy(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with delivering(tmp_path, threads=1) as (store, local):
+            (message,) = await queued(store, [b"mine\r\n"], ALICE)
+            new = tmp_path / "mailboxes" / "example.test" / "alice" / "new"
+            new.mkdir(parents=True)
+            (new / linked_name(message.queue_id, message.received_at, "mx.test")).write_bytes(
+                b"someone else's\r\n"
+            )
+            assert await deliver_all(local, [message]) == [DELIVERED]
+        assert sorted(new_files(tmp_path, "alice")) == sorted(
+            [
+                b"someone else's\r\n",
+                b"Return-Path: <sender@example.test>\r\nDelivered-To: alice@example.test\r\n"
+                b"mine\r\n",
+            ]
+        )
+
+    asyncio.run(test())
+
+
+def test_kill_9_after_the_links_before_their_results_delivers_each_message_once(
+    tmp_path: Path,
+) -> None:
+    """A real SIGKILL at the crash point between linking the copies into new/ and
+    recording the deliveries: the next run claims them again, finds each name taken by
+    the same file, and the Maildir ends with one copy of each, the queue with no file."""
+    child = subprocess.Popen(
+        [sys.executable, str(LINK_THEN_WAIT), str(tmp_path), "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()  # "linked" once all 20 are in new/, else EOF
+    finally:
+        child.kill()  # SIGKILL
+        _, errors = child.communicate(timeout=60)
+    assert line == b"linked\n", errors.decode()
+    assert len(new_files(tmp_path, "alice")) == 20
+
+    async def test() -> None:
+        async with delivering(tmp_path, threads=2) as (store, local):
+            again = await store.claim_due(time.time() + 1, 100)
+            assert len(again) == 20
+            assert await deliver_all(local, again) == [DELIVERED] * 20
+            for message in again:
+                await store.record_result(
+                    message.queue_id,
+                    0,
+                    RecipientResult(RecipientState.DELIVERED, DELIVERED.reply),
+                )
+            assert await store.list() == []
+        assert os.listdir(tmp_path / "spool") == ["tmp"]
+
+    asyncio.run(test())
+    bodies = new_files(tmp_path, "alice")
+    assert sorted(body_of(b) for b in bodies) == sorted(
+        b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(20)
+    )
+    for path in (tmp_path / "mailboxes" / "example.test" / "alice" / "new").iterdir():
+        assert path.stat().st_nlink == 1
+
+
+LINK_THEN_WAIT = Path(__file__).with_name("link_then_wait.py")

@@ -72,7 +72,9 @@ def test_starttls_is_used_when_offered(server_factory, tls_sink: SinkServer, mod
     assert msg.body.endswith(b"Subject: tls\r\n\r\nsecret\r\n")
 
 
-def test_opportunistic_sends_in_plain_text_when_tls_is_not_offered(server_factory, plain_sink: SinkServer) -> None:
+def test_opportunistic_sends_in_plain_text_when_tls_is_not_offered(
+    server_factory, plain_sink: SinkServer
+) -> None:
     server = server_factory(config_for(plain_sink, "opportunistic"))
     send_forward(server)
     [msg] = plain_sink.wait_for_messages(1)
@@ -91,7 +93,9 @@ def test_opportunistic_goes_on_in_plain_text_after_a_454_on_the_same_connection(
     assert tls_sink.connections == 1
 
 
-def test_required_defers_rather_than_send_in_plain_text(server_factory, plain_sink: SinkServer) -> None:
+def test_required_defers_rather_than_send_in_plain_text(
+    server_factory, plain_sink: SinkServer
+) -> None:
     server = server_factory(config_for(plain_sink, "required"))
     send_forward(server)
     reply = wait_for(lambda: deferred_reply(server))
@@ -99,7 +103,9 @@ def test_required_defers_rather_than_send_in_plain_text(server_factory, plain_si
     assert plain_sink.messages == []
 
 
-def test_verify_defers_when_the_certificate_is_not_trusted(server_factory, tls_sink: SinkServer) -> None:
+def test_verify_defers_when_the_certificate_is_not_trusted(
+    server_factory, tls_sink: SinkServer
+) -> None:
     server = server_factory(config_for(tls_sink, "verify"))
     send_forward(server)
     reply = wait_for(lambda: deferred_reply(server))
@@ -107,7 +113,9 @@ def test_verify_defers_when_the_certificate_is_not_trusted(server_factory, tls_s
     assert tls_sink.messages == []
 
 
-def test_a_route_can_require_tls_for_one_destination(server_factory, plain_sink: SinkServer) -> None:
+def test_a_route_can_require_tls_for_one_destination(
+    server_factory, plain_sink: SinkServer
+) -> None:
     server = server_factory(
         f"""
 [routes]

@@ -23,11 +23,16 @@ from typing import Any
 import pytest
 
 from mailwright.errors import StorageError
+from mailwright.model import Address
 from mailwright.protocol.reply import Reply
 from mailwright.queue.base import RecipientResult, RecipientState, Target
 from mailwright.queue.sqlite import QueueIdGenerator, SqliteQueueStore
+from mailwright.queue.sqlite.schema import SCHEMA_VERSION
 from tests.helpers import run
 from tests.queue.contract import ALICE, SENDER, body_of, put
+
+#: A recipient this queue relays: its body stays in the database.
+REMOTE = Address("bob", "remote.test")
 
 CHILD = Path(__file__).with_name("enqueue_until_killed.py")
 ACCEPTOR = Path(__file__).with_name("enqueue_as_acceptor.py")
@@ -107,8 +112,9 @@ def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
     tmp_path: Path,
 ) -> None:
     """Schema 2 adds the 'bouncing' state: its index of pending recipients replaces schema
-    1's; schema 3 adds the folder column.  The version tells a mailwright that predates
-    them to keep off, and the message queued before the upgrade is still delivered."""
+    1's; schema 3 adds the folder column, schema 4 the offset and CRC of a local copy.  The
+    version tells a mailwright that predates them to keep off, and the message queued
+    before the upgrade is still delivered."""
 
     def indexes() -> list[str]:
         with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
@@ -120,10 +126,12 @@ def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
 
     async def test() -> None:
         async with opened(tmp_path) as store:
-            await put(store, b"body")
+            await put(store, b"body", [Target(REMOTE, REMOTE, False)])
         with contextlib.closing(
             sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
         ) as connection:
+            connection.execute("ALTER TABLE messages DROP COLUMN body_offset")
+            connection.execute("ALTER TABLE messages DROP COLUMN spool_crc")
             connection.execute("DROP INDEX recipients_pending")
             connection.execute(
                 "CREATE INDEX recipients_due ON recipients (next_attempt)"
@@ -135,9 +143,12 @@ def test_a_schema_1_queue_is_upgraded_and_an_older_mailwright_refuses_it(
         async with opened(tmp_path) as store:
             (message,) = await store.claim_due(time.time() + 1, 10)
             assert message.recipients[0].target.folder is None
+            assert message.local_copy is None
+            assert await body_of(store, message.queue_id) == b"body"
         assert indexes() == ["recipients_pending"]
         with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as connection:
-            assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+            assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert SCHEMA_VERSION == 4
 
     run(test)
 
@@ -153,7 +164,9 @@ def test_remove_deletes_message_and_spool_file_and_later_results_are_ignored(
             assert await store.remove(queue_id) is True
             assert await store.remove(queue_id) is False
             assert spool_files(tmp_path) == []
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250")))
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply.parse("250"))
+            )
             assert await store.list() == []
             with pytest.raises(StorageError):
                 async with store.read_body(queue_id):
@@ -255,7 +268,9 @@ def test_large_body_goes_to_a_spool_file_and_round_trips_byte_exact(tmp_path: Pa
             assert message is not None and message.size == len(body)
 
             await store.claim_due(time.time() + 1, 1)
-            await store.record_result(queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok")))
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok"))
+            )
             assert spool_files(tmp_path) == []
 
     run(test)
@@ -285,12 +300,49 @@ def test_open_body_serves_worker_threads_and_is_refused_on_the_event_loop(
     run(test)
 
 
-def test_small_body_stays_in_the_database(tmp_path: Path) -> None:
+def test_small_body_for_a_remote_or_several_recipients_stays_in_the_database(
+    tmp_path: Path,
+) -> None:
     async def test() -> None:
         async with opened(tmp_path) as store:
-            queue_id = await put(store, b"small" * 100)
+            relayed = await put(store, b"small" * 100, [Target(REMOTE, REMOTE, False)])
+            two = await put(store, b"two" * 100, [Target(ALICE, ALICE, True)] * 2)
             assert spool_files(tmp_path) == []
-            assert await body_of(store, queue_id) == b"small" * 100
+            assert await body_of(store, relayed) == b"small" * 100
+            assert await body_of(store, two) == b"two" * 100
+            (first, second) = await store.claim_due(time.time() + 1, 10)
+            assert first.local_copy is None and second.local_copy is None
+
+    run(test)
+
+
+def test_a_small_body_for_one_local_recipient_is_its_whole_local_copy_in_a_file(
+    tmp_path: Path,
+) -> None:
+    """Write once: the spool file starts with the trace lines local delivery would add, so
+    delivery links it; every reader of the body still gets the body as received."""
+    body = b"Subject: hi\r\n\r\nsmall\r\n"
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            queue_id = await put(store, body)
+            (message,) = await store.claim_due(time.time() + 1, 10)
+            assert message.local_copy == str(tmp_path / "spool" / queue_id)
+            with open(message.local_copy, "rb") as copy:
+                assert copy.read() == (
+                    b"Return-Path: <sender@example.test>\r\nDelivered-To: alice@example.test\r\n"
+                    + body
+                )
+            assert os.stat(message.local_copy).st_mode & 0o777 == 0o600
+            assert await body_of(store, queue_id) == body
+            assert message.size == len(body)
+            opened_body = await asyncio.to_thread(store.open_body, queue_id)
+            with opened_body:
+                assert opened_body.read() == body
+            await store.record_result(
+                queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok"))
+            )
+            assert spool_files(tmp_path) == []
 
     run(test)
 
@@ -349,7 +401,9 @@ def test_admin_in_another_process_sees_the_running_servers_queue(tmp_path: Path)
             await server.claim_due(now, 10)
             for queue_id in ids:
                 await server.record_result(
-                    queue_id, 0, RecipientResult(RecipientState.DEFERRED, Reply.parse("451"), now + 3600)
+                    queue_id,
+                    0,
+                    RecipientResult(RecipientState.DEFERRED, Reply.parse("451"), now + 3600),
                 )
             admin = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", script, str(tmp_path), stdout=subprocess.PIPE
@@ -660,6 +714,54 @@ def test_damaged_or_missing_spool_files_are_moved_aside_and_the_rest_delivers(
     assert (tmp_path / "spool" / "corrupt" / truncated).read_bytes() == b"will be"
 
 
+def test_after_a_crash_a_local_copy_that_missed_its_sync_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local copy is synced after its commit (write once).  A machine that stops in
+    between can leave the committed row with a file of the right length whose blocks never
+    reached the disk (zeros here); no 250 was sent.  A start without the clean-close mark
+    checks every local copy's CRC and moves such a message aside; a start after a clean
+    close reads none of them."""
+    body = b"Subject: x\r\n\r\n" + b"y" * 300
+
+    async def fill() -> tuple[str, str]:
+        async with opened(tmp_path) as store:
+            assert not (tmp_path / "queue.closed-cleanly").exists()
+            return await put(store, body), await put(store, body)
+
+    damaged, intact = run(fill)
+    assert (tmp_path / "queue.closed-cleanly").exists()  # the close was clean
+
+    async def reopen() -> None:
+        async with opened(tmp_path) as store:
+            assert {m.queue_id for m in await store.list()} == {damaged, intact}
+
+    with caplog.at_level(logging.INFO, logger="mailwright.queue"):
+        run(reopen)
+    assert not any("checked" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+
+    # What the crash would have left: no clean-close mark, and a copy of the right
+    # length whose data never reached the disk.
+    (tmp_path / "queue.closed-cleanly").unlink()
+    path = tmp_path / "spool" / damaged
+    size = path.stat().st_size
+    path.write_bytes(bytes(size))
+
+    async def after_crash() -> None:
+        async with opened(tmp_path) as store:
+            assert [m.queue_id for m in await store.list()] == [intact]
+            assert await body_of(store, intact) == body
+            assert [q[0] for q in await store.quarantined()] == [damaged]
+
+    with caplog.at_level(logging.INFO, logger="mailwright.queue"):
+        run(after_crash)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("checked 2 local copies" in m for m in messages)
+    assert any(damaged in m and "CRC-32" in m for m in messages)
+    assert (tmp_path / "spool" / "corrupt" / damaged).read_bytes() == bytes(size)
+
+
 def test_unacknowledged_spool_files_are_removed_at_start_up(tmp_path: Path) -> None:
     async def test() -> None:
         async with opened(tmp_path, memory_spool_limit=0) as store:
@@ -743,7 +845,8 @@ def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> Non
         async with opened(tmp_path) as store:
             database = tmp_path / "queue.sqlite3"
             before = database.stat().st_size
-            ids = [await put(store, bytes([65 + n]) * 200_000) for n in range(10)]
+            relayed = [Target(REMOTE, REMOTE, False)]  # in the database, not a local copy
+            ids = [await put(store, bytes([65 + n]) * 200_000, relayed) for n in range(10)]
             # 2 MB of WAL: far below the automatic mark, so only the checkpointer
             # can bring it into the database file.
             assert module.WAL_AUTOCHECKPOINT_PAGES * 4096 > 10 * 200_000

@@ -106,12 +106,16 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None
             return True
 
         wait_for(all_delivered, timeout=60)
-        # every message in new/ is whole: ends with its 40th line
+        # every message in new/ is whole: ends with its 40th line; and each is there once
+        # (write once: a delivery repeated after the kill finds its own link in new/)
+        markers: list[bytes] = []
         for user_dir in (tmp_path / "data" / "mailboxes" / "example.test").iterdir():
             for path in (user_dir / "new").iterdir():
                 data = path.read_bytes()
                 marker = data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
                 assert data.endswith(marker + b" line\r\n") and data.count(marker + b" line") == 40
+                markers.append(marker)
+        assert len(markers) == len(set(markers))
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailwright.delivery.maildir import (
+    link_into_maildir,
+    linked_name,
     mailbox_in,
     mark_maildir_folder,
     sync_new_messages,
@@ -42,7 +44,7 @@ from mailwright.delivery.outcome import (
 from mailwright.durable import DirectorySyncer
 from mailwright.errors import StorageError
 from mailwright.model import Address
-from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore
+from mailwright.queue.base import QueuedMessage, QueuedRecipient, QueueStore, local_copy_prefix
 
 __all__ = ["MAILDIR_THREAD_NICENESS", "MAX_BATCH", "LocalDelivery"]
 
@@ -205,19 +207,26 @@ class LocalDelivery:
             if len(self._mailboxes) >= MAILBOX_CACHE_SIZE:
                 self._mailboxes.clear()
             self._mailboxes[(address, folder)] = mailbox
-        sender = f"<{message.sender}>" if message.sender is not None else "<>"
-        prefix = f"Return-Path: {sender}\r\nDelivered-To: {address}\r\n".encode()
         try:
             if folder is not None and mailbox not in self._made:
                 mark_maildir_folder(mailbox)  # before the message: a failure leaves no copy
-            with self._store.open_body(message.queue_id) as body:
-                path = write_to_maildir(
+            path = None
+            if message.local_copy is not None and rcpt.index == 0:
+                path = link_into_maildir(
                     mailbox,
-                    body,
-                    prefix=prefix,
-                    hostname=self._hostname,
+                    message.local_copy,
+                    linked_name(message.queue_id, message.received_at, self._hostname),
                     directories_exist=mailbox in self._made,
                 )
+            if path is None:
+                with self._store.open_body(message.queue_id) as body:
+                    path = write_to_maildir(
+                        mailbox,
+                        body,
+                        prefix=local_copy_prefix(message.sender, address),
+                        hostname=self._hostname,
+                        directories_exist=mailbox in self._made,
+                    )
         except (StorageError, OSError) as exc:
             self._made.discard(mailbox)
             return _temporary_failure(exc)

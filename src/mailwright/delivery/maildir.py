@@ -14,6 +14,7 @@ loop never waits on the disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -29,6 +30,8 @@ from mailwright.syntax import is_domain_name, is_safe_local_part
 __all__ = [
     "DEFAULT_COPY_CHUNK_SIZE",
     "deliver_to_maildir",
+    "link_into_maildir",
+    "linked_name",
     "mailbox_in",
     "maildir_unique_name",
     "sync_new_messages",
@@ -108,7 +111,7 @@ def maildir_unique_name(
     """
     seconds = int(now)
     usec = int((now - seconds) * 1_000_000)
-    host = hostname.replace("/", "\\057").replace(":", "\\072")
+    host = _maildir_host(hostname)
     queued = "" if sequence is None else f"Q{sequence}"
     return f"{seconds}.M{usec}P{pid}{queued}R{random_hex}.{host}"
 
@@ -197,6 +200,73 @@ def write_to_maildir(
             raise
         raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
     return new_path
+
+
+def link_into_maildir(
+    mailbox_dir: Path | str,
+    local_copy: str,
+    name: str,
+    *,
+    directories_exist: bool = False,
+) -> str | None:
+    """Deliver the queue's finished copy by a hard link into new/ under ``name``; its path.
+
+    Write once: ``local_copy`` is already the whole message (trace lines
+    included) and was synced before the 250, so nothing is copied or synced
+    here but new/ (``sync_new_messages``, by the caller, as for a written copy).
+    A link appears whole, so it goes straight into new/ (tmp/ exists to hide a
+    file being written; this one is not).  ``name`` is the same at every
+    attempt (``linked_name``): when an attempt is repeated after a crash that
+    came after the link, the name exists and is the same file, and that is
+    the delivery, not a second copy.
+
+    None when this file system will not link it (another file system, a
+    file system without hard links, a full link count): the caller writes a
+    copy instead.  StorageError for the failures a copy would have too.
+    """
+    mailbox_dir = os.fspath(mailbox_dir)
+    if not directories_exist or not os.path.isdir(os.path.join(mailbox_dir, "tmp")):
+        _make_maildir(mailbox_dir)  # tmp/ too: the mail reader writes there
+    new_path = os.path.join(mailbox_dir, "new", name)
+    for attempt in range(2):
+        try:
+            os.link(local_copy, new_path, follow_symlinks=False)
+            return new_path
+        except FileExistsError:
+            try:
+                if os.path.samestat(os.lstat(new_path), os.lstat(local_copy)):
+                    return new_path  # linked by an attempt a crash cut short
+            except OSError as exc:
+                raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
+            return None  # another file has this name: write a copy under a fresh one
+        except FileNotFoundError as exc:
+            if attempt or not os.path.exists(local_copy):
+                raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
+            _make_maildir(mailbox_dir)  # new/ was removed since the caller last looked
+        except OSError as exc:
+            if exc.errno in _CANNOT_LINK:
+                return None
+            raise StorageError(f"cannot deliver into {mailbox_dir}: {exc}") from exc
+    return None
+
+
+def linked_name(queue_id: str, received_at: float, hostname: str) -> str:
+    """The Maildir name of a linked copy: ``<seconds>.M<usec>Q<queue id>.<host>``, the same at
+    every attempt (queue ids are unique, so the name is)."""
+    seconds = int(received_at)
+    usec = int((received_at - seconds) * 1_000_000)
+    host = _maildir_host(hostname)
+    return f"{seconds}.M{usec}Q{queue_id}.{host}"
+
+
+def _maildir_host(hostname: str) -> str:
+    """The host part of a Maildir name: "/" would split the path, ":" starts the info suffix
+    in cur/, so they become ``\\057`` and ``\\072`` as the Maildir spec says."""
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+#: errno values of link(2) that mean "not here", not "broken": copy instead.
+_CANNOT_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 def _make_maildir(mailbox_dir: str) -> None:

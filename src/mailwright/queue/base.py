@@ -37,6 +37,7 @@ __all__ = [
     "RecipientResult",
     "RecipientState",
     "Target",
+    "local_copy_prefix",
 ]
 
 
@@ -77,6 +78,18 @@ class QueuedMessage:
     size: int  # octets of the stored body
     recipients: tuple[QueuedRecipient, ...]
     options: MailOptions = NO_OPTIONS  # what MAIL FROM asked (DSN RET/ENVID, BODY)
+    #: A file of the store that already is the whole Maildir copy for the message's one
+    #: recipient, a local one: ``local_copy_prefix`` then the body.  Local delivery links it
+    #: into the Maildir instead of writing a copy (write once); None: write a copy.
+    local_copy: str | None = None
+
+
+def local_copy_prefix(sender: Address | None, address: Address) -> bytes:
+    """The trace lines a local copy starts with: Return-Path (RFC 5321 4.4: added at final
+    delivery only, so never to a copy that is relayed) and Delivered-To (the mailbox it
+    went to, which loop detection by mail readers and filters relies on)."""
+    return_path = f"<{sender}>" if sender is not None else "<>"
+    return f"Return-Path: {return_path}\r\nDelivered-To: {address}\r\n".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,9 +94,12 @@ class Admin:
         self, queue_id: str, sql: str, params: tuple[object, ...]
     ) -> int | None:
         def change(connection: sqlite3.Connection, effects: Effects) -> int | None:
-            if connection.execute(
-                "SELECT 1 FROM messages WHERE queue_id = ?", (queue_id,)
-            ).fetchone() is None:
+            if (
+                connection.execute(
+                    "SELECT 1 FROM messages WHERE queue_id = ?", (queue_id,)
+                ).fetchone()
+                is None
+            ):
                 return None
             return int(connection.execute(sql, params).rowcount)
 

@@ -8,6 +8,15 @@ its row; a larger one is a spool file, fsynced (on the sync pool, so the
 writer thread never waits on it) and renamed into ``spool/``, and that
 directory synced *before* the commit that references it.
 
+Write once.  A body up to ``memory_spool_limit`` for one local recipient is
+neither a BLOB nor a sealed spool file: it is that recipient's finished Maildir
+copy, ``local_copy_prefix`` (Return-Path, Delivered-To) then the body, written
+to spool/<queue id> by the writer thread just before the commit and synced
+after it together with the commit (writer.py), its row holding the prefix's
+length (``body_offset``, skipped by every reader of the body) and a CRC-32
+(``spool_crc``, checked by recovery after a crash).  Local delivery links the
+file into the Maildir (``QueuedMessage.local_copy``).
+
 Reading.  ``read_body`` is for the event loop: opening (a SELECT on the
 thread's own read-only connection, the BLOB fetched with it, or the spool file
 opened) runs on the store's read pool, and so does every read of a spool file;
@@ -27,20 +36,33 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import io
 import os
 import sqlite3
 import threading
+import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mailwright.errors import StorageError
 from mailwright.model import NO_OPTIONS, Address, MailOptions
-from mailwright.queue.base import BODY_READ_SIZE, BodyReader, BodySpool, Target
+from mailwright.queue.base import (
+    BODY_READ_SIZE,
+    BodyReader,
+    BodySpool,
+    Target,
+    local_copy_prefix,
+)
 from mailwright.queue.spool import SpillingSpool
 from mailwright.queue.sqlite.database import Database
-from mailwright.queue.sqlite.files import QueueLayout, open_regular_file
+from mailwright.queue.sqlite.files import (
+    PRIVATE_FILE_MODE,
+    QueueLayout,
+    open_regular_file,
+    unlink_if_present,
+)
 from mailwright.queue.sqlite.ids import QueueIdGenerator
 from mailwright.queue.sqlite.rows import split
 from mailwright.queue.sqlite.writer import Effects, Job, JobRunner
@@ -65,6 +87,7 @@ class Bodies:
         memory_spool_limit: int,
         sync_threads: int,
         read_threads: int,
+        write_once: bool = True,
     ) -> None:
         self._layout = layout
         self._database = database
@@ -74,6 +97,7 @@ class Bodies:
         self._memory_spool_limit = memory_spool_limit
         self._sync_threads = sync_threads
         self._read_threads = read_threads
+        self._write_once = write_once
         self._sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -114,9 +138,16 @@ class Bodies:
         try:
             blob: bytes | None = None
             spool_name: str | None = None
+            local_copy: bytes | None = None
+            offset = 0
             if body.on_disk:
                 spool_name = queue_id
                 await self._seal(body, self._layout.spool_dir / spool_name)
+            elif self._write_once and len(targets) == 1 and targets[0].local:
+                spool_name = queue_id
+                prefix = local_copy_prefix(sender, targets[0].address)
+                offset = len(prefix)
+                local_copy = prefix + body.take_bytes()
             else:
                 blob = body.take_bytes()
             row = (
@@ -130,6 +161,8 @@ class Bodies:
                 options.envid,
                 options.body,
                 int(options.smtputf8),
+                offset,
+                None if local_copy is None else zlib.crc32(local_copy),
             )
             recipients = [
                 (
@@ -145,10 +178,21 @@ class Bodies:
                 )
                 for index, t in enumerate(targets)
             ]
-            job = Job(
-                lambda connection, effects: self._insert(connection, effects, row, recipients),
-                on_failure=body.remove,
-            )
+            if local_copy is None:
+                job = Job(
+                    lambda connection, effects: self._insert(connection, effects, row, recipients),
+                    on_failure=body.remove,
+                )
+            else:
+                # Written by the writer thread just before the commit, synced after it
+                # together with the commit (writer.py: one sync where there were two).
+                path = os.path.join(self._layout.spool_dir, queue_id)
+                job = Job(
+                    lambda connection, effects: self._insert(connection, effects, row, recipients),
+                    on_failure=functools.partial(unlink_if_present, Path(path)),
+                    prepare=functools.partial(_write_new_file, path, local_copy),
+                    unsynced_file=path,
+                )
             writer.submit(job)
         except asyncio.CancelledError:
             raise  # _seal arranged the clean-up
@@ -179,8 +223,8 @@ class Bodies:
     ) -> str:
         connection.execute(
             "INSERT INTO messages (queue_id, sender_local, sender_domain, received_at, size,"
-            " spool_name, body, ret, envid, body_type, smtputf8)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " spool_name, body, ret, envid, body_type, smtputf8, body_offset, spool_crc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         connection.executemany(
@@ -189,7 +233,7 @@ class Bodies:
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
             recipients,
         )
-        if row[5] is not None:
+        if row[5] is not None and row[12] is None:  # a sealed (renamed) spool file
             effects.sync_spool_dir = True
         return str(row[0])
 
@@ -234,19 +278,25 @@ class Bodies:
         try:
             row = (
                 self._database.reader()
-                .execute("SELECT spool_name, body FROM messages WHERE queue_id = ?", (queue_id,))
+                .execute(
+                    "SELECT spool_name, body, body_offset FROM messages WHERE queue_id = ?",
+                    (queue_id,),
+                )
                 .fetchone()
             )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the body of {queue_id}: {exc}") from exc
         if row is None:
             raise StorageError(f"no message {queue_id} in the queue")
-        spool_name, blob = row
+        spool_name, blob, offset = row
         if spool_name is None:
             return io.BytesIO(blob), True
         try:
             fd = open_regular_file(self._layout.spool_dir / spool_name, os.O_RDONLY)
-            return open(fd, "rb"), False
+            file = open(fd, "rb")  # noqa: SIM115 (the caller closes it)
+            if offset:
+                file.seek(offset)  # past a local copy's trace lines: the body as received
+            return file, False
         except OSError as exc:
             raise StorageError(f"cannot open the body of {queue_id}: {exc}") from exc
 
@@ -288,6 +338,18 @@ class StoredBody:
     async def _pieces(self) -> AsyncIterator[bytes]:
         while piece := await self.read(BODY_READ_SIZE):
             yield piece
+
+
+def _write_new_file(path: str, content: bytes) -> None:
+    """Create ``path`` (never an existing name, never through a link) holding ``content``;
+    not synced (see writer.py).  A partial file is removed by the job's ``on_failure``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _on_event_loop() -> bool:

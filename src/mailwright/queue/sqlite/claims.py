@@ -4,13 +4,14 @@ each "delayed" report."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
 
 from mailwright.queue.base import QueuedMessage, RecipientResult, RecipientState
 from mailwright.queue.sqlite.files import QueueLayout
-from mailwright.queue.sqlite.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, delete, message_of
+from mailwright.queue.sqlite.rows import CLAIM_COLUMNS, RECIPIENT_COLUMNS, delete, message_of
 from mailwright.queue.sqlite.schema import PENDING_SQL, UNFINISHED_SQL
 from mailwright.queue.sqlite.writer import Effects, JobRunner
 
@@ -37,6 +38,8 @@ class Claims:
             return []
         lease_until = now + self._lease_seconds
 
+        spool_dir = os.fspath(self._layout.spool_dir)
+
         def claim(connection: sqlite3.Connection, effects: Effects) -> list[QueuedMessage]:
             due = f"{PENDING_SQL} AND next_attempt <= ? AND lease_until <= ?"
             queue_ids: dict[str, None] = {}
@@ -52,7 +55,7 @@ class Claims:
             claimed = []
             for queue_id in queue_ids:
                 message = connection.execute(
-                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id = ?", (queue_id,)
+                    f"SELECT {CLAIM_COLUMNS} FROM messages WHERE queue_id = ?", (queue_id,)
                 ).fetchone()
                 if message is None:
                     continue
@@ -65,7 +68,7 @@ class Claims:
                     f"UPDATE recipients SET lease_until = ? WHERE queue_id = ? AND {due}",
                     (lease_until, queue_id, now, now),
                 )
-                claimed.append(message_of(message, recipients))
+                claimed.append(message_of(message, recipients, spool_dir))
             return claimed
 
         # A lost claim only makes the work due again: no fsync for it.

@@ -3,10 +3,12 @@
 Layout under ``data_dir``::
 
     queue.sqlite3 (+ -wal, -shm)   messages, recipients, quarantine
+    queue.closed-cleanly           the last server closed the queue cleanly (recovery.py)
     queue.lock                     held (flock) by the one server using this queue
     queue.write-lock               flock taken around every write transaction, all roles
     queue.acceptors                held shared by each acceptor; a server will not recover under it
-    spool/<queue_id>               bodies larger than the memory limit
+    spool/<queue_id>               bodies larger than the memory limit, and local copies
+                                   of messages with one local recipient (write once)
     spool/tmp/                     bodies being received (never acknowledged)
     spool/corrupt/                 spool files found damaged at start-up
 
@@ -32,6 +34,8 @@ from mailwright.errors import StorageError
 
 DATABASE_NAME = "queue.sqlite3"
 LOCK_NAME = "queue.lock"
+#: Made by a server that closed the queue cleanly; see recovery.py.
+CLEAN_MARK_NAME = "queue.closed-cleanly"
 WRITE_LOCK_NAME = "queue.write-lock"
 #: Held shared by every acceptor for its lifetime; see locks.no_acceptors_left.
 ACCEPTORS_LOCK_NAME = "queue.acceptors"
@@ -63,6 +67,16 @@ class QueueLayout:
     @property
     def database(self) -> Path:
         return self.data_dir / DATABASE_NAME
+
+    @property
+    def wal(self) -> Path:
+        """SQLite's write-ahead log of ``database``."""
+        return self.data_dir / (DATABASE_NAME + "-wal")
+
+    @property
+    def clean_mark(self) -> Path:
+        """Present while no server has the queue open, made by a server that closed it cleanly."""
+        return self.data_dir / CLEAN_MARK_NAME
 
     @property
     def lock(self) -> Path:

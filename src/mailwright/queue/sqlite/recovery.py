@@ -13,6 +13,17 @@ Nothing is acknowledged before its commit, so at the server's open:
 - a spool file that no committed row names (renamed in, never committed) is
   removed once the recovery commits.
 
+Write once (writer.py) adds one case.  The local copy of a message with one
+local recipient is written without a sync, committed, and then synced together
+with the commit before the 250; a crash of the machine in between may leave a
+committed row whose file is short, or of the right length with blocks the disk
+never got (zeros, or another file's old data).  Its 250 was never sent.  So
+after a start that did not follow a clean close (``queue.closed-cleanly`` is
+missing: a crash, kill -9 or power cut), each such file is checked against the
+CRC-32 its row holds, and one that fails goes to the quarantine with the rest.
+A clean close syncs everything first, so after one the check is skipped and a
+start with a long queue costs no reading.
+
 Only the server role recovers, and only while no acceptor of an earlier server
 runs (locks.no_acceptors_left): an acceptor's body in flight is exactly such an
 unreferenced file.
@@ -25,6 +36,7 @@ import logging
 import os
 import sqlite3
 import stat
+import zlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -32,13 +44,17 @@ from typing import Any
 
 from mailwright.errors import StorageError
 from mailwright.queue.base import QueuedMessage
-from mailwright.queue.spool import SPOOL_DIRECTORY_MODE, make_directories
+from mailwright.queue.spool import SPOOL_DIRECTORY_MODE, fsync_directory, make_directories
 from mailwright.queue.sqlite.files import QueueLayout, open_regular_file, unlink_if_present
+from mailwright.queue.sqlite.locks import no_acceptors_left
 from mailwright.queue.sqlite.rows import load
 from mailwright.queue.sqlite.schema import UNFINISHED
 from mailwright.queue.sqlite.writer import Effects
 
 logger = logging.getLogger("mailwright.queue.sqlite")
+
+#: Octets read at a time when a local copy's CRC is checked.
+CRC_READ_SIZE = 256 * 1024
 
 
 def recover(
@@ -57,11 +73,14 @@ def recover(
     if released:
         logger.info("queue: released %d claims of the previous run; they are due again", released)
 
+    closed_cleanly = _take_clean_mark(layout)
     referenced: set[str] = set()
     rows = connection.execute(
-        "SELECT queue_id, spool_name, size, body IS NOT NULL, length(body) FROM messages"
+        "SELECT queue_id, spool_name, size, body IS NOT NULL, length(body), body_offset,"
+        " spool_crc FROM messages"
     ).fetchall()
-    for queue_id, spool_name, size, has_blob, blob_length in rows:
+    checked = 0
+    for queue_id, spool_name, size, has_blob, blob_length, offset, crc in rows:
         problem: str | None
         if spool_name is None:
             if not has_blob:
@@ -72,11 +91,17 @@ def recover(
                 continue
         else:
             referenced.add(spool_name)
-            problem = _check_spool_file(layout.spool_dir / spool_name, size)
+            if crc is None or closed_cleanly:
+                crc = None
+            else:
+                checked += 1
+            problem = _check_spool_file(layout.spool_dir / spool_name, offset + size, crc)
             if problem is None:
                 continue
         _quarantine(connection, effects, layout, clock(), queue_id, spool_name, problem)
 
+    if checked:
+        logger.info("queue: checked %d local copies written since the last clean close", checked)
     orphans = [
         Path(entry.path)
         for entry in os.scandir(layout.spool_dir)
@@ -151,8 +176,31 @@ def _describe(message: QueuedMessage) -> dict[str, Any]:
     }
 
 
-def _check_spool_file(path: Path, size: int) -> str | None:
-    """What is wrong with a spool file, or None: it exists, is a file of the right size, reads."""
+def _take_clean_mark(layout: QueueLayout) -> bool:
+    """Whether the last server closed the queue cleanly; the mark is removed (durably) first,
+    so a crash of this run is never taken for a clean close at the next start."""
+    try:
+        os.unlink(layout.clean_mark)
+    except FileNotFoundError:
+        return False
+    fsync_directory(layout.data_dir)
+    return True
+
+
+def mark_closed_cleanly(layout: QueueLayout) -> None:
+    """The server closed the queue and everything it committed is on disk: say so, unless an
+    acceptor still runs (its commits are its own; the next start checks them)."""
+    try:
+        no_acceptors_left(layout.acceptors_lock)
+        os.close(open_regular_file(layout.clean_mark, os.O_WRONLY | os.O_CREAT))
+        fsync_directory(layout.data_dir)
+    except (OSError, StorageError) as exc:
+        logger.info("queue: not marked closed cleanly (%s); the next start checks its files", exc)
+
+
+def _check_spool_file(path: Path, size: int, crc: int | None = None) -> str | None:
+    """What is wrong with a spool file, or None: it exists, is a file of the right size, reads,
+    and (``crc`` given) its content has that CRC-32."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -165,6 +213,16 @@ def _check_spool_file(path: Path, size: int) -> str | None:
         return f"spool file has {info.st_size} octets, expected {size}"
     try:
         with open(open_regular_file(path, os.O_RDONLY), "rb") as body:
+            if crc is not None:
+                found = 0
+                while piece := body.read(CRC_READ_SIZE):
+                    found = zlib.crc32(piece, found)
+                if found != crc:
+                    return (
+                        "local copy does not hold what was committed (CRC-32 differs): a crash"
+                        " before its sync, so its 250 was not sent, or a damaged disk"
+                    )
+                return None
             body.read(1)
             if size:
                 body.seek(size - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,9 +18,12 @@ RECIPIENT_COLUMNS = (
     "queue_id, idx, address_local, address_domain, original_local, original_domain, "
     "local, state, attempts, next_attempt, last_reply, folder, notify, orcpt, delay_reported"
 )
+#: The columns of a message both stores have (PostgreSQL's too).
 MESSAGE_COLUMNS = (
     "queue_id, sender_local, sender_domain, received_at, size, ret, envid, body_type, smtputf8"
 )
+#: With where SQLite keeps a local copy (write once), for ``local_copy``.
+CLAIM_COLUMNS = MESSAGE_COLUMNS + ", spool_name, body_offset"
 
 
 def split(address: Address | None) -> tuple[str | None, str | None]:
@@ -29,8 +33,13 @@ def split(address: Address | None) -> tuple[str | None, str | None]:
     return address.local_part, address.domain
 
 
-def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> QueuedMessage:
-    queue_id, sender_local, sender_domain, received_at, size, ret, envid, body, utf8 = row
+def message_of(
+    row: Sequence[Any], recipients: Iterable[Sequence[Any]], spool_dir: str | None = None
+) -> QueuedMessage:
+    """A message of MESSAGE_COLUMNS, or of CLAIM_COLUMNS with ``spool_dir`` to fill
+    ``local_copy``."""
+    queue_id, sender_local, sender_domain, received_at, size, ret, envid, body, utf8 = row[:9]
+    spool_name, body_offset = row[9:11] if spool_dir is not None else (None, 0)
     sender = None if sender_local is None else Address(sender_local, sender_domain)
     return QueuedMessage(
         queue_id=queue_id,
@@ -39,6 +48,11 @@ def message_of(row: Sequence[Any], recipients: Iterable[Sequence[Any]]) -> Queue
         size=size,
         recipients=tuple(recipient_of(r) for r in recipients),
         options=MailOptions(ret=ret, envid=envid, body=body, smtputf8=bool(utf8)),
+        local_copy=(
+            os.path.join(spool_dir, spool_name)
+            if body_offset and spool_dir is not None and spool_name is not None
+            else None
+        ),
     )
 
 

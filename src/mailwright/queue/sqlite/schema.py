@@ -20,7 +20,10 @@ from mailwright.queue.base import RecipientState
 #: mailwright would deliver quarantined mail to the inbox and ignore NOTIFY.  Also the
 #: state 'held' (``queue hold``) and the table of attempts (the history the admin API
 #: shows), which an older mailwright would ignore.
-SCHEMA_VERSION = 3
+#: 4: messages.body_offset and spool_crc: the spool file of a message with one local
+#: recipient starts with that copy's trace lines (write once); an older mailwright would
+#: deliver them twice and relay them.
+SCHEMA_VERSION = 4
 
 #: Columns added since schema 2 (ALTER TABLE ADD COLUMN, so a queue keeps its rows):
 #: table -> (column, its declaration).  The CREATE TABLE below has them too.
@@ -30,6 +33,8 @@ _ADDED_COLUMNS = {
         ("envid", "TEXT"),
         ("body_type", "TEXT"),
         ("smtputf8", "INTEGER NOT NULL DEFAULT 0"),
+        ("body_offset", "INTEGER NOT NULL DEFAULT 0"),
+        ("spool_crc", "INTEGER"),
     ),
     "recipients": (
         ("folder", "TEXT"),
@@ -62,6 +67,8 @@ CREATE TABLE IF NOT EXISTS messages (
     envid         TEXT,             -- RFC 3461 ENVID, xtext decoded
     body_type     TEXT,             -- BODY: 7BIT, 8BITMIME, BINARYMIME or NULL
     smtputf8      INTEGER NOT NULL DEFAULT 0,
+    body_offset   INTEGER NOT NULL DEFAULT 0,  -- octets of trace lines before the body
+    spool_crc     INTEGER,          -- CRC-32 of a spool file synced after its commit
     -- Last in a new queue: reading the columns before it never walks its overflow
     -- pages.  (A queue upgraded from schema 2 has the four above after it.)
     body          BLOB

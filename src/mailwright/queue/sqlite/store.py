@@ -32,6 +32,7 @@ Queue ids carry the process id, so processes never make the same id (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -105,7 +106,10 @@ class SqliteQueueStore:
     to ``claim_due``).  ``commit_stats`` counts commits and the jobs they held.
     ``queue_ids``: stores of one process that enqueue into one data_dir must
     share one generator (see ``ids.QueueIdGenerator``); by default a store
-    makes its own.
+    makes its own.  ``write_once`` (the default): a body up to
+    ``memory_spool_limit`` for one local recipient is stored as that
+    recipient's whole Maildir copy, for local delivery to link (``bodies``);
+    ``use_syncfs`` chooses how such files are synced (``writer``).
     """
 
     def __init__(
@@ -121,6 +125,8 @@ class SqliteQueueStore:
         read_threads: int = DEFAULT_READ_THREADS,
         clock: Callable[[], float] = time.time,
         queue_ids: QueueIdGenerator | None = None,
+        use_syncfs: bool | None = None,
+        write_once: bool = True,
     ) -> None:
         if role not in _ROLES:
             raise ValueError(f"role must be one of {', '.join(_ROLES)}, not {role!r}")
@@ -134,6 +140,7 @@ class SqliteQueueStore:
         self._role: StoreRole = role
         self._max_batch = max_batch
         self._clock = clock
+        self._use_syncfs = use_syncfs
         self._stats = CommitStats()
         self._jobs = JobRunner()
         self._checkpointer: Checkpointer | None = None
@@ -152,6 +159,7 @@ class SqliteQueueStore:
             memory_spool_limit=memory_spool_limit,
             sync_threads=sync_threads,
             read_threads=read_threads,
+            write_once=write_once,
         )
         self._claims = Claims(self._layout, self._jobs, lease_seconds)
         self._admin = Admin(self._layout, self._jobs)
@@ -184,7 +192,14 @@ class SqliteQueueStore:
             connect=self._database.connect,
             disconnect=self._database.disconnect,
             spool_dir=self._layout.spool_dir,
+            wal_path=self._layout.wal,
             write_lock=self._database.write_lock,
+            use_syncfs=self._use_syncfs,
+            on_clean_close=(
+                functools.partial(recovery.mark_closed_cleanly, self._layout)
+                if self._role == "server"
+                else None
+            ),
             max_batch=self._max_batch,
             stats=self._stats,
         )

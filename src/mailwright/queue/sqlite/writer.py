@@ -7,6 +7,20 @@ not cost throughput.  The event loop only submits jobs and awaits their
 futures (``JobRunner``).  Write transactions take ``queue.write-lock``
 (locks.WriteLock) for exactly as long as they last, so the processes sharing
 a queue take turns.
+
+Write once.  A job may write a file before its transaction (``prepare``: the
+spool file of a small message with one local recipient, which local delivery
+later links into the Maildir) without syncing it.  A batch with such files
+commits with ``synchronous=NORMAL`` (the WAL is written, not synced) and then,
+after the write lock is released, makes the files and the WAL durable together
+with one ``syncfs`` of the file system (durable.sync_file_system): one flush of
+the disk for the whole batch where a sync of each file before the commit and
+then the commit's own would be two in a row, each waited for before the 250.
+A crash before that sync returns may leave a committed row whose file is short
+or damaged; its 250 was never sent, and recovery drops it (``spool_crc``).
+NORMAL is safe for the database itself: in WAL mode it only skips the sync at
+commit, and checkpoints (made by the server's checkpointer, synchronous FULL)
+still sync the WAL before copying it and the database before the WAL restarts.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -23,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from mailwright.durable import has_syncfs, sync_file_system
 from mailwright.errors import StorageError
 from mailwright.queue.spool import fsync_directory
 from mailwright.queue.sqlite.locks import WriteLock
@@ -55,6 +71,12 @@ class Job(Generic[T]):
     #: synchronous=NORMAL still survives a crash of the process, kill -9 included).
     durable: bool = True
     on_failure: Callable[[], None] | None = None
+    #: Runs in the writer thread before the transaction, outside the write lock; a job
+    #: whose ``prepare`` raises fails without running.
+    prepare: Callable[[], None] | None = None
+    #: A file ``prepare`` wrote and did not sync: the commit is made durable together
+    #: with it (see the module docstring).
+    unsynced_file: str | None = None
     future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
 
 
@@ -68,10 +90,15 @@ class CommitStats:
 
 @dataclass(slots=True)
 class _Outcome:
-    """How a transaction ended for each job; settled once the write lock is released."""
+    """How a transaction ended for each job; settled once the write lock is released.
+
+    ``sync_after``: the commit was made without a sync and these unsynced files
+    (possibly none) must be made durable with it before any job is settled.
+    """
 
     committed: list[tuple[Job[Any], Any, Effects]] = field(default_factory=list)
     failed: list[tuple[Job[Any], BaseException]] = field(default_factory=list)
+    sync_after: list[str] | None = None
 
 
 class Writer:
@@ -83,13 +110,24 @@ class Writer:
         connect: Callable[[], sqlite3.Connection],
         disconnect: Callable[[sqlite3.Connection], None],
         spool_dir: Path,
+        wal_path: Path,
         write_lock: WriteLock,
         max_batch: int,
         stats: CommitStats,
+        use_syncfs: bool | None = None,
+        on_clean_close: Callable[[], None] | None = None,
     ) -> None:
+        """``use_syncfs``: sync a batch's unsynced files with one syncfs (None: where the
+        system has it) or, False, file by file (fdatasync of each, of spool/, of the WAL)."""
         self._connect = connect
         self._disconnect = disconnect
         self._spool_dir = spool_dir
+        self._wal_path = wal_path
+        self._use_syncfs = has_syncfs() if use_syncfs is None else use_syncfs
+        #: Runs in the thread after the last job when every commit was made durable,
+        #: before the connection and its locks are closed (the clean-close mark).
+        self._on_clean_close = on_clean_close
+        self._sync_failed = False
         self._write_lock = write_lock  # opened by connect, closed by disconnect
         self._max_batch = max_batch
         self._stats = stats
@@ -141,12 +179,14 @@ class Writer:
             self._stopped.set_result(None)
             return
         self._ready.set_result(None)
+        ended = False
         try:
             while True:
                 with self._wakeup:
                     while not self._jobs and self._accepting:
                         self._wakeup.wait()
                     if not self._jobs:
+                        ended = True
                         break
                     batch = [
                         self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))
@@ -161,6 +201,8 @@ class Writer:
                     self._fail([job for job in batch if not job.future.done()], exc)
         finally:
             try:
+                if ended and not self._sync_failed:
+                    _run_quietly(self._on_clean_close)
                 self._disconnect(connection)
             finally:
                 self._stopped.set_result(None)
@@ -172,6 +214,8 @@ class Writer:
                 live.append(job)
             else:
                 _run_quietly(job.on_failure)
+        if any(job.prepare is not None for job in live):
+            live = self._prepare(live)
         if not live:
             return
         writes = any(job.writes for job in live)
@@ -188,7 +232,50 @@ class Writer:
                 self._write_lock.release()
         else:
             outcome = self._transaction(connection, live, writes=False)
+        if outcome.sync_after is not None and outcome.committed:
+            try:
+                self._sync_after_commit(outcome.sync_after)
+            except OSError as exc:
+                # Committed but perhaps not durable: no 250.  The rows stay (recovery
+                # checks their files after a crash), so no job's clean-up runs either.
+                logger.error("queue: cannot sync the commit: %s", exc)
+                self._sync_failed = True
+                for job, _, _ in outcome.committed:
+                    job.future.set_exception(exc)
+                outcome.committed = []
         self._settle(outcome)
+
+    def _prepare(self, live: list[Job[Any]]) -> list[Job[Any]]:
+        """Run each job's ``prepare``; the jobs whose prepare failed fail here."""
+        ready: list[Job[Any]] = []
+        for job in live:
+            if job.prepare is not None:
+                try:
+                    job.prepare()
+                except Exception as exc:
+                    self._fail([job], exc)
+                    continue
+            ready.append(job)
+        return ready
+
+    def _sync_after_commit(self, files: list[str]) -> None:
+        """Make a commit made with synchronous=NORMAL durable, with ``files`` written before it."""
+        if self._use_syncfs:
+            sync_file_system(self._spool_dir)
+            return
+        for path in files:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        if files:
+            fsync_directory(self._spool_dir)
+        fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def _transaction(
         self, connection: sqlite3.Connection, live: list[Job[Any]], *, writes: bool
@@ -199,7 +286,10 @@ class Writer:
         after releasing the write lock, which is held no longer than the
         transaction itself.
         """
-        sync = "FULL" if any(job.writes and job.durable for job in live) else "NORMAL"
+        durable = any(job.writes and job.durable for job in live)
+        unsynced = [job.unsynced_file for job in live if job.unsynced_file is not None]
+        # With unsynced files the sync comes after the commit (the module docstring).
+        sync = "FULL" if durable and not unsynced else "NORMAL"
         try:
             if writes and sync != self._sync:
                 connection.execute(f"PRAGMA synchronous={sync}")
@@ -247,7 +337,7 @@ class Writer:
         if writes:
             self._stats.commits += 1
             self._stats.jobs += len(done)
-        return _Outcome(committed=done, failed=failed)
+        return _Outcome(committed=done, failed=failed, sync_after=unsynced if unsynced else None)
 
     def _settle(self, outcome: _Outcome) -> None:
         """After the transaction: clean-up of committed jobs, then every job's future."""
