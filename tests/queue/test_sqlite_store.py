@@ -300,6 +300,37 @@ def test_open_body_serves_worker_threads_and_is_refused_on_the_event_loop(
     run(test)
 
 
+def test_local_copies_go_into_files_made_ahead_and_those_left_are_removed_at_close(
+    tmp_path: Path,
+) -> None:
+    """Write once creates no file before a 250 when one was made ahead (ready_files.py);
+    the files still ready when the store closes are removed, so only messages' files stay."""
+
+    async def test() -> None:
+        async with opened(tmp_path) as store:
+            first = await put(store, b"first\r\n")  # none ready yet: created for it
+            deadline = time.monotonic() + 30
+            while len(spool_files(tmp_path)) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            ready = set(spool_files(tmp_path)) - {first}
+            assert ready and all(name.startswith("ready.") for name in ready)
+            assert all((tmp_path / "spool" / name).stat().st_size == 0 for name in ready)
+            second = await put(store, b"second\r\n")
+            (message,) = [
+                m for m in await store.claim_due(time.time() + 1, 10) if m.queue_id == second
+            ]
+            assert message.local_copy is not None
+            assert os.path.basename(message.local_copy) in ready
+            assert await body_of(store, second) == b"second\r\n"
+            kept = {first, os.path.basename(message.local_copy)}
+        assert set(spool_files(tmp_path)) == kept
+        async with opened(tmp_path) as store:
+            assert await body_of(store, first) == b"first\r\n"
+            assert await body_of(store, second) == b"second\r\n"
+
+    run(test)
+
+
 def test_small_body_for_a_remote_or_several_recipients_stays_in_the_database(
     tmp_path: Path,
 ) -> None:
@@ -342,7 +373,8 @@ def test_a_small_body_for_one_local_recipient_is_its_whole_local_copy_in_a_file(
             await store.record_result(
                 queue_id, 0, RecipientResult(RecipientState.DELIVERED, Reply(250, None, "ok"))
             )
-            assert spool_files(tmp_path) == []
+            assert not os.path.exists(message.local_copy)
+        assert spool_files(tmp_path) == []
 
     run(test)
 
@@ -680,7 +712,9 @@ def test_kill_9_while_enqueueing_loses_no_acknowledged_message(tmp_path: Path) -
                 assert len(await body_of(store, message.queue_id)) == message.size
             assert await store.quarantined() == []
         assert tmp_files(data_dir) == []
-        assert set(spool_files(data_dir)) <= set(stored)
+        with contextlib.closing(sqlite3.connect(data_dir / "queue.sqlite3")) as connection:
+            named = connection.execute("SELECT spool_name FROM messages").fetchall()
+        assert set(spool_files(data_dir)) <= {name for (name,) in named}  # no file left over
 
     run(test)
 

@@ -64,6 +64,7 @@ from mailwright.queue.sqlite.files import (
     unlink_if_present,
 )
 from mailwright.queue.sqlite.ids import QueueIdGenerator
+from mailwright.queue.sqlite.ready_files import ReadyFiles
 from mailwright.queue.sqlite.rows import split
 from mailwright.queue.sqlite.writer import Effects, Job, JobRunner
 
@@ -87,7 +88,7 @@ class Bodies:
         memory_spool_limit: int,
         sync_threads: int,
         read_threads: int,
-        write_once: bool = True,
+        write_once_from: int | None = 0,
     ) -> None:
         self._layout = layout
         self._database = database
@@ -97,7 +98,8 @@ class Bodies:
         self._memory_spool_limit = memory_spool_limit
         self._sync_threads = sync_threads
         self._read_threads = read_threads
-        self._write_once = write_once
+        self._write_once_from = write_once_from
+        self._ready: ReadyFiles | None = None
         self._sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -105,11 +107,16 @@ class Bodies:
         self._sync_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._sync_threads, thread_name_prefix="mailwright-spool-sync"
         )
+        if self._write_once_from is not None:
+            self._ready = ReadyFiles(os.fspath(self._layout.spool_dir), self._sync_pool)
         self._read_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._read_threads, thread_name_prefix="mailwright-body-read"
         )
 
     def stop(self) -> None:
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
         for pool in (self._sync_pool, self._read_pool):
             if pool is not None:
                 pool.shutdown(wait=False)
@@ -143,8 +150,14 @@ class Bodies:
             if body.on_disk:
                 spool_name = queue_id
                 await self._seal(body, self._layout.spool_dir / spool_name)
-            elif self._write_once and len(targets) == 1 and targets[0].local:
-                spool_name = queue_id
+            elif (
+                self._write_once_from is not None
+                and body.size >= self._write_once_from
+                and len(targets) == 1
+                and targets[0].local
+            ):
+                ready = self._ready.take() if self._ready is not None else None
+                spool_name = queue_id if ready is None else os.path.basename(ready)
                 prefix = local_copy_prefix(sender, targets[0].address)
                 offset = len(prefix)
                 local_copy = prefix + body.take_bytes()
@@ -178,7 +191,7 @@ class Bodies:
                 )
                 for index, t in enumerate(targets)
             ]
-            if local_copy is None:
+            if local_copy is None or spool_name is None:
                 job = Job(
                     lambda connection, effects: self._insert(connection, effects, row, recipients),
                     on_failure=body.remove,
@@ -186,11 +199,11 @@ class Bodies:
             else:
                 # Written by the writer thread just before the commit, synced after it
                 # together with the commit (writer.py: one sync where there were two).
-                path = os.path.join(self._layout.spool_dir, queue_id)
+                path = os.path.join(self._layout.spool_dir, spool_name)
                 job = Job(
                     lambda connection, effects: self._insert(connection, effects, row, recipients),
                     on_failure=functools.partial(unlink_if_present, Path(path)),
-                    prepare=functools.partial(_write_new_file, path, local_copy),
+                    prepare=functools.partial(_write_local_copy, path, local_copy, ready is None),
                     unsynced_file=path,
                 )
             writer.submit(job)
@@ -340,10 +353,14 @@ class StoredBody:
             yield piece
 
 
-def _write_new_file(path: str, content: bytes) -> None:
-    """Create ``path`` (never an existing name, never through a link) holding ``content``;
-    not synced (see writer.py).  A partial file is removed by the job's ``on_failure``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+def _write_local_copy(path: str, content: bytes, create: bool) -> None:
+    """Write ``content`` into ``path``: a file to ``create`` (never an existing name, never
+    through a link), or an empty one made ahead (ready_files.py), opened without following
+    a link.  Not synced (see writer.py); the job's ``on_failure`` removes a partial file."""
+    if create:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    else:
+        fd = open_regular_file(Path(path), os.O_WRONLY)
     try:
         view = memoryview(content)
         while view:

@@ -65,6 +65,9 @@ from mailwright.queue.sqlite.writer import CommitStats, Effects, Job, JobRunner,
 
 #: Bodies up to this size are kept in memory while received and stored as a BLOB.
 DEFAULT_MEMORY_SPOOL_LIMIT = 1024 * 1024
+#: Bodies from this size for one local recipient are stored as their Maildir copy
+#: (write once, see bodies.py); smaller ones as a BLOB.
+DEFAULT_WRITE_ONCE_FROM = 0
 #: How long a claim protects a recipient from being claimed again (a delivery
 #: attempt that takes longer is repeated: at-least-once).
 DEFAULT_LEASE_SECONDS = 900.0
@@ -106,10 +109,11 @@ class SqliteQueueStore:
     to ``claim_due``).  ``commit_stats`` counts commits and the jobs they held.
     ``queue_ids``: stores of one process that enqueue into one data_dir must
     share one generator (see ``ids.QueueIdGenerator``); by default a store
-    makes its own.  ``write_once`` (the default): a body up to
-    ``memory_spool_limit`` for one local recipient is stored as that
-    recipient's whole Maildir copy, for local delivery to link (``bodies``);
-    ``use_syncfs`` chooses how such files are synced (``writer``).
+    makes its own.  ``write_once_from``: a body of at least this many octets
+    (and up to ``memory_spool_limit``) for one local recipient is stored as
+    that recipient's whole Maildir copy, for local delivery to link
+    (``bodies``); None: never.  ``use_syncfs`` chooses how such files are
+    synced (``writer``).
     """
 
     def __init__(
@@ -126,7 +130,7 @@ class SqliteQueueStore:
         clock: Callable[[], float] = time.time,
         queue_ids: QueueIdGenerator | None = None,
         use_syncfs: bool | None = None,
-        write_once: bool = True,
+        write_once_from: int | None = DEFAULT_WRITE_ONCE_FROM,
     ) -> None:
         if role not in _ROLES:
             raise ValueError(f"role must be one of {', '.join(_ROLES)}, not {role!r}")
@@ -159,7 +163,7 @@ class SqliteQueueStore:
             memory_spool_limit=memory_spool_limit,
             sync_threads=sync_threads,
             read_threads=read_threads,
-            write_once=write_once,
+            write_once_from=write_once_from,
         )
         self._claims = Claims(self._layout, self._jobs, lease_seconds)
         self._admin = Admin(self._layout, self._jobs)
