@@ -347,15 +347,17 @@ def test_small_body_for_a_remote_or_several_recipients_stays_in_the_database(
     run(test)
 
 
+@pytest.mark.parametrize("use_syncfs", [True, False], ids=["syncfs", "file-by-file"])
 def test_a_small_body_for_one_local_recipient_is_its_whole_local_copy_in_a_file(
-    tmp_path: Path,
+    tmp_path: Path, use_syncfs: bool
 ) -> None:
     """Write once: the spool file starts with the trace lines local delivery would add, so
-    delivery links it; every reader of the body still gets the body as received."""
+    delivery links it; every reader of the body still gets the body as received.  Both ways
+    of syncing it with its commit (one syncfs; or each file, spool/ and the WAL)."""
     body = b"Subject: hi\r\n\r\nsmall\r\n"
 
     async def test() -> None:
-        async with opened(tmp_path) as store:
+        async with opened(tmp_path, use_syncfs=use_syncfs) as store:
             queue_id = await put(store, body)
             (message,) = await store.claim_due(time.time() + 1, 10)
             assert message.local_copy == str(tmp_path / "spool" / queue_id)

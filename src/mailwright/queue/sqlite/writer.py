@@ -17,7 +17,7 @@ with one ``syncfs`` of the file system (durable.sync_file_system): one flush of
 the disk for the whole batch where a sync of each file before the commit and
 then the commit's own would be two in a row, each waited for before the 250.
 A crash before that sync returns may leave a committed row whose file is short
-or damaged; its 250 was never sent, and recovery drops it (``spool_crc``).
+or damaged; its 250 was never sent, and recovery moves it aside (``spool_crc``).
 NORMAL is safe for the database itself: in WAL mode it only skips the sync at
 commit, and checkpoints (made by the server's checkpointer, synchronous FULL)
 still sync the WAL before copying it and the database before the WAL restarts.
@@ -123,7 +123,10 @@ class Writer:
         self._disconnect = disconnect
         self._spool_dir = spool_dir
         self._wal_path = wal_path
-        self._use_syncfs = has_syncfs() if use_syncfs is None else use_syncfs
+        if use_syncfs is None:
+            # One syncfs covers the WAL too only when spool/ is on data_dir's file system.
+            use_syncfs = has_syncfs() and _same_file_system(spool_dir, wal_path.parent)
+        self._use_syncfs = use_syncfs
         #: Runs in the thread after the last job when every commit was made durable,
         #: before the connection and its locks are closed (the clean-close mark).
         self._on_clean_close = on_clean_close
@@ -353,6 +356,13 @@ class Writer:
         for job in jobs:
             _run_quietly(job.on_failure)
             job.future.set_exception(exc)
+
+
+def _same_file_system(first: Path, second: Path) -> bool:
+    try:
+        return os.stat(first).st_dev == os.stat(second).st_dev
+    except OSError:  # not made yet: the queue makes spool/ inside data_dir
+        return True
 
 
 def _rollback_savepoint(connection: sqlite3.Connection) -> bool:
