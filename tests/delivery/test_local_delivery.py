@@ -319,3 +319,29 @@ def test_kill_9_after_the_links_before_their_results_delivers_each_message_once(
 
 
 LINK_THEN_WAIT = Path(__file__).with_name("link_then_wait.py")
+
+
+def test_a_queue_name_left_after_the_delivery_was_recorded_is_removed_and_the_copy_stays(
+    tmp_path: Path,
+) -> None:
+    """The state a kill between recording the delivery and unlinking the queue's name for
+    the file leaves: no row, the name still there (a second link to the delivered copy).
+    The next start removes the name; the Maildir's copy is whole and alone."""
+
+    async def test() -> None:
+        async with delivering(tmp_path, threads=1) as (store, local):
+            (message,) = await queued(store, [b"kept\r\n"], ALICE)
+            assert message.local_copy is not None
+            assert await deliver_all(local, [message]) == [DELIVERED]
+            await store.record_result(
+                message.queue_id, 0, RecipientResult(RecipientState.DELIVERED, DELIVERED.reply)
+            )
+        (path,) = (tmp_path / "mailboxes" / "example.test" / "alice" / "new").iterdir()
+        os.link(path, message.local_copy)  # the name as the kill left it
+        async with delivering(tmp_path, threads=1) as (store, _):
+            assert await store.list() == []
+            assert not os.path.exists(message.local_copy)
+        assert path.stat().st_nlink == 1
+        assert body_of(path.read_bytes()) == b"kept\r\n"
+
+    asyncio.run(test())
