@@ -18,7 +18,10 @@ the disk for the whole batch where a sync of each file before the commit and
 then the commit's own would be two in a row, each waited for before the 250.
 A crash before that sync returns may leave a committed row whose file is short
 or damaged; its 250 was never sent, and recovery moves it aside (``spool_crc``).
-NORMAL is safe for the database itself: in WAL mode it only skips the sync at
+The row is visible to other connections from its commit, before that sync:
+a delivery that claims it in between syncs the file itself before linking it
+(delivery/maildir.py ``link_into_maildir``), so no Maildir ever shows a copy
+that is not on disk.  NORMAL is safe for the database itself: in WAL mode it only skips the sync at
 commit, and checkpoints (made by the server's checkpointer, synchronous FULL)
 still sync the WAL before copying it and the database before the WAL restarts.
 """
