@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import smtplib
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import ServerProcess, maildir_messages, wait_for
 
@@ -63,8 +66,12 @@ def test_unreadable_config_file_is_named(tmp_path: Path) -> None:
     assert "missing.toml" in result.stderr
 
 
-def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+@pytest.mark.parametrize("write_once", [True, False], ids=["linked", "copied"])
+def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path, write_once: bool) -> None:
+    """Linked: every message (about 1 KiB) is stored as its Maildir copy and linked there;
+    copied: kept in the database and copied at delivery (below ``write_once_from``)."""
+    queue = "[queue]\nwrite_once_from = 0\n" if write_once else ""
+    config = write_config(tmp_path, CONFIG + queue)
     server = ServerProcess(config)
     acknowledged: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -106,8 +113,8 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None
             return True
 
         wait_for(all_delivered, timeout=60)
-        # every message in new/ is whole: ends with its 40th line; and each is there once
-        # (write once: a delivery repeated after the kill finds its own link in new/)
+        # every message in new/ is whole: ends with its 40th line; and, linked, each is
+        # there once (a delivery repeated after the kill finds its own link in new/)
         markers: list[bytes] = []
         for user_dir in (tmp_path / "data" / "mailboxes" / "example.test").iterdir():
             for path in (user_dir / "new").iterdir():
@@ -115,7 +122,9 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path: Path) -> None
                 marker = data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
                 assert data.endswith(marker + b" line\r\n") and data.count(marker + b" line") == 40
                 markers.append(marker)
-        assert len(markers) == len(set(markers))
+                # linked: the queue's own file under the name its queue id gives
+                assert (re.match(r"\d+\.M\d+Q", path.name) is not None) == write_once
+        assert len(markers) == len(set(markers)) or not write_once
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0

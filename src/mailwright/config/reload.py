@@ -46,6 +46,7 @@ RESTART_KEYS: tuple[str, ...] = (
     "queue.password_file",
     "queue.node",
     "queue.lease",
+    "queue.write_once_from",
     "dns",
     "http",
 )

@@ -348,6 +348,11 @@ class QueueConfig:
     #: PostgreSQL: how long a claim protects a delivery from other nodes.  The node renews
     #: it while the delivery runs, so this is how soon a dead node's work is taken over.
     lease: float = setting(60.0, v.seconds)
+    #: The SQLite queue: a message for one local mailbox of at least this many octets is
+    #: stored as its finished Maildir copy and linked into the Maildir (write once,
+    #: docs/queue-and-delivery.md); a smaller one is kept in the database and copied.
+    #: 0: every such message.
+    write_once_from: int = setting(32_768, v.non_negative_int)
 
 
 # ---------------------------------------------------------------- [dns]

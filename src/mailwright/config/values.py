@@ -63,6 +63,12 @@ def positive_int(value: object, at: Place) -> int:
     return value
 
 
+def non_negative_int(value: object, at: Place) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise at.fail(f"expected an integer, 0 or more, got {show(value)}")
+    return value
+
+
 def processes(value: object, at: Place) -> int:
     """A count of server processes, or "auto": one per CPU this process may run on."""
     if value == "auto":
