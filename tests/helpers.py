@@ -108,7 +108,10 @@ def maildir_messages(data_dir: Path, address: str) -> list[bytes]:
     new = data_dir / "mailboxes" / domain / local / "new"
     if not new.is_dir():
         return []
-    return [p.read_bytes() for p in sorted(new.iterdir())]
+    # In the order written: Maildir names do not sort by time (their microseconds have no
+    # leading zeros), so two messages of one second may sort either way by name.
+    files = sorted(new.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [p.read_bytes() for p in files]
 
 
 class RawClient:

@@ -236,7 +236,7 @@ def test_a_message_for_one_local_recipient_is_linked_not_copied(tmp_path: Path) 
 
 def test_a_delivery_repeated_after_its_link_leaves_one_copy(tmp_path: Path) -> None:
     """An attempt that linked the copy but never recorded it (the state kill -9 leaves
-    there; tests/server/test_write_once.py kills a real server at that point) is made again
+    there; the test below kills a real process at that point) is made again
     after the restart: the name is taken by the same file, so that is the delivery."""
 
     async def test() -> None:

@@ -331,6 +331,37 @@ def test_local_copies_go_into_files_made_ahead_and_those_left_are_removed_at_clo
     run(test)
 
 
+def test_a_body_too_large_for_memory_is_written_once_after_its_trace_lines(
+    tmp_path: Path,
+) -> None:
+    """With ``local_prefix`` a body that spills to a file starts it with the local copy's
+    trace lines: sealed (synced) before its commit like any spool file, and linked at
+    delivery.  A prefix that is not the one local copy's is refused, nothing stored."""
+    body = os.urandom(300_000)
+    prefix = b"Return-Path: <sender@example.test>\r\nDelivered-To: alice@example.test\r\n"
+
+    async def test() -> None:
+        async with opened(tmp_path, memory_spool_limit=64 * 1024) as store:
+            spool = store.new_spool(prefix)
+            spool.write(body)
+            assert spool.on_disk and spool.size == len(body)
+            queue_id = await store.enqueue(SENDER, [Target(ALICE, ALICE, True)], spool)
+            (message,) = await store.claim_due(time.time() + 1, 10)
+            assert message.local_copy == str(tmp_path / "spool" / queue_id)
+            assert message.size == len(body)
+            assert (tmp_path / "spool" / queue_id).read_bytes() == prefix + body
+            assert await body_of(store, queue_id) == body
+
+            wrong = store.new_spool(prefix)
+            wrong.write(body)
+            with pytest.raises(ValueError, match="local_prefix"):
+                await store.enqueue(SENDER, [Target(REMOTE, REMOTE, False)], wrong)
+            assert [m.queue_id for m in await store.list()] == [queue_id]
+            assert tmp_files(tmp_path) == []
+
+    run(test)
+
+
 def test_small_body_for_a_remote_or_several_recipients_stays_in_the_database(
     tmp_path: Path,
 ) -> None:

@@ -151,6 +151,9 @@ class BodySpool(Protocol):
     SQLite).
     """
 
+    #: Octets before the body in a file (``seal``); b"": none.  Not part of the body.
+    prefix: bytes
+
     def write(self, data: bytes) -> None:
         """Append ``data``; StorageError (and the spool discarded) when the disk fails."""
 
@@ -217,8 +220,13 @@ class QueueStore(Protocol):
 
     async def close(self) -> None: ...
 
-    def new_spool(self) -> BodySpool:
-        """A spool to stream one body into, before enqueue."""
+    def new_spool(self, local_prefix: bytes = b"") -> BodySpool:
+        """A spool to stream one body into, before enqueue.
+
+        ``local_prefix``: the message has one recipient, a local one, and this is
+        ``local_copy_prefix`` for it; a store that keeps such a message as its finished
+        Maildir copy (write once) may start a file with it.  Others ignore it.
+        """
 
     async def enqueue(
         self,

@@ -20,9 +20,7 @@ def build_queue_store(config: Config, role: StoreRole) -> QueueStore:
     """The configured queue store, not yet opened."""
     queue = config.queue
     if queue.backend != "postgresql":
-        return SqliteQueueStore(
-            config.data_dir, role=role, write_once_from=queue.write_once_from
-        )
+        return SqliteQueueStore(config.data_dir, role=role, write_once_from=queue.write_once_from)
     from mailwright.queue.postgresql import DatabaseAddress, PostgresQueueStore
 
     assert queue.url is not None  # config/checks.py: postgresql needs its url

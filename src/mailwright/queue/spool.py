@@ -51,10 +51,19 @@ class SpillingSpool:
     """
 
     def __init__(
-        self, tmp_dir: Path, memory_limit: int, *, write_buffer: int = DEFAULT_SPOOL_WRITE_BUFFER
+        self,
+        tmp_dir: Path,
+        memory_limit: int,
+        *,
+        write_buffer: int = DEFAULT_SPOOL_WRITE_BUFFER,
+        prefix: bytes = b"",
     ) -> None:
+        """``prefix``: octets a file starts with, before the body (write once: the trace
+        lines of the message's one local copy, so that the file is that copy).  Never part
+        of the body: not counted in ``size``, not in ``take_bytes``."""
         if memory_limit < 0:
             raise ValueError(f"memory_limit must not be negative: {memory_limit}")
+        self.prefix = prefix
         self._tmp_dir = tmp_dir
         self._memory_limit = memory_limit
         self._write_buffer = write_buffer
@@ -148,6 +157,7 @@ class SpillingSpool:
         fd, name = tempfile.mkstemp(prefix="body-", dir=self._tmp_dir)
         self._path = Path(name)
         self._file = open(fd, "wb", buffering=self._write_buffer)  # noqa: SIM115 - kept open across writes
+        self._file.write(self.prefix)
         self._file.write(self._buffer)
         self._buffer = bytearray()
 

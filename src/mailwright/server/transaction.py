@@ -30,7 +30,7 @@ from mailwright.model import JUNK_FOLDER, NOTIFY_NOT_GIVEN, Address, Notify
 from mailwright.policy.routing import RecipientDecision, unique_targets
 from mailwright.protocol.events import Mail
 from mailwright.protocol.reply import Reply
-from mailwright.queue.base import BodySpool, QueueStore, Target
+from mailwright.queue.base import BodySpool, QueueStore, Target, local_copy_prefix
 
 HEADER_SCAN_LIMIT = 256 * 1024  # octets of the header section scanned for Received: lines
 
@@ -200,8 +200,16 @@ class MailTransaction:
             self.targets.append(target)
 
     def open_spool(self, store: QueueStore, trace: TraceInfo) -> None:
-        """Start the body with our trace header; OSError or StorageError when it cannot."""
-        self.spool = store.new_spool()
+        """Start the body with our trace header; OSError or StorageError when it cannot.
+
+        A message for one local mailbox tells the store the trace lines of that
+        copy, so that a body too large for memory can be written once, as the
+        Maildir file itself (queue/base.py ``new_spool``).
+        """
+        targets = unique_targets(self.targets)
+        one_local = len(targets) == 1 and targets[0].local
+        prefix = local_copy_prefix(self.sender, targets[0].address) if one_local else b""
+        self.spool = store.new_spool(prefix)
         self.spool.write(self.received_header(trace))
 
     def hold_for_signing(self, plan: SigningPlan | None, in_memory: int, folder: Path) -> None:

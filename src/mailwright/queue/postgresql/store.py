@@ -221,8 +221,9 @@ class PostgresQueueStore:
 
     # ------------------------------------------------------------ receiving
 
-    def new_spool(self) -> SpillingSpool:
-        """Up to ``memory_spool_limit`` octets in memory, then a file in data_dir/spool/tmp."""
+    def new_spool(self, local_prefix: bytes = b"") -> SpillingSpool:
+        """Up to ``memory_spool_limit`` octets in memory, then a file in data_dir/spool/tmp.
+        ``local_prefix`` is ignored: bodies are kept in the database, every copy written."""
         return self._bodies.new_spool()
 
     async def enqueue(

@@ -124,9 +124,11 @@ class Bodies:
 
     # ------------------------------------------------------------ receiving
 
-    def new_spool(self) -> SpillingSpool:
+    def new_spool(self, local_prefix: bytes = b"") -> SpillingSpool:
         """See ``SqliteQueueStore.new_spool``."""
-        return SpillingSpool(self._layout.tmp_dir, self._memory_spool_limit)
+        if self._write_once_from is None:
+            local_prefix = b""
+        return SpillingSpool(self._layout.tmp_dir, self._memory_spool_limit, prefix=local_prefix)
 
     async def enqueue(
         self,
@@ -149,6 +151,9 @@ class Bodies:
             offset = 0
             if body.on_disk:
                 spool_name = queue_id
+                if body.prefix:  # the file is the one local copy: synced before its commit
+                    _check_prefix(body.prefix, sender, targets)
+                    offset = len(body.prefix)
                 await self._seal(body, self._layout.spool_dir / spool_name)
             elif (
                 self._write_once_from is not None
@@ -351,6 +356,13 @@ class StoredBody:
     async def _pieces(self) -> AsyncIterator[bytes]:
         while piece := await self.read(BODY_READ_SIZE):
             yield piece
+
+
+def _check_prefix(prefix: bytes, sender: Address | None, targets: Sequence[Target]) -> None:
+    """A file may start with trace lines only when they are those of its one local copy."""
+    one_local = len(targets) == 1 and targets[0].local
+    if not one_local or prefix != local_copy_prefix(sender, targets[0].address):
+        raise ValueError("a spool's local_prefix must be the trace lines of its one local copy")
 
 
 def _write_local_copy(path: str, content: bytes, create: bool) -> None:

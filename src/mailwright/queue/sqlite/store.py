@@ -249,7 +249,7 @@ class SqliteQueueStore:
 
     # ------------------------------------------------------------ receiving
 
-    def new_spool(self) -> SpillingSpool:
+    def new_spool(self, local_prefix: bytes = b"") -> SpillingSpool:
         """A spool: up to ``memory_spool_limit`` octets in memory, then a file in spool/tmp.
 
         spool/tmp is shared by the server and its acceptors.  File names come
@@ -263,8 +263,11 @@ class SqliteQueueStore:
         and, worse, a file already renamed into spool/ whose row is not yet
         committed (it would be acknowledged without its body).  Hence
         acceptors stop before their server restarts.
+
+        ``local_prefix`` (base.py): a body that spills to a file starts the file
+        with it, and that file becomes the message's Maildir copy (write once).
         """
-        return self._bodies.new_spool()
+        return self._bodies.new_spool(local_prefix)
 
     async def enqueue(
         self,
