@@ -42,7 +42,28 @@ def use_shared_directory(directory: Path) -> None:
     the variable was set, so its choice is made again here.
     """
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue(_ProcessId())
+
+
+class _ProcessId:
+    """This process's id for prometheus_client, asked on every increment; known, not a syscall.
+
+    The library calls its ``process_identifier`` inside each ``inc()`` to notice a fork
+    (then the values move to files of the new pid); ``os.getpid()`` is a system call
+    each time (glibc caches no pid), a dozen per message received.  The id is taken
+    once and again in the child of every fork (``os.register_at_fork``), so a fork is
+    noticed exactly as before.
+    """
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self._pid
 
 
 def prepare_shared_directory(data_dir: Path) -> Path:
@@ -125,6 +146,26 @@ class Metrics:
         # child of each (command, code) is looked up once, not per reply (``labels()``
         # validates and locks, four times the cost of ``inc()``).
         self._reply_children: dict[tuple[str, str], Any] = {}
+        #: The same for what every connection counts, by listener kind.
+        self._session_children: dict[str, tuple[Any, Any]] = {}
+
+    def session_opened(self, listener: str) -> None:
+        """A connection accepted on a ``listener`` of that kind; one more session open."""
+        connections, sessions = self._session_counters(listener)
+        connections.inc()
+        sessions.inc()
+
+    def session_closed(self, listener: str) -> None:
+        self._session_counters(listener)[1].dec()
+
+    def _session_counters(self, listener: str) -> tuple[Any, Any]:
+        children = self._session_children.get(listener)
+        if children is None:
+            children = self._session_children[listener] = (
+                self.connections.labels(listener),
+                self.sessions.labels(listener),
+            )
+        return children
 
     def reply_sent(self, command: str, code: str) -> None:
         """One reply of ``code`` to ``command`` (``mailwright_smtp_replies_total``)."""

@@ -76,7 +76,7 @@ class ProtocolConfig:
             longest = max(longest, self.max_line + dsn.RCPT_LINE_EXTRA)
         return longest
 
-    def capabilities(self, *, tls: bool) -> list[str]:
+    def capabilities(self, *, tls: bool) -> tuple[str, ...]:
         """EHLO keywords, in the order they are advertised (RFC 5321 4.1.1.1).
 
         What is offered depends on TLS: STARTTLS only before it (RFC 3207 4.2),
@@ -95,4 +95,4 @@ class ProtocolConfig:
         if self.auth_mechanisms and tls:
             caps.append("AUTH " + " ".join(self.auth_mechanisms))
         caps.extend(self.extra_capabilities)
-        return caps
+        return tuple(caps)

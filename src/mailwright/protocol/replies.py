@@ -6,7 +6,12 @@ that is the point of mailwright's replies.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from mailwright.protocol.reply import Reply
+
+#: EHLO replies kept formatted, one per (our name, client's name, extensions) seen lately.
+GREETS_CACHED = 256
 
 # 2xx
 OK = Reply(250, "2.0.0", "Ok")
@@ -28,13 +33,20 @@ HELP = Reply(
 )
 
 
+@lru_cache(maxsize=8)  # one per hostname: every connection is greeted with the same bytes
 def greeting(hostname: str) -> Reply:
     """RFC 5321 4.2: the 220 greeting starts with our domain."""
     return Reply(220, None, f"{hostname} ESMTP mailwright")
 
 
-def greets(hostname: str, client: str, capabilities: tuple[str, ...] | list[str] = ()) -> Reply:
-    """The answer to HELO, or to EHLO with the extension lines (RFC 5321 4.1.1.1)."""
+@lru_cache(maxsize=GREETS_CACHED)
+def greets(hostname: str, client: str, capabilities: tuple[str, ...] = ()) -> Reply:
+    """The answer to HELO, or to EHLO with the extension lines (RFC 5321 4.1.1.1).
+
+    Kept for the clients seen lately (a Reply formats itself once): building and
+    formatting the ten lines of an EHLO reply costs more than parsing the command,
+    and the same servers come back under the same name, connection after connection.
+    """
     return Reply(250, None, [f"{hostname} greets {client}", *capabilities])
 
 

@@ -132,7 +132,7 @@ class ServerConnection:
 
     # ----------------------------------------------------------- public verbs
 
-    def capabilities(self) -> list[str]:
+    def capabilities(self) -> tuple[str, ...]:
         """EHLO keywords, in the order they are advertised (RFC 5321 4.1.1.1)."""
         return self.config.capabilities(tls=self.tls)
 

@@ -225,12 +225,13 @@ class SmtpListener:
     def _admit(self, peer_host: str) -> Reply | None:
         """Count the connection; a reply when it is over a limit (then it is greeted with 421)."""
         smtp = self.services.config.smtp
-        self._per_ip[client_key(peer_host)] += 1
+        key = client_key(peer_host)
+        self._per_ip[key] += 1
         if self._stopping:
             return replies.SHUTTING_DOWN
         if len(self.sessions) + len(self._handshakes) > smtp.max_connections:
             return replies.TOO_MANY_CONNECTIONS
-        if self._per_ip[client_key(peer_host)] > smtp.max_connections_per_ip:
+        if self._per_ip[key] > smtp.max_connections_per_ip:
             return replies.TOO_MANY_CONNECTIONS_FROM_IP
         return None
 

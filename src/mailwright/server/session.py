@@ -166,8 +166,7 @@ class SmtpSession(asyncio.Protocol):
         self.handler.peer = Peer(self.peer_host, self.peer_port)
         if transport.get_extra_info("ssl_object") is not None:  # implicit TLS
             self._tls_started(self.transport)
-        self.services.metrics.connections.labels(self.kind.value).inc()
-        self.services.metrics.sessions.labels(self.kind.value).inc()
+        self.services.metrics.session_opened(self.kind.value)
         self._on_open(self)
         self._safely(self._open)
 
@@ -300,7 +299,7 @@ class SmtpSession(asyncio.Protocol):
                 result=self._result,
             )
         )
-        self.services.metrics.sessions.labels(self.kind.value).dec()
+        self.services.metrics.session_closed(self.kind.value)
         self._on_close(self)
         if not self.done.done():
             self.done.set_result(None)
@@ -311,7 +310,8 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ writing
 
     def _write(self, data: bytes) -> None:
-        self._counted.sent(data)
+        if data:  # b"": only send what is held (counted when it was held)
+            self._counted.sent(data)
         self._out.write(data)
 
     def _reply(self, data: bytes) -> None:
