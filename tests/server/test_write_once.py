@@ -38,7 +38,7 @@ def message(marker: str, size: int) -> str:
 def test_from_write_once_from_up_a_message_for_one_mailbox_is_linked_and_others_copied(
     tmp_path: Path,
 ) -> None:
-    """Default ``write_once_from`` (32 KiB): a small message is kept in the database and
+    """Default ``write_once_from`` (64 KiB): a small message is kept in the database and
     copied; a larger one is stored as its Maildir file and linked, one over the memory
     limit (1 MiB, spooled to a file while received) too; one for two mailboxes is
     copied into each.  Each copy is whole, with Return-Path and Delivered-To once."""

@@ -352,7 +352,7 @@ class QueueConfig:
     #: stored as its finished Maildir copy and linked into the Maildir (write once,
     #: docs/queue-and-delivery.md); a smaller one is kept in the database and copied.
     #: 0: every such message.
-    write_once_from: int = setting(32_768, v.non_negative_int)
+    write_once_from: int = setting(65_536, v.non_negative_int)
 
 
 # ---------------------------------------------------------------- [dns]

@@ -67,7 +67,7 @@ from mailwright.queue.sqlite.writer import CommitStats, Effects, Job, JobRunner,
 DEFAULT_MEMORY_SPOOL_LIMIT = 1024 * 1024
 #: Bodies from this size for one local recipient are stored as their Maildir copy
 #: (write once, see bodies.py); smaller ones as a BLOB.  ``[queue] write_once_from``
-#: sets it for the server (32 KiB there, measured in docs/performance.md); a store
+#: sets it for the server (64 KiB there, measured in docs/performance.md); a store
 #: made directly (tests, tools) writes every such body once.
 DEFAULT_WRITE_ONCE_FROM = 0
 #: How long a claim protects a recipient from being claimed again (a delivery
