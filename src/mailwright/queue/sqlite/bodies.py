@@ -126,8 +126,8 @@ class Bodies:
 
     def new_spool(self, local_prefix: bytes = b"") -> SpillingSpool:
         """See ``SqliteQueueStore.new_spool``."""
-        if self._write_once_from is None:
-            local_prefix = b""
+        if self._write_once_from is None or self._write_once_from > self._memory_spool_limit:
+            local_prefix = b""  # a body spilled to a file is not to be written once
         return SpillingSpool(self._layout.tmp_dir, self._memory_spool_limit, prefix=local_prefix)
 
     async def enqueue(
