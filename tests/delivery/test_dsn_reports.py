@@ -412,6 +412,9 @@ def test_one_delayed_report_per_recipient_across_a_restart(
         assert bob["Diagnostic-Code"] == "smtp; 451 4.3.2 Try again later"
         assert bob["Will-Retry-Until"]
         assert part_types(report)[2] == "text/rfc822-headers"  # only a failure returns all
+        # The report is in its Maildir a moment before its own delivery is recorded
+        # and it leaves the queue: wait for that, then bob's message is alone there.
+        wait_for(lambda: len(server.call(lambda: server.app.store.list())) == 1, timeout=30)
         [message] = server.call(lambda: server.app.store.list())  # type: ignore[misc]
         assert message.recipients[0].delay_reported
         reported_at = recipient_attempts(server)
