@@ -8,6 +8,8 @@ is the server's own log line, and "the shutdown has begun" an idle session's 421
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import signal
 import smtplib
@@ -317,6 +319,38 @@ def test_a_body_unfinished_after_shutdown_timeout_gets_421_and_no_250(tmp_path: 
         client.sendmail("a@remote.test", ["alice@example.test"], b"Subject: later\r\n\r\nbody\r\n")
     bodies = wait_for(lambda: maildir_messages(tmp_path / "data", "alice@example.test"))
     assert len(bodies) == 1 and b"Subject: later" in bodies[0]  # type: ignore[arg-type,index]
+    stop(server)
+
+
+def test_a_commit_that_outlasts_the_shutdown_grace_gets_421_is_kept_and_logged(
+    tmp_path: Path,
+) -> None:
+    """The queue's write lock is held from outside, so the commit of a finished body
+    waits past shutdown_timeout: the client gets 421 (it keeps the message), the commit
+    still lands when the lock is free, and after its "queued" line the log says that
+    no 250 went out for it.  The next start delivers it (a duplicate at worst)."""
+    server = start(tmp_path, smtp="shutdown_timeout = 0.5")
+    lock = os.open(tmp_path / "data" / "queue.write-lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = greet(server)
+        client.send(b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        assert client.replies(3)[2].startswith("354")
+        client.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+        wait_for(lambda: "event=connect" in server.log())
+        server.proc.send_signal(signal.SIGTERM)
+        assert client.read_until_closed() == SHUTTING_DOWN  # never a 250
+    finally:
+        os.close(lock)  # the commit goes on
+    assert server.wait() == 0
+    log = server.log()
+    queued = re.search(r"event=queued id=(\S+)", log)
+    assert queued is not None
+    (line,) = [line for line in log.splitlines() if "event=unacknowledged" in line]
+    assert queued.group(1) in line and "421 sent" in line
+    server = start(tmp_path)
+    bodies = wait_for(lambda: maildir_messages(tmp_path / "data", "alice@example.test"))
+    assert len(bodies) == 1 and b"Subject: late" in bodies[0]  # type: ignore[arg-type,index]
     stop(server)
 
 

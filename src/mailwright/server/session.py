@@ -379,6 +379,17 @@ class SmtpSession(asyncio.Protocol):
                 else:
                     reply = await self.handler.end_data(event.size)
                 if self.phase is Phase.CLOSED:  # aborted at shutdown meanwhile
+                    if isinstance(event, EndOfData) and reply.code == 250:
+                        # Stored after all, but the client was told 421 and keeps the
+                        # message: it will come again (a duplicate, RFC 5321 6.1, no loss).
+                        log.warning(
+                            kv(
+                                event="unacknowledged",
+                                client=self._client(),
+                                reply=str(reply),
+                                reason="stored after the shutdown grace ended; 421 sent",
+                            )
+                        )
                     return
                 self._reply(self.conn.send(reply))
                 if self.conn.state is State.CLOSED:
