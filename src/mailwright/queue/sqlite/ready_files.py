@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 
 from mailwright.queue.sqlite.files import PRIVATE_FILE_MODE
 
@@ -29,6 +30,9 @@ logger = logging.getLogger("mailwright.queue.sqlite")
 
 #: Files kept ready: about the messages of one group commit under a heavy load.
 READY_FILES = 64
+#: Seconds without trying again after making files failed (a full disk): one warning
+#: then, not one per message.
+RETRY_AFTER_FAILURE = 30.0
 
 
 class ReadyFiles:
@@ -44,6 +48,7 @@ class ReadyFiles:
         self._lock = threading.Lock()
         self._refilling = False
         self._closed = False
+        self._failed_at = -RETRY_AFTER_FAILURE
         # Unique among the processes sharing spool/ and across restarts: pid and random.
         self._prefix = os.path.join(directory, f"ready.{os.getpid()}.{secrets.token_hex(4)}.")
         self._numbers = itertools.count()
@@ -71,6 +76,8 @@ class ReadyFiles:
         with self._lock:
             if self._refilling or self._closed:
                 return
+            if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
+                return  # copies are created one by one meanwhile
             self._refilling = True
         try:
             self._executor.submit(self._refill)
@@ -88,7 +95,12 @@ class ReadyFiles:
                 os.close(fd)
                 self._paths.append(path)
         except OSError as exc:  # a full disk, say: copies are created one by one meanwhile
-            logger.warning("queue: cannot make spool files ahead: %s", exc)
+            self._failed_at = time.monotonic()
+            logger.warning(
+                "queue: cannot make spool files ahead (tried again in %.0f s): %s",
+                RETRY_AFTER_FAILURE,
+                exc,
+            )
         finally:
             with self._lock:
                 self._refilling = False
