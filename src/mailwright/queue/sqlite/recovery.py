@@ -42,6 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mailwright.durable import sync_file_system
 from mailwright.errors import StorageError
 from mailwright.queue.base import QueuedMessage
 from mailwright.queue.spool import SPOOL_DIRECTORY_MODE, fsync_directory, make_directories
@@ -189,9 +190,17 @@ def _take_clean_mark(layout: QueueLayout) -> bool:
 
 def mark_closed_cleanly(layout: QueueLayout) -> None:
     """The server closed the queue and everything it committed is on disk: say so, unless an
-    acceptor still runs (its commits are its own; the next start checks them)."""
+    acceptor still runs (its commits are its own; the next start checks them).
+
+    First everything written is synced: an acceptor killed between a commit and its
+    sync left a file the mark must not vouch for before it is on disk.
+    """
     try:
         no_acceptors_left(layout.acceptors_lock)
+        try:
+            sync_file_system(layout.spool_dir)
+        except NotImplementedError:
+            os.sync()
         os.close(open_regular_file(layout.clean_mark, os.O_WRONLY | os.O_CREAT))
         fsync_directory(layout.data_dir)
     except (OSError, StorageError) as exc:
