@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from mailwright.durable import DirectorySyncer, fsync_directory, make_directories
+from mailwright.durable import DirectorySyncer, fsync_directory, make_directories, sync_file_data
 from mailwright.errors import StorageError
 from mailwright.model import Address
 from mailwright.syntax import is_domain_name, is_safe_local_part
@@ -232,11 +232,7 @@ def link_into_maildir(
     # so a delivery may come first: only what is on disk may appear in new/.  When the
     # queue's sync has been, this costs about 40 us and no write.
     try:
-        fd = os.open(local_copy, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        sync_file_data(local_copy)
     except OSError as exc:
         raise StorageError(f"cannot sync the queued copy {local_copy}: {exc}") from exc
     new_path = os.path.join(mailbox_dir, "new", name)

@@ -58,7 +58,6 @@ from mailwright.queue.base import (
 from mailwright.queue.spool import SpillingSpool
 from mailwright.queue.sqlite.database import Database
 from mailwright.queue.sqlite.files import (
-    PRIVATE_FILE_MODE,
     QueueLayout,
     open_regular_file,
     unlink_if_present,
@@ -148,6 +147,8 @@ class Bodies:
             blob: bytes | None = None
             spool_name: str | None = None
             local_copy: bytes | None = None
+            local_path = ""
+            ready: str | None = None  # an empty file made ahead for the local copy
             offset = 0
             if body.on_disk:
                 spool_name = queue_id
@@ -163,6 +164,7 @@ class Bodies:
             ):
                 ready = self._ready.take() if self._ready is not None else None
                 spool_name = queue_id if ready is None else os.path.basename(ready)
+                local_path = os.path.join(self._layout.spool_dir, spool_name)
                 prefix = local_copy_prefix(sender, targets[0].address)
                 offset = len(prefix)
                 local_copy = prefix + body.take_bytes()
@@ -196,21 +198,18 @@ class Bodies:
                 )
                 for index, t in enumerate(targets)
             ]
-            if local_copy is None or spool_name is None:
-                job = Job(
-                    lambda connection, effects: self._insert(connection, effects, row, recipients),
-                    on_failure=body.remove,
-                )
-            else:
+            job: Job[str] = Job(
+                lambda connection, effects: self._insert(connection, effects, row, recipients),
+                on_failure=body.remove,
+            )
+            if local_copy is not None:
                 # Written by the writer thread just before the commit, synced after it
                 # together with the commit (writer.py: one sync where there were two).
-                path = os.path.join(self._layout.spool_dir, spool_name)
-                job = Job(
-                    lambda connection, effects: self._insert(connection, effects, row, recipients),
-                    on_failure=functools.partial(unlink_if_present, Path(path)),
-                    prepare=functools.partial(_write_local_copy, path, local_copy, ready is None),
-                    unsynced_file=path,
+                job.on_failure = functools.partial(unlink_if_present, Path(local_path))
+                job.prepare = functools.partial(
+                    _write_local_copy, local_path, local_copy, ready is None
                 )
+                job.unsynced_file = local_path
             writer.submit(job)
         except asyncio.CancelledError:
             raise  # _seal arranged the clean-up
@@ -369,10 +368,7 @@ def _write_local_copy(path: str, content: bytes, create: bool) -> None:
     """Write ``content`` into ``path``: a file to ``create`` (never an existing name, never
     through a link), or an empty one made ahead (ready_files.py), opened without following
     a link.  Not synced (see writer.py); the job's ``on_failure`` removes a partial file."""
-    if create:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    else:
-        fd = open_regular_file(Path(path), os.O_WRONLY)
+    fd = open_regular_file(Path(path), os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0))
     try:
         view = memoryview(content)
         while view:

@@ -23,8 +23,9 @@ import os
 import secrets
 import threading
 import time
+from pathlib import Path
 
-from mailwright.queue.sqlite.files import PRIVATE_FILE_MODE
+from mailwright.queue.sqlite.files import open_regular_file
 
 logger = logging.getLogger("mailwright.queue.sqlite")
 
@@ -89,10 +90,7 @@ class ReadyFiles:
         try:
             while len(self._paths) < self._keep and not self._closed:
                 path = f"{self._prefix}{next(self._numbers)}"
-                fd = os.open(
-                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE
-                )
-                os.close(fd)
+                os.close(open_regular_file(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 self._paths.append(path)
         except OSError as exc:  # a full disk, say: copies are created one by one meanwhile
             self._failed_at = time.monotonic()

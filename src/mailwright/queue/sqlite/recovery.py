@@ -197,10 +197,7 @@ def mark_closed_cleanly(layout: QueueLayout) -> None:
     """
     try:
         no_acceptors_left(layout.acceptors_lock)
-        try:
-            sync_file_system(layout.spool_dir)
-        except NotImplementedError:
-            os.sync()
+        sync_file_system(layout.spool_dir)
         os.close(open_regular_file(layout.clean_mark, os.O_WRONLY | os.O_CREAT))
         fsync_directory(layout.data_dir)
     except (OSError, StorageError) as exc:

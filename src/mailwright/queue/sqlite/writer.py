@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from mailwright.durable import has_syncfs, sync_file_system
+from mailwright.durable import has_syncfs, sync_file_data, sync_file_system
 from mailwright.errors import StorageError
 from mailwright.queue.spool import fsync_directory
 from mailwright.queue.sqlite.locks import WriteLock
@@ -270,18 +270,10 @@ class Writer:
             sync_file_system(self._spool_dir)
             return
         for path in files:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            sync_file_data(path)
         if files:
             fsync_directory(self._spool_dir)
-        fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        sync_file_data(self._wal_path)
 
     def _transaction(
         self, connection: sqlite3.Connection, live: list[Job[Any]], *, writes: bool
